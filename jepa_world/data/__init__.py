@@ -1,0 +1,1 @@
+"""Datasets: built-in synthetic data, image folders / index files, deterministic sampling."""

@@ -1,0 +1,214 @@
+"""JEPA objective pieces and representation-collapse diagnostics.
+
+Objective (see /work/shared/reference/jepa.md, section 4): the predictor outputs ``z`` for the masked target tokens
+are regressed onto ``h``, the target-encoder features at those tokens, LayerNorm-ed over the feature dim without
+affine parameters (``layer_norm_targets``) and computed without gradient. I-JEPA uses smooth-L1, V-JEPA and V-JEPA 2
+use L1 (``jepa_loss``).
+
+Collapse (all features mapping to one point or a low-dimensional subspace) shows as the per-dimension std of the
+target features falling to 0, the mean pairwise cosine similarity rising to 1 and the effective rank falling towards
+1; ``collapse_diagnostics`` logs all three cheaply. ``variance_loss`` / ``covariance_loss`` are the VICReg
+regularisers, optional add-ons against collapse.
+
+Shapes: features are ``[..., D]`` (e.g. ``[B, N, D]`` tokens); diagnostics flatten all leading dims to rows
+``[rows, D]``. Diagnostics and VICReg terms are computed in at least float32 (bf16 inputs are upcast).
+
+References:
+    - Assran et al., "Self-Supervised Learning from Images with a Joint-Embedding Predictive Architecture", 2023.
+    - Bardes et al., "Revisiting Feature Prediction for Learning Visual Representations from Video", 2024.
+    - Roy & Vetterli, "The effective rank: A measure of effective dimensionality", EUSIPCO 2007.
+    - Bardes, Ponce & LeCun, "VICReg: Variance-Invariance-Covariance Regularization", ICLR 2022.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "collapse_diagnostics",
+    "covariance_loss",
+    "effective_rank",
+    "feature_std",
+    "jepa_loss",
+    "layer_norm_targets",
+    "mean_cosine_similarity",
+    "variance_loss",
+]
+
+_LOSSES = {"smooth_l1": F.smooth_l1_loss, "l1": F.l1_loss, "mse": F.mse_loss}
+
+
+def _rows(h: Tensor, name: str = "h") -> Tensor:
+    """``[..., D]`` -> ``[rows, D]`` in at least float32 (float64 stays float64)."""
+    if not isinstance(h, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(h).__name__}")
+    if h.dim() < 2:
+        raise ValueError(f"{name} must have shape [..., D] with at least 2 dims, got {tuple(h.shape)}")
+    h = h.reshape(-1, h.shape[-1])  # [rows, D]
+    if h.shape[0] < 2:
+        raise ValueError(f"{name} needs at least 2 rows (all dims but the last flattened), got {tuple(h.shape)}")
+    if h.dtype != torch.float64:
+        h = h.float()
+    return h
+
+
+def _centred(h: Tensor) -> Tensor:
+    """Subtract the column means of ``[rows, D]``.
+
+    Shifting by the first row first makes identical rows centre to exactly 0 (a float mean of equal values is not
+    always exact), so full collapse reads as std 0 / rank 1 instead of rounding noise; the shift cancels otherwise.
+    """
+    h = h - h[:1]
+    return h - h.mean(dim=0)
+
+
+def jepa_loss(z: Tensor, h: Tensor, *, kind: str = "smooth_l1") -> Tensor:
+    """Regression of predictions onto targets, averaged over all elements.
+
+    Args:
+        z: Predictor outputs at the target tokens, ``[..., D]``.
+        h: Targets (LayerNorm-ed target-encoder features, computed under ``torch.no_grad``), same shape as ``z``.
+        kind: ``"smooth_l1"`` (I-JEPA, beta 1), ``"l1"`` (V-JEPA, V-JEPA 2) or ``"mse"``.
+
+    Returns:
+        Scalar loss.
+
+    Raises:
+        ValueError: If the shapes differ or ``kind`` is unknown.
+    """
+    if kind not in _LOSSES:
+        raise ValueError(f"unknown loss kind={kind!r}; valid kinds: {sorted(_LOSSES)}")
+    if z.shape != h.shape:
+        raise ValueError(f"z and h must have the same shape, got z {tuple(z.shape)} and h {tuple(h.shape)}")
+    return _LOSSES[kind](z, h, reduction="mean")
+
+
+def layer_norm_targets(h: Tensor) -> Tensor:
+    """LayerNorm over the last dim without affine parameters (how the target-encoder outputs are normalised).
+
+    Args:
+        h: Target-encoder features ``[..., D]``.
+
+    Returns:
+        Normalised features, same shape and dtype.
+    """
+    return F.layer_norm(h, (h.shape[-1],))
+
+
+@torch.no_grad()
+def feature_std(h: Tensor) -> Tensor:
+    """Mean over feature dims of the per-dim std over all rows; falls to 0 at collapse.
+
+    Args:
+        h: Features ``[..., D]`` with at least 2 rows once the leading dims are flattened.
+
+    Returns:
+        Scalar (float32, or float64 for float64 input). Uses the unbiased std.
+    """
+    h = _centred(_rows(h))  # [rows, D]
+    return h.square().sum(dim=0).div(h.shape[0] - 1).sqrt().mean()
+
+
+@torch.no_grad()
+def effective_rank(h: Tensor) -> Tensor:
+    """Effective rank (Roy & Vetterli 2007) of the centred features: ``exp(entropy(s / sum(s)))``.
+
+    ``s`` are the singular values of the row-centred ``[rows, D]`` matrix. The result lies in ``[1, min(rows, D)]``
+    and equals ``k`` when there are ``k`` equal non-zero singular values. Fully collapsed features (all rows equal,
+    so the centred matrix is 0) give 1. The measure is scale-free: collapse to a point plus small isotropic noise
+    still has a high effective rank, which is why ``feature_std`` is logged next to it.
+
+    Args:
+        h: Features ``[..., D]`` with at least 2 rows once the leading dims are flattened.
+
+    Returns:
+        Scalar (float32, or float64 for float64 input).
+    """
+    h = _centred(_rows(h))  # [rows, D]
+    s = torch.linalg.svdvals(h)  # [min(rows, D)]
+    # Clamping instead of branching avoids a device sync; an all-zero s gives p = 0, entropy 0, rank 1
+    p = s / s.sum().clamp_min(torch.finfo(s.dtype).tiny)
+    entropy = -torch.special.xlogy(p, p).sum()  # xlogy: 0 * log 0 = 0 for exactly-zero singular values
+    return entropy.exp()
+
+
+@torch.no_grad()
+def mean_cosine_similarity(h: Tensor) -> Tensor:
+    """Average cosine similarity over all pairs of distinct rows; 1 at full collapse, about 0 for random features.
+
+    Computed in O(rows * D) as ``(|sum_i u_i|^2 - sum_i |u_i|^2) / (rows * (rows - 1))`` with ``u_i`` the unit rows,
+    so no ``[rows, rows]`` matrix is formed. An all-zero row counts as cosine 0 with every other row.
+
+    Args:
+        h: Features ``[..., D]`` with at least 2 rows once the leading dims are flattened.
+
+    Returns:
+        Scalar (float32, or float64 for float64 input).
+    """
+    h = _rows(h)  # [rows, D]
+    n = h.shape[0]
+    u = F.normalize(h, dim=1)  # [rows, D]
+    total = u.sum(dim=0).square().sum()  # sum over all ordered pairs, diagonal included
+    diagonal = u.square().sum()
+    return (total - diagonal) / (n * (n - 1))
+
+
+@torch.no_grad()
+def collapse_diagnostics(h: Tensor, *, max_rows: int = 4096) -> dict[str, float]:
+    """Feature std, effective rank and mean cosine similarity of ``h`` as Python floats (for logging).
+
+    Above ``max_rows`` rows the diagnostics use ``max_rows`` evenly spaced rows (deterministic, so values are
+    comparable across steps) to keep the SVD and the reductions cheap.
+
+    Args:
+        h: Features ``[..., D]``, e.g. target-encoder outputs ``[B, N, D]``.
+        max_rows: Most rows used (>= 2).
+
+    Returns:
+        ``{"feat_std": ..., "eff_rank": ..., "mean_cos": ...}``.
+    """
+    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 2:
+        raise ValueError(f"max_rows must be an int >= 2, got max_rows={max_rows!r}")
+    h = _rows(h)  # [rows, D]
+    n = h.shape[0]
+    if n > max_rows:
+        idx = torch.arange(max_rows, device=h.device) * n // max_rows  # [max_rows], strictly increasing
+        h = h[idx]
+    values = torch.stack([feature_std(h), effective_rank(h), mean_cosine_similarity(h)])
+    feat_std, eff_rank, mean_cos = values.tolist()  # one device sync for all three
+    return {"feat_std": feat_std, "eff_rank": eff_rank, "mean_cos": mean_cos}
+
+
+def variance_loss(z: Tensor, *, gamma: float = 1.0, eps: float = 1e-4) -> Tensor:
+    """VICReg variance term: ``mean_d relu(gamma - sqrt(var_d(z) + eps))``, pushing each dim's std up to ``gamma``.
+
+    Args:
+        z: Features ``[N, D]`` (leading dims of ``[..., D]`` are flattened), at least 2 rows.
+        gamma: Target std per dim.
+        eps: Added to the (unbiased) variance for a finite gradient at zero variance.
+
+    Returns:
+        Scalar loss (float32, or float64 for float64 input); 0 when every dim has std >= gamma.
+    """
+    z = _rows(z, "z")  # [N, D]
+    std = torch.sqrt(z.var(dim=0) + eps)  # [D]
+    return F.relu(gamma - std).mean()
+
+
+def covariance_loss(z: Tensor) -> Tensor:
+    """VICReg covariance term: sum of squared off-diagonal entries of the covariance of ``z``, divided by ``D``.
+
+    Args:
+        z: Features ``[N, D]`` (leading dims of ``[..., D]`` are flattened), at least 2 rows.
+
+    Returns:
+        Scalar loss (float32, or float64 for float64 input); 0 for decorrelated dims.
+    """
+    z = _rows(z, "z")  # [N, D]
+    n, d = z.shape
+    z = z - z.mean(dim=0)
+    cov = (z.T @ z) / (n - 1)  # [D, D]
+    off_diagonal = cov.square().sum() - cov.diagonal().square().sum()
+    return off_diagonal / d

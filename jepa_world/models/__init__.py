@@ -1,0 +1,1 @@
+"""Models: ViT encoder, mask predictor, JEPA objective (and, later, the action-conditioned dynamics)."""

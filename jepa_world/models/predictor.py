@@ -1,0 +1,190 @@
+"""Mask predictor: a narrow ViT that predicts target-token embeddings from context tokens and mask tokens.
+
+References:
+    Assran et al. 2023 (I-JEPA predictor, one mask token); Bardes et al. 2024 (V-JEPA, one mask token per mask
+    config); Assran et al. 2025 (V-JEPA 2, RoPE predictor).
+
+Shapes:
+    z `[B, Kc, D]` context features from the encoder, context_idx `[B, Kc]`, target_idx `[B, M, Kt]` (M target
+    blocks predicted from the same context, as the 4 blocks of I-JEPA). Output `[B, M, Kt, D]`.
+
+The predictor works at width P (384 in the releases): context tokens are projected D -> P and get their positions;
+each target slot is a learned mask token plus the target's position; `[context, targets]` run through the blocks
+together and only the target slots are projected back P -> D.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from jepa_world.masks import apply_masks
+from jepa_world.models.layers import (
+    LN_EPS,
+    Block,
+    grid_coords,
+    init_weights_,
+    rescale_blocks_,
+    resize_pos_embed,
+    rope_tables,
+    run_blocks,
+    sincos_table,
+)
+from jepa_world.registry import register_model
+
+
+class MaskPredictor(nn.Module):
+    """Narrow ViT with mask tokens.
+
+    Args:
+        grid_size: token grid of the encoder, (T', H', W') or (H', W').
+        embed_dim: encoder width D (input and output).
+        predictor_embed_dim: predictor width P.
+        depth: number of blocks.
+        num_heads: attention heads.
+        mlp_ratio: MLP hidden width / P.
+        qkv_bias: bias in the fused qkv projection.
+        num_mask_tokens: one learned mask token per mask config (V-JEPA uses 2; I-JEPA 1).
+        drop_path_rate: stochastic depth rate (linear over blocks).
+        pos_embed: "sincos" (fixed table) or "rope" (3-D rotary on the original grid positions).
+        sincos_layout: 2-D channel order ("vjepa" or "ijepa").
+        uniform_power: V-JEPA 3-D channel split.
+        zero_init_mask_tokens: start mask tokens at 0 (releases' default) instead of trunc-normal.
+        act_checkpoint: activation checkpointing in the blocks.
+        init_std: std of the truncated-normal init.
+    """
+
+    def __init__(
+        self,
+        *,
+        grid_size: tuple[int, ...],
+        embed_dim: int,
+        predictor_embed_dim: int = 384,
+        depth: int = 6,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        num_mask_tokens: int = 1,
+        drop_path_rate: float = 0.0,
+        pos_embed: str = "sincos",
+        sincos_layout: str = "vjepa",
+        uniform_power: bool = False,
+        zero_init_mask_tokens: bool = True,
+        act_checkpoint: bool = False,
+        init_std: float = 0.02,
+    ):
+        super().__init__()
+        if pos_embed not in ("sincos", "rope"):
+            raise ValueError(f"pos_embed={pos_embed!r}; expected 'sincos' or 'rope'")
+        if num_mask_tokens < 1:
+            raise ValueError(f"num_mask_tokens={num_mask_tokens} must be >= 1")
+        self.grid_size = tuple(grid_size)
+        self.embed_dim = embed_dim
+        self.predictor_embed_dim = predictor_embed_dim
+        self.num_heads = num_heads
+        self.pos_embed_kind = pos_embed
+        self.act_checkpoint = act_checkpoint
+
+        self.predictor_embed = nn.Linear(embed_dim, predictor_embed_dim)
+        self.mask_tokens = nn.ParameterList(
+            nn.Parameter(torch.zeros(1, 1, predictor_embed_dim)) for _ in range(num_mask_tokens)
+        )
+        if pos_embed == "sincos":
+            table = sincos_table(self.grid_size, predictor_embed_dim, layout=sincos_layout, uniform_power=uniform_power)
+            self.predictor_pos_embed = nn.Parameter(table[None], requires_grad=False)  # [1, N, P]
+        else:
+            self.predictor_pos_embed = None
+        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        self.predictor_blocks = nn.ModuleList(
+            Block(dim=predictor_embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=p)
+            for p in dpr
+        )
+        self.predictor_norm = nn.LayerNorm(predictor_embed_dim, eps=LN_EPS)
+        self.predictor_proj = nn.Linear(predictor_embed_dim, embed_dim)
+
+        init_weights_(self, std=init_std)
+        rescale_blocks_(self.predictor_blocks)
+        if not zero_init_mask_tokens:
+            for token in self.mask_tokens:
+                nn.init.trunc_normal_(token, std=init_std)
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        context_idx: torch.Tensor,
+        target_idx: torch.Tensor,
+        *,
+        mask_index: int = 0,
+        grid_size: tuple[int, ...] | None = None,
+    ) -> torch.Tensor:
+        """Predict target-token features.
+
+        Args:
+            z: `[B, Kc, D]` context features.
+            context_idx: `[B, Kc]` grid indices of the context tokens.
+            target_idx: `[B, M, Kt]` grid indices of M target blocks (or `[B, Kt]` for one).
+            mask_index: which mask token to use (the mask config this batch comes from).
+            grid_size: token grid of this input if it differs from the nominal one.
+
+        Returns:
+            `[B, M, Kt, D]` (or `[B, Kt, D]` for a 2-D target_idx).
+        """
+        if not 0 <= mask_index < len(self.mask_tokens):
+            raise ValueError(f"mask_index={mask_index} but the predictor has {len(self.mask_tokens)} mask tokens")
+        single = target_idx.ndim == 2
+        if single:
+            target_idx = target_idx[:, None]
+        B, M, Kt = target_idx.shape
+        Kc = z.shape[1]
+        grid = tuple(grid_size) if grid_size is not None else self.grid_size
+
+        z = self.predictor_embed(z)  # [B, Kc, P]
+        # Every target block is predicted from the same context: fold the M blocks into the batch.
+        z = z.repeat_interleave(M, dim=0)  # [B*M, Kc, P]
+        ctx_ids = context_idx.repeat_interleave(M, dim=0)  # [B*M, Kc]
+        tgt_ids = target_idx.flatten(0, 1)  # [B*M, Kt]
+        queries = self.mask_tokens[mask_index].to(z.dtype).expand(B * M, Kt, -1)  # [B*M, Kt, P]
+        rope = None
+        if self.predictor_pos_embed is not None:
+            pos = resize_pos_embed(self.predictor_pos_embed, self.grid_size, grid).to(z.dtype)
+            pos = pos.expand(B * M, -1, -1)  # [B*M, N, P]
+            z = z + apply_masks(pos, ctx_ids)
+            queries = queries + apply_masks(pos, tgt_ids)
+        else:
+            # Tokens keep their original grid positions for the rotation.
+            ids = torch.cat([ctx_ids, tgt_ids], dim=1)  # [B*M, Kc+Kt]
+            rope = rope_tables(grid_coords(ids, grid), self.predictor_embed_dim // self.num_heads)
+
+        x = torch.cat([z, queries], dim=1)  # [B*M, Kc+Kt, P]
+        x = run_blocks(self.predictor_blocks, x, rope=rope, checkpoint=self.act_checkpoint)
+        x = self.predictor_proj(self.predictor_norm(x[:, Kc:]))  # [B*M, Kt, D]
+        x = x.view(B, M, Kt, -1)
+        return x[:, 0] if single else x
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Presets: the releases' predictor (width 384) and narrow ones for CPU runs. grid_size / embed_dim come from the encoder.
+# --------------------------------------------------------------------------------------------------------------------
+def _predictor(defaults: dict, kwargs: dict) -> MaskPredictor:
+    return MaskPredictor(**{**defaults, **kwargs})
+
+
+@register_model
+def predictor_nano(**kwargs) -> MaskPredictor:
+    return _predictor(dict(predictor_embed_dim=96, depth=4, num_heads=4), kwargs)
+
+
+@register_model
+def predictor_tiny(**kwargs) -> MaskPredictor:
+    return _predictor(dict(predictor_embed_dim=192, depth=6, num_heads=6), kwargs)
+
+
+@register_model
+def predictor_small(**kwargs) -> MaskPredictor:
+    # The releases' shape: width 384, depth 6 for I-JEPA ViT-S experiments; depth 12 for ViT-H / V-JEPA.
+    return _predictor(dict(predictor_embed_dim=384, depth=6, num_heads=12), kwargs)
+
+
+@register_model
+def predictor_base(**kwargs) -> MaskPredictor:
+    return _predictor(dict(predictor_embed_dim=384, depth=12, num_heads=12), kwargs)
