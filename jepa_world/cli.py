@@ -1,7 +1,7 @@
 """Command line: parse arguments and call the library. No logic lives here.
 
-    jepa-world pretrain [--config FILE ...] [key=value ...]
-    jepa-world info
+jepa-world pretrain [--config FILE ...] [key=value ...]
+jepa-world info
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     summary = pretrain(cfg)
     metrics = summary["metrics"]
-    print(f"done: {summary['step']} steps, loss {metrics.get('loss', float('nan')):.4f}, run dir {summary['output_dir']}")
+    if summary["main_process"]:
+        loss = metrics.get("loss", float("nan"))
+        print(f"done: {summary['step']} steps, loss {loss:.4f}, run dir {summary['output_dir']}")
     return 0
 
 
@@ -43,8 +45,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     print(f"jepa_world {jepa_world.__version__}")
-    print(f"python {sys.version.split()[0]}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
-          f"timm {timm.__version__}, accelerate {accelerate.__version__}")  # fmt: skip
+    print(
+        f"python {sys.version.split()[0]}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
+        f"timm {timm.__version__}, accelerate {accelerate.__version__}"
+    )
     print(f"device: {device} ({torch.cuda.device_count()} CUDA devices), CPU threads: {torch.get_num_threads()}")
     print("models: " + ", ".join(jepa_world.list_models()))
     return 0

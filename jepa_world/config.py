@@ -184,9 +184,19 @@ def validate(cfg: DictConfig) -> None:
     for key, choices in CHOICES.items():
         if OmegaConf.select(cfg, key) not in choices:
             fail(key, f"expected one of {', '.join(choices)}")
-    for key in ("model.patch_size", "model.tubelet_size", "data.image_size", "data.num_frames", "data.num_samples",
-                "train.max_steps", "train.batch_size", "train.grad_accum", "train.log_every", "train.ckpt_every",
-                "train.keep_last"):  # fmt: skip
+    for key in (
+        "model.patch_size",
+        "model.tubelet_size",
+        "data.image_size",
+        "data.num_frames",
+        "data.num_samples",
+        "train.max_steps",
+        "train.batch_size",
+        "train.grad_accum",
+        "train.log_every",
+        "train.ckpt_every",
+        "train.keep_last",
+    ):
         if OmegaConf.select(cfg, key) < 1:
             fail(key, "must be >= 1")
     for key in ("data.num_workers", "optim.warmup_steps", "optim.decay_steps", "optim.grad_clip"):
@@ -217,4 +227,6 @@ def to_yaml(cfg: DictConfig) -> str:
 def defaults_table() -> list[tuple[str, Any]]:
     """(key, default) for every leaf key: used by `jepa-world pretrain --help`."""
     cfg = OmegaConf.structured(Config)
-    return [(k, OmegaConf.select(cfg, k)) for k in _all_keys(cfg) if not isinstance(OmegaConf.select(cfg, k), DictConfig)]
+    return [
+        (k, OmegaConf.select(cfg, k)) for k in _all_keys(cfg) if not isinstance(OmegaConf.select(cfg, k), DictConfig)
+    ]

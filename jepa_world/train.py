@@ -105,11 +105,7 @@ def build_schedules(cfg: DictConfig):
         lr_kwargs.update(total_steps=total, decay_steps=min(o.decay_steps, total - warmup), final=o.final_lr)
     lr = build_schedule(o.lr_schedule, **lr_kwargs)
     wd = cosine(start=o.weight_decay, end=o.final_weight_decay, total_steps=total)
-    ema = (
-        linear(start=o.ema[0], end=o.ema[1], total_steps=total)
-        if o.ema_schedule == "linear"
-        else constant(o.ema[0])
-    )
+    ema = linear(start=o.ema[0], end=o.ema[1], total_steps=total) if o.ema_schedule == "linear" else constant(o.ema[0])
     return lr, wd, ema
 
 
@@ -126,6 +122,16 @@ def param_groups(modules: list[torch.nn.Module]) -> list[dict]:
 # --------------------------------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------------------------------
+def check_batch_split(batch_size: int, world_size: int, grad_accum: int) -> None:
+    """The global batch must split evenly over processes and accumulation micro-steps."""
+    if batch_size < world_size:
+        raise ValueError(f"train.batch_size={batch_size} is smaller than the number of processes ({world_size})")
+    if batch_size % (world_size * grad_accum):
+        raise ValueError(
+            f"train.batch_size={batch_size} is not divisible by processes x grad_accum = {world_size} x {grad_accum}"
+        )
+
+
 def _check_writable(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -205,12 +211,7 @@ def pretrain(cfg: DictConfig) -> dict:
     )
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     tc = cfg.train
-    if tc.batch_size < world:
-        raise ValueError(f"train.batch_size={tc.batch_size} is smaller than the number of processes ({world})")
-    if tc.batch_size % (world * tc.grad_accum):
-        raise ValueError(
-            f"train.batch_size={tc.batch_size} is not divisible by processes x grad_accum = {world} x {tc.grad_accum}"
-        )
+    check_batch_split(tc.batch_size, world, tc.grad_accum)
     micro_global = tc.batch_size // tc.grad_accum  # samples per micro-step, all processes
     micro_local = micro_global // world
 
@@ -220,6 +221,7 @@ def pretrain(cfg: DictConfig) -> dict:
         _check_writable(out)
         (out / "config.yaml").write_text(to_yaml(cfg))
     accelerator.wait_for_everyone()
+    dataset = build_dataset(cfg.data, seed=cfg.seed)  # first: a bad data.index fails before any model is built
 
     torch.manual_seed(cfg.seed)  # identical init on every process (DDP also broadcasts rank 0's weights)
     model = build_jepa(cfg)
@@ -244,7 +246,6 @@ def pretrain(cfg: DictConfig) -> dict:
         if main:
             print(f"resumed from {resume_from} at step {start_step}")
 
-    dataset = build_dataset(cfg.data, seed=cfg.seed)
     sampler = StepSampler(
         dataset_size=len(dataset),
         micro_batch_size=micro_global,
@@ -263,7 +264,10 @@ def pretrain(cfg: DictConfig) -> dict:
     )
     model, optimizer = accelerator.prepare(model, optimizer)
     if tc.tensorboard:
-        flat = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in _flatten(OmegaConf.to_container(cfg)).items()}
+        flat = {
+            k: v if isinstance(v, int | float | str | bool) else str(v)
+            for k, v in _flatten(OmegaConf.to_container(cfg)).items()
+        }
         accelerator.init_trackers("tensorboard", config=flat)
 
     log = _MetricsLog(out / "metrics.jsonl", enabled=main)
@@ -340,7 +344,7 @@ def pretrain(cfg: DictConfig) -> dict:
         bar.close()
         log.close()
         accelerator.end_training()
-    return {"step": tc.max_steps, "metrics": last, "output_dir": str(out)}
+    return {"step": tc.max_steps, "metrics": last, "output_dir": str(out), "main_process": main}
 
 
 def _save(accelerator: Accelerator, cfg: DictConfig, ckpt_dir: Path, step: int, model, optimizer) -> None:
@@ -371,4 +375,3 @@ def _flatten(d: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{k}"] = v
     return out
-

@@ -12,8 +12,17 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml
 
 
 def test_defaults_and_overrides():
-    cfg = load_config([], ["train.max_steps=7", "seed=3", "model.name=vit_nano", "masks.num_blocks=[4]",
-                           "masks.spatial_scale=[0.2]", "masks.temporal_scale=[1.0]"])  # fmt: skip
+    cfg = load_config(
+        [],
+        [
+            "train.max_steps=7",
+            "seed=3",
+            "model.name=vit_nano",
+            "masks.num_blocks=[4]",
+            "masks.spatial_scale=[0.2]",
+            "masks.temporal_scale=[1.0]",
+        ],
+    )
     assert cfg.train.max_steps == 7 and cfg.seed == 3 and cfg.model.name == "vit_nano"
     assert list(cfg.masks.num_blocks) == [4]
     assert "max_steps: 7" in to_yaml(cfg)

@@ -73,7 +73,7 @@ def test_grid_coords():
 def _rope_reference(x: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     """V-JEPA 2 rotation, one channel at a time: channel c of an axis chunk uses frequency index c mod (d/2),
     and rotation pairs are (2j, 2j+1)."""
-    B, Hh, N, Dh = x.shape
+    B, _, N, Dh = x.shape
     d = rope_chunk_dim(Dh)
     half = d // 2
     omegas = [1.0 / 10000 ** (i / half) for i in range(half)]

@@ -77,8 +77,14 @@ def test_bad_args():
 
 @pytest.mark.parametrize(
     ("name", "width", "depth", "heads"),
-    [("vit_tiny", 192, 12, 3), ("vit_small", 384, 12, 6), ("vit_base", 768, 12, 12), ("vit_large", 1024, 24, 16),
-     ("vit_huge", 1280, 32, 16), ("vit_giant", 1408, 40, 16)],  # fmt: skip
+    [
+        ("vit_tiny", 192, 12, 3),
+        ("vit_small", 384, 12, 6),
+        ("vit_base", 768, 12, 12),
+        ("vit_large", 1024, 24, 16),
+        ("vit_huge", 1280, 32, 16),
+        ("vit_giant", 1408, 40, 16),
+    ],
 )
 def test_presets_match_the_release_sizes(name, width, depth, heads):
     # Build on the meta device: no memory, instant, same module structure.

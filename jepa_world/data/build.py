@@ -42,6 +42,7 @@ def build_dataset(data_cfg, *, seed: int) -> Dataset:
             raise FileNotFoundError(f"data.index={data_cfg.index!r} does not exist")
         # Video files through the index come with the video pipeline; images work for both model kinds.
         from jepa_world.data.images import ImageFolderDataset
+
         dataset: Dataset = ImageFolderDataset(
             index=path, image_size=data_cfg.image_size, train=True, max_skip_fraction=data_cfg.max_skip_fraction
         )

@@ -163,7 +163,7 @@ class MaskPredictor(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Presets: the releases' predictor (width 384) and narrow ones for CPU runs. grid_size / embed_dim come from the encoder.
+# Presets: the releases' predictor (width 384) and narrow ones for CPU. grid_size / embed_dim come from the encoder.
 # --------------------------------------------------------------------------------------------------------------------
 def _predictor(defaults: dict, kwargs: dict) -> MaskPredictor:
     return MaskPredictor(**{**defaults, **kwargs})

@@ -1,0 +1,617 @@
+"""Offline episodes on disk: the format, collection from pixel environments, and a lazy windowed dataset.
+
+On-disk format (version 1)
+--------------------------
+A dataset is a directory holding
+
+- ``episode_{i:06d}.npz`` for i = 0, 1, ... (``numpy.savez`` / ``numpy.savez_compressed``; any subset of indices
+  is fine, files are read in sorted name order), each with the arrays
+
+  - ``frames``: ``uint8 [T+1, H, W, 3]`` RGB frames (required);
+  - ``actions``: ``float32 [T, A]`` (required, finite);
+  - ``states``: ``float32 [T+1, S]`` (optional: proprioception or the true state, finite).
+
+  Frames come first in time: action ``t`` moves frame ``t`` to frame ``t+1``, and ``states[t]`` is the state
+  shown in ``frames[t]``. ``T >= 1``. Episodes of one dataset may differ in ``T`` but must agree on ``A``, on
+  whether ``states`` is present (and ``S``), and on ``H, W`` unless the dataset resizes (``image_size``).
+- ``metadata.json`` at the root, a JSON object with at least ``format_version`` (1), ``env_name``,
+  ``image_size``, ``action_dim``, ``state_dim`` (null without states), ``num_episodes``, ``steps`` (T per episode),
+  ``policy`` and ``seed``. ``collect_episodes`` also writes ``episode_lengths``, ``env_kwargs``,
+  ``policy_kwargs`` and ``actions_note``. The dataset only requires the episode files; ``read_metadata`` loads this.
+
+To store your own robot's data, call ``write_episode(root / episode_filename(i), frames=..., actions=...,
+states=...)`` per episode (it validates shapes and finiteness) and ``write_metadata(root, {...})`` once.
+Uncompressed files (``compress=False``) are memory-mapped by ``EpisodeDataset``, so a window reads only its own
+frames; compressed ones are decompressed whole per item (fine for short, small episodes).
+
+Dataset items (``EpisodeDataset``)
+----------------------------------
+A window of ``T = window`` frames taken every ``frameskip`` steps from a start ``s``::
+
+    x       float32 [T, 3, H, W]    frames s, s+k, ..., s+(T-1)k; in [0, 1] or ImageNet-normalised
+    actions float32 [T-1, A*k]      row j = actions s+jk .. s+jk+k-1 concatenated (an action block)
+    states  float32 [T, S]          states at the frame indices (absent if the episodes have no states)
+
+with ``k = frameskip``; starts are ``0, stride, 2*stride, ...`` while the window fits in the episode.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import warnings
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from jepa_world.data.transforms import IMAGENET_MEAN, IMAGENET_STD, split_key
+
+FORMAT_VERSION = 1
+METADATA_FILE = "metadata.json"
+EPISODE_GLOB = "episode_*.npz"
+_FRAME_KEYS = ("frames", "observations", "obs", "images", "pixels")
+_ZIP_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # zip local file header; fields 10/11: name and extra lengths
+
+
+def episode_filename(index: int) -> str:
+    """File name of episode ``index`` (``episode_000012.npz``)."""
+    return f"episode_{index:06d}.npz"
+
+
+# ---------------------------------------------------------------------------------------------------------- validation
+def _first_nonfinite(x: np.ndarray) -> tuple[str, int] | None:
+    """``("NaN" | "inf", row)`` of the first row of ``x`` with a non-finite value, else None."""
+    bad = ~np.isfinite(x.reshape(x.shape[0], -1))
+    if not bad.any():
+        return None
+    step = int(np.argmax(bad.any(axis=1)))
+    return ("NaN" if np.isnan(x[step]).any() else "inf"), step
+
+
+def _nonfinite_message(x: np.ndarray, name: str, steps: np.ndarray | None = None) -> str | None:
+    """``"<name> contain NaN at step t"`` for the first bad row (``steps`` maps rows to episode steps), else None."""
+    found = _first_nonfinite(x) if len(x) else None
+    if found is None:
+        return None
+    kind, row = found
+    step = row if steps is None else int(steps[row])
+    return f"{name} contain {kind} at step {step}"
+
+
+def _check_shapes(
+    frames_shape: tuple[int, ...],
+    frames_dtype: np.dtype,
+    actions_shape: tuple[int, ...] | None,
+    states_shape: tuple[int, ...] | None,
+) -> str | None:
+    """The first format violation of an episode's array shapes, or None."""
+    if len(frames_shape) != 4 or frames_shape[-1] != 3 or frames_dtype != np.uint8:
+        return f"frames must be uint8 [T+1, H, W, 3], got {frames_dtype} {tuple(frames_shape)}"
+    n = frames_shape[0]
+    if n < 2:
+        return f"frames has {n} steps; an episode needs at least 2 frames (1 action)"
+    if actions_shape is None:
+        return "actions are missing"
+    if len(actions_shape) != 2:
+        return f"actions must be 2-D [T, A], got shape {tuple(actions_shape)}"
+    if actions_shape[0] != n - 1:
+        return f"frames has {n} steps but actions has {actions_shape[0]}; expected {n - 1}"
+    if states_shape is not None:
+        if len(states_shape) != 2:
+            return f"states must be 2-D [T+1, S], got shape {tuple(states_shape)}"
+        if states_shape[0] != n:
+            return f"frames has {n} steps but states has {states_shape[0]}; expected {n}"
+    return None
+
+
+def validate_episode(
+    *, frames: np.ndarray, actions: np.ndarray, states: np.ndarray | None = None, name: str = "episode"
+) -> None:
+    """Check one episode against the format; raise ``ValueError("<name>: <problem>")`` on the first violation."""
+    frames = np.asarray(frames)
+    actions = np.asarray(actions)
+    states = None if states is None else np.asarray(states)
+    problem = _check_shapes(frames.shape, frames.dtype, actions.shape, None if states is None else states.shape)
+    if problem is None and not np.issubdtype(actions.dtype, np.number):
+        problem = f"actions must be numeric, got dtype {actions.dtype}"
+    if problem is None and states is not None and not np.issubdtype(states.dtype, np.number):
+        problem = f"states must be numeric, got dtype {states.dtype}"
+    if problem is None:
+        problem = _nonfinite_message(actions.astype(np.float64), "actions")
+    if problem is None and states is not None:
+        problem = _nonfinite_message(states.astype(np.float64), "states")
+    if problem is not None:
+        raise ValueError(f"{name}: {problem}")
+
+
+# ---------------------------------------------------------------------------------------------------------- writing
+def write_episode(
+    path: str | Path,
+    *,
+    frames: np.ndarray,
+    actions: np.ndarray,
+    states: np.ndarray | None = None,
+    compress: bool = True,
+) -> Path:
+    """Validate and write one episode file.
+
+    Args:
+        path: Target ``.npz`` path (conventionally ``root / episode_filename(i)``).
+        frames: ``uint8 [T+1, H, W, 3]``.
+        actions: ``[T, A]`` finite, stored as float32.
+        states: Optional ``[T+1, S]`` finite, stored as float32.
+        compress: ``savez_compressed`` (small files) or ``savez`` (memory-mappable windows).
+
+    Raises:
+        ValueError: Naming the file and the problem, e.g. ``"episode_000003.npz: actions contain NaN at step 5"``.
+    """
+    path = Path(path)
+    validate_episode(frames=frames, actions=actions, states=states, name=path.name)
+    arrays = {"frames": np.ascontiguousarray(frames), "actions": np.asarray(actions, dtype=np.float32)}
+    if states is not None:
+        arrays["states"] = np.asarray(states, dtype=np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save = np.savez_compressed if compress else np.savez
+    with open(path, "wb") as fh:  # a file object keeps numpy from appending a second ".npz"
+        save(fh, **arrays)
+    return path
+
+
+def write_metadata(root: str | Path, metadata: dict[str, Any]) -> Path:
+    """Write ``root/metadata.json`` (``format_version`` is filled in when missing)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    data = {"format_version": FORMAT_VERSION, **metadata}
+    path = root / METADATA_FILE
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_metadata(root: str | Path) -> dict[str, Any] | None:
+    """``root/metadata.json`` as a dict, or None when absent."""
+    path = Path(root) / METADATA_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+# ---------------------------------------------------------------------------------------------------------- collection
+def _make_collection_env(env_name: str, image_size: int, steps: int, env_kwargs: dict[str, Any]) -> Any:
+    """A pixel env for ``env_name``: Two-Rooms aliases directly, other gymnasium ids through the pixel adapter."""
+    from jepa_world.envs import ENV_ALIASES, PixelObservationAdapter, TwoRoomsEnv, make_env
+
+    if env_name in ENV_ALIASES or env_name in ENV_ALIASES.values():
+        wall = env_name in ("two_rooms", ENV_ALIASES["two_rooms"])
+        return TwoRoomsEnv(wall=wall, image_size=image_size, max_steps=max(steps, 1), **env_kwargs)
+    env = make_env(env_name, render_mode="rgb_array", **env_kwargs)
+    space = env.observation_space
+    is_frame = getattr(space, "dtype", None) == np.uint8 and getattr(space, "shape", None) == (
+        image_size,
+        image_size,
+        3,
+    )
+    return env if is_frame else PixelObservationAdapter(env, image_size=image_size)
+
+
+def _state_from_info(info: dict[str, Any]) -> np.ndarray | None:
+    state = info.get("state", info.get("proprio"))
+    return None if state is None else np.asarray(state, dtype=np.float32).reshape(-1)
+
+
+def collect_episodes(
+    *,
+    env_name: str,
+    num_episodes: int,
+    steps: int,
+    output_dir: str | Path,
+    policy: str | Callable[..., np.ndarray] = "von_mises",
+    seed: int = 0,
+    image_size: int = 64,
+    progress: bool = True,
+    policy_kwargs: dict[str, Any] | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    compress: bool = True,
+    overwrite: bool = False,
+) -> Path:
+    """Roll out a behaviour policy and write episodes plus ``metadata.json`` to ``output_dir``.
+
+    Episode ``i`` draws everything (reset seed, then policy noise) from ``numpy.random.default_rng((seed, i))``,
+    so a dataset is reproducible from ``seed`` and each episode independently of ``num_episodes``.
+
+    Args:
+        env_name: ``"two_rooms"``, ``"point_arena"`` or a gymnasium id (rendered through ``PixelObservationAdapter``).
+        num_episodes: Number of episodes.
+        steps: Actions per episode T (frames T+1). An env that ends earlier gives a shorter episode.
+        output_dir: Target directory (created).
+        policy: A policy name of ``jepa_world.envs.policies`` (Two-Rooms; ``"random"`` samples the action space of
+            other envs) or a callable ``policy(state, goal, rng) -> action`` (``goal`` is None; an object with
+            ``reset()`` is reset every episode).
+        seed: Base seed.
+        image_size: Frame side in pixels.
+        progress: Show a tqdm progress bar.
+        policy_kwargs: Constructor arguments for a named policy (e.g. ``{"kappa": 5.0}``).
+        env_kwargs: Extra environment constructor arguments.
+        compress: Compressed episode files (see the module docstring).
+        overwrite: Replace episodes already in ``output_dir`` instead of refusing.
+
+    Returns:
+        ``output_dir`` as a Path.
+
+    Stored actions are those the environment applied: for Two-Rooms after the rescale to norm <= 2.45, for other
+    Box action spaces clipped to the bounds.
+    """
+    from tqdm.auto import tqdm
+
+    from jepa_world.envs import TwoRoomsEnv, make_policy
+    from jepa_world.envs.two_rooms import clip_action_norm
+
+    if num_episodes < 1:
+        raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    out = Path(output_dir)
+    existing = sorted(out.glob(EPISODE_GLOB)) if out.is_dir() else []
+    if existing and not overwrite:
+        raise ValueError(f"output_dir={str(out)!r} already holds {len(existing)} episodes; pass overwrite=True")
+    for old in existing:
+        old.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    env_kwargs = dict(env_kwargs or {})
+    policy_kwargs = dict(policy_kwargs or {})
+    env = _make_collection_env(env_name, image_size, steps, env_kwargs)
+    two_rooms = isinstance(env, TwoRoomsEnv)
+    if callable(policy):
+        policy_fn, policy_name = policy, getattr(policy, "__qualname__", type(policy).__qualname__)
+    elif two_rooms:
+        policy_fn, policy_name = make_policy(policy, **policy_kwargs), policy
+    elif policy == "random":
+        policy_fn, policy_name = None, policy
+    else:
+        raise ValueError(f"policy={policy!r} is only defined for Two-Rooms envs; use 'random' or a callable")
+    box = getattr(env.action_space, "low", None) is not None
+
+    lengths: list[int] = []
+    action_dim = state_dim = None
+    for i in tqdm(range(num_episodes), desc=f"collect {env_name}", disable=not progress):
+        rng = np.random.default_rng((seed, i))
+        reset_seed = int(rng.integers(2**31 - 1))
+        reset_kwargs: dict[str, Any] = {"seed": reset_seed}
+        if two_rooms:
+            reset_kwargs["options"] = {"goal": None}
+        obs, info = env.reset(**reset_kwargs)
+        if policy_fn is None:
+            env.action_space.seed(int(rng.integers(2**31 - 1)))
+        elif hasattr(policy_fn, "reset"):
+            policy_fn.reset()
+        frames, actions, states = [np.asarray(obs)], [], [_state_from_info(info)]
+        for _ in range(steps):
+            raw = env.action_space.sample() if policy_fn is None else policy_fn(states[-1], None, rng)
+            a = np.asarray(raw, dtype=np.float64).reshape(-1)
+            if two_rooms:
+                a = clip_action_norm(a)
+            elif box:
+                a = np.clip(a, env.action_space.low.reshape(-1), env.action_space.high.reshape(-1))
+            obs, _, terminated, truncated, info = env.step(a.reshape(np.shape(raw)).astype(np.float32))
+            frames.append(np.asarray(obs))
+            actions.append(a.astype(np.float32))
+            states.append(_state_from_info(info))
+            if terminated or truncated:
+                break
+        has_states = all(s is not None for s in states)
+        write_episode(
+            out / episode_filename(i),
+            frames=np.stack(frames),
+            actions=np.stack(actions),
+            states=np.stack(states) if has_states else None,
+            compress=compress,
+        )
+        lengths.append(len(actions))
+        action_dim = len(actions[0])
+        state_dim = len(states[0]) if has_states else None
+    env.close()
+    write_metadata(
+        out,
+        {
+            "env_name": env_name,
+            "env_kwargs": env_kwargs,
+            "image_size": image_size,
+            "action_dim": action_dim,
+            "state_dim": state_dim,
+            "num_episodes": num_episodes,
+            "steps": steps,
+            "episode_lengths": lengths,
+            "policy": policy_name,
+            "policy_kwargs": policy_kwargs,
+            "seed": seed,
+            "actions_note": "actions as applied by the env (Two-Rooms: rescaled to norm <= 2.45)",
+        },
+    )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------- reading
+@dataclass(frozen=True)
+class NpzMember:
+    """Header of one array inside an ``.npz``: shape, dtype, and the byte offset of its data when memory-mappable."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran_order: bool
+    offset: int | None  # None: compressed member, must be read whole
+
+
+def _read_npy_header(fh: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(fh)
+    return np.lib.format.read_array_header_2_0(fh)
+
+
+def read_npz_header(path: str | Path) -> dict[str, NpzMember]:
+    """Shapes and dtypes of every array in an ``.npz`` without reading the arrays' data."""
+    path = Path(path)
+    members: dict[str, NpzMember] = {}
+    with zipfile.ZipFile(path) as zf, open(path, "rb") as raw:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            name = info.filename[: -len(".npy")]
+            if info.compress_type == zipfile.ZIP_STORED:
+                raw.seek(info.header_offset)
+                fields = _ZIP_LOCAL_HEADER.unpack(raw.read(_ZIP_LOCAL_HEADER.size))
+                raw.seek(info.header_offset + _ZIP_LOCAL_HEADER.size + fields[10] + fields[11])
+                shape, fortran, dtype = _read_npy_header(raw)
+                offset: int | None = raw.tell()
+            else:
+                with zf.open(info) as member:
+                    shape, fortran, dtype = _read_npy_header(member)
+                offset = None
+            members[name] = NpzMember(tuple(shape), np.dtype(dtype), bool(fortran), offset)
+    return members
+
+
+def _read_rows(path: Path, name: str, member: NpzMember, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` of one array, memory-mapped when possible so only those rows are read."""
+    if member.offset is not None and not member.fortran_order and not member.dtype.hasobject:
+        mm = np.memmap(path, dtype=member.dtype, mode="r", offset=member.offset, shape=member.shape)
+        out = np.array(mm[rows])
+        del mm
+        return out
+    with np.load(path, allow_pickle=False) as data:
+        return np.asarray(data[name][rows])
+
+
+def _squeeze_batch(x: np.ndarray, ndim: int, name: str, path: Path) -> np.ndarray:
+    if x.ndim == ndim + 1:
+        if x.shape[0] != 1:
+            raise ValueError(f"{path.name}: {name} has a batch of {x.shape[0]} trajectories; expected 1")
+        x = x[0]
+    if x.ndim != ndim:
+        raise ValueError(f"{path.name}: {name} must have {ndim} dims (or a batch dim of 1), got shape {x.shape}")
+    return x
+
+
+def load_npz_trajectory(path: str | Path, *, angle_dims: Sequence[int] = ()) -> dict[str, np.ndarray | None]:
+    """Load one trajectory from our episode format or a robot-style ``.npz``.
+
+    Accepted layouts: our ``frames`` / ``actions`` / ``states`` episode files, and files such as the Franka sample
+    (``observations uint8 [1, T, H, W, 3]``, ``states float32 [1, T, S]``, no actions). Frames are read from the
+    first of ``frames``, ``observations``, ``obs``, ``images``, ``pixels``; a leading batch dim of 1 is squeezed
+    from every array and channel-first frames ``[T, 3, H, W]`` are transposed.
+
+    When ``actions`` is absent but ``states`` is present, actions are DERIVED as state differences,
+    ``actions[t] = states[t+1] - states[t]`` (the delta-pose actions of V-JEPA 2-AC when states are end-effector
+    poses). Differences of the dims in ``angle_dims`` are wrapped to ``[-pi, pi)`` so an Euler angle crossing
+    +-pi gives a small delta. Without actions and states, ``actions`` is None.
+
+    Returns:
+        ``{"frames": uint8 [T, H, W, 3], "states": float32 [T, S] | None, "actions": float32 [T-1, A] | None}``.
+    """
+    path = Path(path)
+    with np.load(path, allow_pickle=False) as data:
+        keys = set(data.files)
+        frame_key = next((k for k in _FRAME_KEYS if k in keys), None)
+        if frame_key is None:
+            raise ValueError(f"{path.name}: no frames; expected one of {list(_FRAME_KEYS)}, found {sorted(keys)}")
+        frames = _squeeze_batch(np.asarray(data[frame_key]), 4, frame_key, path)
+        states = _squeeze_batch(np.asarray(data["states"]), 2, "states", path) if "states" in keys else None
+        actions = _squeeze_batch(np.asarray(data["actions"]), 2, "actions", path) if "actions" in keys else None
+    if frames.shape[-1] != 3 and frames.shape[1] == 3:
+        frames = np.ascontiguousarray(frames.transpose(0, 2, 3, 1))
+    if states is not None:
+        states = states.astype(np.float32)
+        if actions is None:
+            deltas = np.diff(states.astype(np.float64), axis=0)
+            for d in angle_dims:
+                deltas[:, d] = (deltas[:, d] + math.pi) % (2 * math.pi) - math.pi
+            actions = deltas.astype(np.float32)
+    if actions is not None:
+        actions = actions.astype(np.float32)
+    validate_episode(
+        frames=frames,
+        actions=actions if actions is not None else np.zeros((frames.shape[0] - 1, 0), np.float32),
+        states=states,
+        name=path.name,
+    )
+    return {"frames": frames, "states": states, "actions": actions}
+
+
+@dataclass(frozen=True)
+class _Episode:
+    path: Path
+    num_frames: int
+    frames: NpzMember
+    actions: NpzMember
+    states: NpzMember | None
+
+
+class EpisodeDataset(Dataset):
+    """Lazy windows over a directory of episodes (format in the module docstring).
+
+    Only the ``.npz`` headers are read at construction; every item opens its episode file and reads its window
+    (memory-mapped for uncompressed files). Nothing large is cached, so DataLoader workers stay small.
+
+    Args:
+        root: Dataset directory.
+        window: Frames per item T (>= 1).
+        frameskip: Steps between consecutive frames k; the k actions in between are concatenated.
+        stride: Step between window starts within an episode.
+        image_size: Resize frames to this square size (bilinear, antialiased); None keeps the stored size.
+        normalize: ImageNet mean/std normalisation of ``x``; False leaves it in [0, 1].
+
+    Items: ``{"x": [T, 3, H, W], "actions": [T-1, A*k], "states": [T, S]}`` (``states`` only when stored). Keys
+    are an int or ``(index, aug_seed)`` (no augmentation here, so ``aug_seed`` is ignored).
+
+    Attributes:
+        num_skipped: Episodes too short for one window (skipped with a warning).
+        action_dim, state_dim: Per-step dims A and S (``state_dim`` None without states).
+    """
+
+    def __init__(
+        self,
+        *,
+        root: str | Path,
+        window: int = 8,
+        frameskip: int = 1,
+        stride: int = 1,
+        image_size: int | None = None,
+        normalize: bool = True,
+    ) -> None:
+        for name, value in (("window", window), ("frameskip", frameskip), ("stride", stride)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
+            raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ValueError(f"root={str(self.root)!r} is not a directory")
+        files = sorted(self.root.glob(EPISODE_GLOB))
+        if not files:
+            raise ValueError(f"root={str(self.root)!r} holds no {EPISODE_GLOB} files")
+        self.window, self.frameskip, self.stride = window, frameskip, stride
+        self.image_size, self.normalize = image_size, normalize
+        self.metadata = read_metadata(self.root)
+        span = (window - 1) * frameskip + 1  # frames one window covers
+        self.episodes: list[_Episode] = []
+        ep_index, starts = [], []
+        self.num_skipped = 0
+        for path in files:
+            episode = self._inspect(path)
+            if episode.num_frames < span:
+                self.num_skipped += 1
+                continue
+            first_starts = np.arange(0, episode.num_frames - span + 1, stride)
+            ep_index.append(np.full(len(first_starts), len(self.episodes), dtype=np.int64))
+            starts.append(first_starts.astype(np.int64))
+            self.episodes.append(episode)
+        if not self.episodes:
+            raise ValueError(
+                f"root={str(self.root)!r}: none of the {len(files)} episodes has the {span} frames a window of "
+                f"{window} with frameskip {frameskip} needs"
+            )
+        if self.num_skipped:
+            warnings.warn(
+                f"{self.num_skipped} of {len(files)} episodes in {self.root} are shorter than {span} frames; skipped",
+                stacklevel=2,
+            )
+        self._check_consistent()
+        self._episode_of = np.concatenate(ep_index)  # [N] episode of each window
+        self._start_of = np.concatenate(starts)  # [N] first frame of each window
+        self._mean = np.asarray(IMAGENET_MEAN, dtype=np.float32).reshape(1, 3, 1, 1)
+        self._std = np.asarray(IMAGENET_STD, dtype=np.float32).reshape(1, 3, 1, 1)
+
+    @staticmethod
+    def _inspect(path: Path) -> _Episode:
+        try:
+            members = read_npz_header(path)
+        except (zipfile.BadZipFile, ValueError, OSError) as err:
+            raise ValueError(f"{path.name}: not a readable .npz file ({err})") from err
+        if "frames" not in members:
+            raise ValueError(f"{path.name}: frames are missing (found {sorted(members)})")
+        frames, actions, states = members["frames"], members.get("actions"), members.get("states")
+        problem = _check_shapes(
+            frames.shape,
+            frames.dtype,
+            None if actions is None else actions.shape,
+            None if states is None else states.shape,
+        )
+        if problem is not None:
+            raise ValueError(f"{path.name}: {problem}")
+        return _Episode(path, frames.shape[0], frames, actions, states)
+
+    def _check_consistent(self) -> None:
+        first = self.episodes[0]
+        for ep in self.episodes[1:]:
+            if ep.actions.shape[1] != first.actions.shape[1]:
+                raise ValueError(
+                    f"{ep.path.name}: action dim {ep.actions.shape[1]} differs from {first.path.name}'s "
+                    f"{first.actions.shape[1]}"
+                )
+            if (ep.states is None) != (first.states is None) or (
+                ep.states is not None and ep.states.shape[1] != first.states.shape[1]
+            ):
+                raise ValueError(f"{ep.path.name}: states differ in presence or size from {first.path.name}'s")
+            if self.image_size is None and ep.frames.shape[1:] != first.frames.shape[1:]:
+                raise ValueError(
+                    f"{ep.path.name}: frame shape {ep.frames.shape[1:]} differs from {first.path.name}'s "
+                    f"{first.frames.shape[1:]}; pass image_size to resize"
+                )
+
+    @property
+    def action_dim(self) -> int:
+        return self.episodes[0].actions.shape[1]
+
+    @property
+    def state_dim(self) -> int | None:
+        states = self.episodes[0].states
+        return None if states is None else states.shape[1]
+
+    def __len__(self) -> int:
+        return len(self._start_of)
+
+    def window_location(self, key: Any) -> tuple[Path, int]:
+        """``(episode file, first frame index)`` of the window behind a key."""
+        index, _ = split_key(key, len(self))
+        return self.episodes[int(self._episode_of[index])].path, int(self._start_of[index])
+
+    def __getitem__(self, key: Any) -> dict[str, torch.Tensor]:
+        index, _ = split_key(key, len(self))
+        ep = self.episodes[int(self._episode_of[index])]
+        start = int(self._start_of[index])
+        k, t = self.frameskip, self.window
+        frame_rows = start + k * np.arange(t)  # [T]
+        action_rows = np.arange(start, start + k * (t - 1))  # [(T-1)*k]
+        frames = _read_rows(ep.path, "frames", ep.frames, frame_rows)  # [T, H, W, 3] uint8
+        actions = _read_rows(ep.path, "actions", ep.actions, action_rows).astype(np.float32)  # [(T-1)*k, A]
+        problem = _nonfinite_message(actions, "actions", action_rows)
+        if problem is not None:
+            raise ValueError(f"{ep.path.name}: {problem}")
+        action_blocks = actions.reshape(t - 1, k * ep.actions.shape[1])  # [T-1, A*k]
+        item = {"x": self._frames_to_tensor(frames), "actions": torch.from_numpy(action_blocks)}
+        if ep.states is not None:
+            states = _read_rows(ep.path, "states", ep.states, frame_rows).astype(np.float32)  # [T, S]
+            problem = _nonfinite_message(states, "states", frame_rows)
+            if problem is not None:
+                raise ValueError(f"{ep.path.name}: {problem}")
+            item["states"] = torch.from_numpy(states)
+        return item
+
+    def _frames_to_tensor(self, frames: np.ndarray) -> torch.Tensor:
+        # numpy for the elementwise work: small torch ops pay thread start-up costs that dominate at this size.
+        x = frames.transpose(0, 3, 1, 2).astype(np.float32) * np.float32(1.0 / 255.0)  # [T, 3, H, W]
+        if self.image_size is not None and x.shape[-2:] != (self.image_size, self.image_size):
+            resized = F.interpolate(
+                torch.from_numpy(x), size=(self.image_size, self.image_size), mode="bilinear", antialias=True
+            )
+            x = resized.clamp_(0.0, 1.0).numpy()
+        if self.normalize:
+            x = (x - self._mean) / self._std
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))

@@ -1,0 +1,198 @@
+"""Tests for the procedural bouncing-shapes data (jepa_world/data/synthetic.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from jepa_world.data.synthetic import BouncingShapesVideo, ShapesImages, render_scene, save_preview
+from jepa_world.data.transforms import denormalize
+
+# Geometry facts, independent of the implementation: area / half_size**2 for circle, square (side 2h) and the
+# triangle with apex (0, -h) and base corners (+-h, h).
+AREA_FACTOR = {0: math.pi, 1: 4.0, 2: 2.0}
+PER_SHAPE_FIELDS = ("kind", "half_size", "velocity", "color", "texture", "texture_period", "texture_angle")
+
+
+def direction_bin(dx: float, dy: float) -> int:
+    """8 bins of 45 deg centred on 0 deg, image coordinates (y down): 0 right, 2 down, 4 left, 6 up."""
+    angle = math.degrees(math.atan2(dy, dx)) % 360.0
+    return int((angle + 22.5) // 45.0) % 8
+
+
+def shape_mask(rgb: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """``[T, H, W]`` pixels that differ from the background (rgb ``[3, T, H, W]``, background ``[3, H, W]``)."""
+    return np.abs(rgb - background[:, None]).max(axis=0) > 0.02
+
+
+def centroids(mask: np.ndarray) -> np.ndarray:
+    """``[T, 2]`` (x, y) centroid of pixel centres per frame."""
+    _, height, width = mask.shape
+    ys, xs = np.mgrid[0:height, 0:width] + 0.5
+    count = mask.sum(axis=(1, 2))
+    return np.stack([(mask * xs).sum(axis=(1, 2)) / count, (mask * ys).sum(axis=(1, 2)) / count], axis=1)
+
+
+def test_video_shapes_dtypes_and_keys():
+    ds = BouncingShapesVideo(num_samples=5, num_frames=6, image_size=48, seed=1)
+    assert len(ds) == 5
+    item = ds[2]
+    assert item["x"].shape == (3, 6, 48, 48)
+    assert item["x"].dtype == torch.float32
+    assert isinstance(item["label"], int) and 0 <= item["label"] < 8
+    assert item["skipped"] == 0
+    assert torch.equal(ds[(2, 12345)]["x"], item["x"])  # aug_seed is accepted and ignored
+    assert torch.equal(ds[-3]["x"], item["x"])
+    with pytest.raises(IndexError):
+        ds[5]
+
+
+def test_images_shapes_and_frame_zero_of_video():
+    images = ShapesImages(num_samples=4, image_size=40, seed=7)
+    video = BouncingShapesVideo(num_samples=4, num_frames=3, image_size=40, seed=7)
+    for i in range(4):
+        item = images[i]
+        assert item["x"].shape == (3, 40, 40) and item["x"].dtype == torch.float32
+        assert item["skipped"] == 0 and item["label"] in (0, 1, 2)
+        torch.testing.assert_close(item["x"], video[i]["x"][:, 0], rtol=0, atol=1e-6)
+
+
+def test_determinism_same_key_same_tensor_different_index_differs():
+    ds = BouncingShapesVideo(num_samples=10, num_frames=4, seed=0)
+    again = BouncingShapesVideo(num_samples=10, num_frames=4, seed=0)
+    other_seed = BouncingShapesVideo(num_samples=10, num_frames=4, seed=1)
+    for i in range(3):
+        assert torch.equal(ds[i]["x"], ds[i]["x"])
+        assert torch.equal(ds[i]["x"], again[i]["x"])
+        assert not torch.equal(ds[i]["x"], ds[i + 1]["x"])
+        assert not torch.equal(ds[i]["x"], other_seed[i]["x"])
+
+
+def test_consecutive_frames_differ():
+    ds = BouncingShapesVideo(num_samples=8, num_frames=8, seed=2)
+    for i in range(len(ds)):
+        x = ds[i]["x"]
+        step = (x[:, 1:] - x[:, :-1]).abs().amax(dim=(0, 2, 3))  # [T - 1]
+        assert (step > 0.1).all(), f"sample {i} has a static step: {step}"
+
+
+def test_values_normalised():
+    ds = BouncingShapesVideo(num_samples=16, num_frames=4, seed=3)
+    x = torch.stack([ds[i]["x"] for i in range(len(ds))])
+    assert torch.isfinite(x).all()
+    rgb = denormalize(x.transpose(0, 1))  # back to [0, 1] RGB: renders are convex blends of colours in [0, 1]
+    assert rgb.min() >= -1e-4 and rgb.max() <= 1 + 1e-4
+    assert abs(x.mean().item()) < 0.5
+    assert 0.5 < x.std().item() < 1.5
+
+
+def test_label_range_and_not_constant():
+    ds = BouncingShapesVideo(num_samples=64, num_frames=2, image_size=32, seed=4)
+    labels = [ds[i]["label"] for i in range(len(ds))]
+    assert all(0 <= label < 8 for label in labels)
+    assert len(set(labels)) >= 6
+    kinds = [ShapesImages(num_samples=64, image_size=32, seed=4)[i]["label"] for i in range(32)]
+    assert set(kinds) == {0, 1, 2}
+
+
+def test_label_is_direction_of_largest_shape_from_state():
+    ds = BouncingShapesVideo(num_samples=40, num_frames=2, image_size=32, seed=5)
+    for i in range(len(ds)):
+        scene = ds.scene(i)
+        areas = [AREA_FACTOR[int(k)] * h**2 for k, h in zip(scene.kind, scene.half_size)]
+        largest = int(np.argmax(areas))
+        vx, vy = scene.velocity[largest, 0]
+        assert ds[i]["label"] == direction_bin(vx, vy)
+
+
+def test_trajectories_bounce_inside_and_keep_speed():
+    size = 64
+    ds = BouncingShapesVideo(num_samples=20, num_frames=16, image_size=size, seed=6)
+    steps_matching_velocity = []
+    for i in range(len(ds)):
+        scene = ds.scene(i)
+        h = scene.half_size[:, None]
+        assert (scene.center >= h[..., None] - 1e-9).all() and (scene.center <= size - h[..., None] + 1e-9).all()
+        speed = np.linalg.norm(scene.velocity, axis=-1)  # [n, T]
+        np.testing.assert_allclose(speed, speed[:, :1].repeat(speed.shape[1], axis=1))
+        assert ((speed > 0.9) & (speed < 3.1)).all()  # ~1-3 px/frame at 64 px
+        step = np.diff(scene.center, axis=1)  # [n, T - 1, 2]
+        assert (np.linalg.norm(step, axis=-1) <= speed[:, :-1] + 1e-9).all()
+        steps_matching_velocity.append(np.isclose(step, scene.velocity[:, :-1]).all(axis=-1).ravel())
+    # Away from bounces, the position advances by exactly the velocity.
+    assert np.concatenate(steps_matching_velocity).mean() > 0.8
+
+
+def test_pixels_follow_state_and_motion_gives_label():
+    """With one shape, the changed pixels' centroid must move like the state says, and its direction is the label."""
+    ds = BouncingShapesVideo(num_samples=40, num_frames=6, image_size=64, num_shapes=(1, 1), seed=8)
+    matches = 0
+    for i in range(len(ds)):
+        item, scene = ds[i], ds.scene(i)
+        mask = shape_mask(denormalize(item["x"]).numpy(), scene.background)
+        assert mask.sum(axis=(1, 2)).min() > 20  # the shape is visible in every frame
+        moved = centroids(mask) - centroids(mask)[:1]
+        expected = scene.center[0] - scene.center[0, :1]
+        assert np.abs(moved - expected).max() < 1.0, f"sample {i}: pixels moved {moved}, state moved {expected}"
+        matches += direction_bin(*moved[1]) == item["label"]
+    # A bounce between frames 0 and 1 changes the pixel direction, so "most", not all.
+    assert matches >= 0.8 * len(ds), matches
+
+
+def test_later_shapes_occlude_earlier_ones():
+    ds = BouncingShapesVideo(num_samples=10, num_frames=3, image_size=64, num_shapes=(2, 2), seed=9)
+    ys, xs = np.mgrid[0:64, 0:64] + 0.5
+    for i in range(len(ds)):
+        scene = ds.scene(i)
+        # Put both shapes on the same path so they overlap around their common centre.
+        center = np.stack([scene.center[0], scene.center[0]])
+        for order in ([0, 1], [1, 0]):
+            stacked = dataclasses.replace(
+                scene,
+                **{f: getattr(scene, f)[order] for f in PER_SHAPE_FIELDS},
+                center=center,
+            )
+            rgb = render_scene(stacked)  # [3, T, H, W]
+            for t in range(rgb.shape[1]):
+                # A disc of radius 0.4 h lies inside every kind (the triangle's side is h/sqrt5 from the box centre).
+                radius = 0.4 * stacked.half_size.min() - 0.5  # minus the antialiasing band
+                inside = np.hypot(xs - center[0, t, 0], ys - center[0, t, 1]) < radius
+                pixels = rgb[:, t][:, inside].T  # [P, 3]
+                dist = np.abs(pixels[:, None, :] - stacked.color[1][None]).max(axis=-1).min(axis=1)
+                assert inside.any() and dist.max() < 1e-5, f"sample {i} frame {t}: top shape not on top"
+
+
+def test_size_and_speed_scale_with_image_size():
+    small = BouncingShapesVideo(num_samples=4, num_frames=2, image_size=32, seed=10).scene(0)
+    large = BouncingShapesVideo(num_samples=4, num_frames=2, image_size=128, seed=10).scene(0)
+    np.testing.assert_allclose(large.half_size, 4 * small.half_size)
+    np.testing.assert_allclose(large.velocity, 4 * small.velocity)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"num_samples": 0}, "num_samples"),
+        ({"num_frames": 0}, "num_frames"),
+        ({"image_size": 4}, "image_size"),
+        ({"num_shapes": (0, 2)}, "num_shapes"),
+        ({"num_shapes": (3, 2)}, "num_shapes"),
+        ({"seed": -1}, "seed"),
+    ],
+)
+def test_bad_arguments_raise(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        BouncingShapesVideo(**kwargs)
+
+
+def test_save_preview_writes_png(tmp_path):
+    ds = BouncingShapesVideo(num_samples=3, num_frames=5, image_size=16, seed=0)
+    path = save_preview(ds, tmp_path / "preview.png", num_samples=2, max_frames=4, scale=2)
+    with Image.open(path) as image:
+        assert image.size == (4 * 16 * 2, 2 * 16 * 2)
+        assert image.mode == "RGB"

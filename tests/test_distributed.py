@@ -1,0 +1,48 @@
+"""Two CPU processes through `accelerate launch` compute what one process computes, and only rank 0 writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+from jepa_world import hub
+from jepa_world.config import load_config
+from jepa_world.train import pretrain
+
+from .conftest import ROOT, tiny_overrides
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one(tmp_path):
+    over = {"train.max_steps": 10, "train.batch_size": 4, "train.ckpt_every": 10, "optim.warmup_steps": 2}
+    pretrain(load_config([], tiny_overrides(tmp_path / "one", **over)))
+
+    # The exact command that really starts 2 CPU processes (`--cpu --num_processes 2` silently starts one).
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(_free_port()), "-m", "jepa_world.cli", "pretrain",
+        *tiny_overrides(tmp_path / "two", **over),
+    ]  # fmt: skip
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+    run_one, run_two = tmp_path / "one" / "run", tmp_path / "two" / "run"
+    state = hub.load_checkpoint(hub.list_checkpoints(run_two / "checkpoints")[-1])
+    assert state["world_size"] == 2, "accelerate started one process: the test would prove nothing"
+    one = [json.loads(line) for line in (run_one / "metrics.jsonl").read_text().splitlines()]
+    two = [json.loads(line) for line in (run_two / "metrics.jsonl").read_text().splitlines()]
+    # Only the main process logs: one line per step, not two.
+    assert [r["step"] for r in two] == list(range(1, 11))
+    for a, b in zip(one, two, strict=True):
+        assert abs(a["loss"] - b["loss"]) < 1e-4, (a["step"], a["loss"], b["loss"])
+    assert out.stdout.count("done: 10 steps") == 1
