@@ -2,6 +2,7 @@
 
 jepa-world pretrain [--config FILE ...] [key=value ...]
 jepa-world info
+jepa-world index DIR --output index.csv
 """
 
 from __future__ import annotations
@@ -54,6 +55,25 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_index(args: argparse.Namespace) -> int:
+    from jepa_world.data.index import format_report, write_index
+
+    try:
+        report = write_index(
+            args.dir,
+            args.output,
+            relative=args.relative,
+            reader=args.reader,
+            check_decode=not args.no_decode_check,
+            num_workers=args.workers,
+        )
+    except (ValueError, ImportError) as err:  # no videos under DIR, bad --workers, no reader installed
+        print(f"jepa-world index: error: {err}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    return 0 if report.num_videos else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jepa-world", description="JEPA pretraining, world models and planning.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -70,6 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="versions, registered models and the device")
     i.set_defaults(func=_cmd_info)
+
+    x = sub.add_parser(
+        "index",
+        help="write a V-JEPA index CSV (path label) of the videos under DIR, plus a metadata sidecar",
+        description="Scan DIR recursively for videos, open each one, write `path label` lines (V-JEPA format, "
+        "labels = top-level subfolders) and <output stem>.meta.csv (frames, fps, duration, size, codec); files "
+        "that cannot be opened are left out and listed. Exit status 1 if no video could be read.",
+    )
+    x.add_argument("dir", metavar="DIR", help="folder of videos (scanned recursively)")
+    x.add_argument("--output", "-o", required=True, metavar="CSV", help="index file to write")
+    x.add_argument("--relative", action="store_true", help="write paths relative to the index file's folder")
+    x.add_argument("--reader", choices=("auto", "decord", "pyav"), default="auto", help="video reader (default auto)")
+    x.add_argument("--workers", type=int, default=0, metavar="N", help="processes opening files (default 0)")
+    x.add_argument("--no-decode-check", action="store_true", help="only open files (faster; misses truncated files)")
+    x.set_defaults(func=_cmd_index)
     return parser
 
 

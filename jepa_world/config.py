@@ -44,12 +44,23 @@ class PredictorConfig:
 @dataclass
 class DataConfig:
     source: str = "synthetic_video"  # synthetic_video | synthetic_images | index (set data.index)
-    index: str | None = None  # folder of images, or a text index of paths; implies source=index
+    index: str | None = None  # folder of images/videos or an index file ("a.csv,b.csv": several); implies source=index
     image_size: int = 64
     num_frames: int = 8  # clip length for video models (1 = image model)
     num_samples: int = 20_000  # size of the built-in synthetic datasets
     num_workers: int = 0  # DataLoader worker processes
     max_skip_fraction: float = 0.5  # stop if this fraction of items fails to decode
+    # Video indexes (data.index = a folder of videos, a list file or a V-JEPA CSV; "a.csv,b.csv" mixes several)
+    index_weights: list[float] = field(default_factory=list)  # one per comma-separated index; [] = each video once
+    frame_step: int = 4  # distance between sampled frames (V-JEPA: 4)
+    fps: float | None = None  # target frame rate; when set, the step per video is round(video_fps / fps)
+    clips_per_video: int = 1  # items per video per epoch, each from its own part of the video
+    random_clip: bool = True  # random window start within the clip's part (false: the middle of the part)
+    reader: str = "auto"  # auto (decord, PyAV per file when decord fails) | decord | pyav
+    decode_short_side: int | None = None  # resize on decode to this short side; null: 8/7 x image_size; 0: native
+    crop_scale: list[float] = field(default_factory=lambda: [0.3, 1.0])  # random resized crop area (V-JEPA)
+    crop_aspect: list[float] = field(default_factory=lambda: [0.75, 1.35])  # random resized crop aspect (V-JEPA)
+    hflip: bool = True  # random horizontal flip of the whole clip
 
 
 @dataclass
@@ -85,7 +96,7 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     output_dir: str = "runs/pretrain"
-    max_steps: int = 300  # optimizer steps
+    max_steps: int = 200  # optimizer steps
     batch_size: int = 16  # GLOBAL batch per optimizer step (all processes and accumulation micro-steps)
     grad_accum: int = 1  # micro-steps per optimizer step
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
@@ -93,6 +104,7 @@ class TrainConfig:
     ckpt_every: int = 100
     keep_last: int = 2  # checkpoints kept in output_dir/checkpoints
     resume: str = "auto"  # auto (resume from output_dir if it has a checkpoint) | never | PATH to a checkpoint
+    skip_nonfinite: bool = False  # skip (and count) steps with a non-finite loss / gradient instead of stopping
     progress: bool = True  # tqdm bar on the main process
     tensorboard: bool = True
 
@@ -113,6 +125,7 @@ CHOICES = {
     "loss": ("smooth_l1", "l1", "mse"),
     "model.pos_embed": ("sincos", "rope"),
     "data.source": ("synthetic_video", "synthetic_images", "index"),
+    "data.reader": ("auto", "decord", "pyav"),
     "optim.lr_schedule": ("warmup_cosine", "warmup_constant", "warmup_stable_decay"),
     "optim.ema_schedule": ("linear", "constant"),
     "train.precision": ("auto", "fp32", "bf16"),
@@ -212,6 +225,24 @@ def validate(cfg: DictConfig) -> None:
         fail("optim.ema", "expected [start, end] momenta in [0, 1]")
     if not 0.0 < cfg.data.max_skip_fraction <= 1.0:
         fail("data.max_skip_fraction", "must be in (0, 1]")
+    d = cfg.data
+    for key in ("data.frame_step", "data.clips_per_video"):
+        if OmegaConf.select(cfg, key) < 1:
+            fail(key, "must be >= 1")
+    if d.fps is not None and d.fps <= 0:
+        fail("data.fps", "must be > 0 or null")
+    if d.decode_short_side is not None and d.decode_short_side < 0:
+        fail("data.decode_short_side", "must be >= 0 or null")
+    if len(d.crop_scale) != 2 or not 0.0 < d.crop_scale[0] <= d.crop_scale[1] <= 1.0:
+        fail("data.crop_scale", "expected [low, high] with 0 < low <= high <= 1")
+    if len(d.crop_aspect) != 2 or not 0.0 < d.crop_aspect[0] <= d.crop_aspect[1]:
+        fail("data.crop_aspect", "expected [low, high] with 0 < low <= high")
+    if d.index_weights:
+        num_indexes = len([p for p in str(d.index or "").split(",") if p.strip()])
+        if len(d.index_weights) != num_indexes:
+            fail("data.index_weights", f"needs one weight per comma-separated data.index entry ({num_indexes})")
+        if any(w < 0 for w in d.index_weights) or sum(d.index_weights) <= 0:
+            fail("data.index_weights", "weights must be >= 0 and not all 0")
     if cfg.train.batch_size % cfg.train.grad_accum:
         fail("train.grad_accum", f"does not divide train.batch_size={cfg.train.batch_size}")
     n = len(cfg.masks.num_blocks)

@@ -1,0 +1,121 @@
+"""Benchmark one JEPA training step: samples/s and model FLOP utilisation (MFU) against this machine's fp32 peak.
+
+MFU = model FLOPs per second / measured fp32 matmul peak of the same machine, both measured in the same run.
+Model FLOPs are counted, not estimated: one forward + backward step runs under `FlopCounterMode` with the math
+SDPA backend (so attention matmuls are counted too); the timed steps use the default (fused) backend. A step is
+the full loop body: target encoder, context encoder, predictor, loss, backward, AdamW, EMA.
+
+    python scripts/bench_train.py                  # the default table (ViT-Ti / ViT-S, image and video)
+    python scripts/bench_train.py --quick          # small sizes only (a smoke run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from jepa_world.config import load_config
+from jepa_world.ema import EMA
+from jepa_world.schedules import constant
+from jepa_world.train import build_jepa, build_masks, param_groups
+
+CASES = {
+    # name: (overrides, batch)
+    "I-JEPA ViT-Ti/16 224px": (["model.name=vit_tiny", "model.patch_size=16", "data.image_size=224",
+                                 "data.num_frames=1", "predictor.name=predictor_small", "loss=smooth_l1"], 16),
+    "I-JEPA ViT-S/16 224px": (["model.name=vit_small", "model.patch_size=16", "data.image_size=224",
+                                "data.num_frames=1", "predictor.name=predictor_small", "loss=smooth_l1"], 16),
+    "V-JEPA ViT-Ti/16 16x112px": (["model.name=vit_tiny", "model.patch_size=16", "data.image_size=112",
+                                    "data.num_frames=16", "predictor.name=predictor_small"], 8),
+    "V-JEPA ViT-S/16 16x112px": (["model.name=vit_small", "model.patch_size=16", "data.image_size=112",
+                                   "data.num_frames=16", "predictor.name=predictor_small"], 8),
+    "default job (ViT-Ti/8 8x64px)": ([], 16),
+}  # fmt: skip
+QUICK = {
+    "I-JEPA ViT-nano/8 64px": (["model.name=vit_nano", "data.image_size=64", "data.num_frames=1"], 16),
+    "V-JEPA ViT-nano/8 8x64px": (["model.name=vit_nano"], 8),
+}
+
+
+def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
+    """Best observed fp32 GFLOP/s of an n x n matmul."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = 0.0
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def make_step(overrides: list[str], batch: int):
+    cfg = load_config([], overrides)
+    torch.manual_seed(0)
+    model = build_jepa(cfg)
+    masks = build_masks(cfg, model.encoder.grid_size)
+    opt = torch.optim.AdamW(param_groups([model.encoder, model.predictor]), lr=1e-4)
+    ema = EMA(online=model.encoder, target=model.target_encoder, momentum=constant(0.996))
+    shape = (batch, 3, cfg.data.num_frames, cfg.data.image_size, cfg.data.image_size)
+    x = torch.randn(shape if cfg.data.num_frames > 1 else shape[:2] + shape[3:])
+    counter = iter(range(10**9))
+
+    def step() -> None:
+        loss, _ = model({"x": x, "masks": masks(batch, step=next(counter))})
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ema.update(0)
+
+    return step
+
+
+def count_flops(step) -> float:
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        step()
+    return float(counter.get_total_flops())
+
+
+def bench(name: str, overrides: list[str], batch: int, steps: int) -> dict:
+    step = make_step(overrides, batch)
+    flops = count_flops(step)  # also the warm-up step
+    peaks, times = [matmul_peak()], []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+        peaks.append(matmul_peak())
+    sec = statistics.median(times)
+    peak = statistics.median(peaks)
+    achieved = flops / sec / 1e9
+    return {"case": name, "batch": batch, "s/step": sec, "samples/s": batch / sec, "GFLOP/step": flops / 1e9,
+            "GFLOP/s": achieved, "peak GFLOP/s": peak, "MFU": achieved / peak}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes only")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per case (median reported)")
+    parser.add_argument("--only", default=None, help="substring of the case names to run")
+    args = parser.parse_args()
+    cases = QUICK if args.quick else CASES
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32")
+    header = f"| {'case':32} | batch | s/step | samples/s | GFLOP/step | GFLOP/s | peak GFLOP/s | MFU |"
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for name, (overrides, batch) in cases.items():
+        if args.only and args.only not in name:
+            continue
+        r = bench(name, overrides, batch, args.steps)
+        print(f"| {r['case']:32} | {r['batch']:5d} | {r['s/step']:6.2f} | {r['samples/s']:9.2f} | "
+              f"{r['GFLOP/step']:10.1f} | {r['GFLOP/s']:7.1f} | {r['peak GFLOP/s']:12.1f} | {r['MFU']:4.0%} |",
+              flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
