@@ -22,6 +22,8 @@ References:
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -176,6 +178,8 @@ def collapse_diagnostics(h: Tensor, *, max_rows: int = 4096) -> dict[str, float]
     if n > max_rows:
         idx = torch.arange(max_rows, device=h.device) * n // max_rows  # [max_rows], strictly increasing
         h = h[idx]
+    if not torch.isfinite(h).all():  # a diverged step: report NaN, let the loop's non-finite guard decide
+        return {"feat_std": math.nan, "eff_rank": math.nan, "mean_cos": math.nan}
     values = torch.stack([feature_std(h), effective_rank(h), mean_cosine_similarity(h)])
     feat_std, eff_rank, mean_cos = values.tolist()  # one device sync for all three
     return {"feat_std": feat_std, "eff_rank": eff_rank, "mean_cos": mean_cos}

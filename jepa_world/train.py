@@ -133,10 +133,21 @@ def _load_resume_state(cfg: DictConfig, ckpt_dir: Path, is_main: bool) -> tuple[
     return None, None
 
 
+def _step_of(line: str) -> int:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):  # a line cut by a crash mid-write
+        return 1 << 62
+
+
 class _MetricsLog:
     """JSONL metrics on the main process (one line per logging step, flushed at once: nothing lost on a crash)."""
 
-    def __init__(self, path: Path, enabled: bool):
+    def __init__(self, path: Path, enabled: bool, *, start_step: int):
+        if enabled and path.exists():
+            # Lines past the resumed checkpoint belong to steps that are about to be recomputed: drop them.
+            kept = [line for line in path.read_text().splitlines() if _step_of(line) <= start_step]
+            path.write_text("".join(line + "\n" for line in kept))
         self.file = open(path, "a", buffering=1) if enabled else None  # noqa: SIM115
 
     def write(self, record: dict) -> None:
@@ -276,7 +287,7 @@ def fit(cfg: DictConfig, make_task) -> dict:
             hub.prune_checkpoints(ckpt_dir, tc.keep_last)
         accelerator.wait_for_everyone()
 
-    log = _MetricsLog(out / "metrics.jsonl", enabled=main)
+    log = _MetricsLog(out / "metrics.jsonl", enabled=main, start_step=start_step)
     bar = tqdm(total=tc.max_steps, initial=start_step, disable=not (main and tc.progress), desc=task.name)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     data_iter = iter(loader)
