@@ -1,7 +1,58 @@
-"""jepa_world: self-supervised JEPA world models (I-JEPA / V-JEPA pretraining, latent dynamics, planning)."""
+"""jepa_world: self-supervised JEPA world models (I-JEPA / V-JEPA pretraining, latent dynamics, planning).
+
+Library use:
+    encoder = jepa_world.load_encoder("runs/my_run")          # or an export folder, or an official checkpoint
+    z = encoder(x)                                            # [B, N, D] token features
+    v = jepa_world.pooled_features(encoder, x)                # [B, D]
+
+Loading and feature helpers are imported on first use, so `import jepa_world` stays light.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from jepa_world.registry import create_model, list_models
 
+if TYPE_CHECKING:
+    from jepa_world.features import encode_long_video, intermediate_layers, pooled_features
+    from jepa_world.hub import export_checkpoint, from_pretrained, load_encoder, load_predictor, save_pretrained
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "create_model", "list_models"]
+_LAZY = {
+    "load_encoder": "jepa_world.hub",
+    "load_predictor": "jepa_world.hub",
+    "save_pretrained": "jepa_world.hub",
+    "from_pretrained": "jepa_world.hub",
+    "export_checkpoint": "jepa_world.hub",
+    "pooled_features": "jepa_world.features",
+    "intermediate_layers": "jepa_world.features",
+    "encode_long_video": "jepa_world.features",
+}
+
+__all__ = [
+    "__version__",
+    "create_model",
+    "encode_long_video",
+    "export_checkpoint",
+    "from_pretrained",
+    "intermediate_layers",
+    "list_models",
+    "load_encoder",
+    "load_predictor",
+    "pooled_features",
+    "save_pretrained",
+]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'jepa_world' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -3,6 +3,8 @@
 jepa-world pretrain [--config FILE ...] [key=value ...]
 jepa-world info
 jepa-world index DIR --output index.csv
+jepa-world export RUN --output DIR [--component target_encoder|encoder|predictor] [--format jepa_world|timm]
+jepa-world probe --checkpoint RUN_OR_CKPT|random [--data builtin|PATH] [--kind linear|attentive|both] [--epochs N]
 """
 
 from __future__ import annotations
@@ -74,6 +76,65 @@ def _cmd_index(args: argparse.Namespace) -> int:
     return 0 if report.num_videos else 1
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from jepa_world.hub import CheckpointError, export_checkpoint
+
+    overrides = {k: v for k, v in (("num_heads", args.num_heads), ("num_frames", args.num_frames)) if v is not None}
+    try:
+        out = export_checkpoint(args.run, args.output, component=args.component, format=args.format, **overrides)
+    except (CheckpointError, ValueError, TypeError) as err:
+        print(f"jepa-world export: error: {err}", file=sys.stderr)
+        return 2
+    print(f"exported {args.component} of {args.run} to {out} ({args.format} format)")
+    return 0
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    import json
+
+    from jepa_world.hub import CheckpointError
+    from jepa_world.probe import format_results, probe_checkpoint, stderr_log
+
+    grid = {k: v for k, v in (("lrs", args.lrs), ("wds", args.wds)) if v is not None}
+    try:
+        results, title = probe_checkpoint(
+            args.checkpoint,
+            component=args.component,
+            random_init=args.random_init,
+            config_files=args.config,
+            overrides=args.overrides,
+            data=args.data,
+            val_data=args.val_data,
+            test_data=args.test_data,
+            num_train=args.num_train,
+            num_val=args.num_val,
+            num_test=args.num_test,
+            seed=args.seed,
+            log=None if args.quiet else stderr_log,
+            kind=args.kind,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            cache=False if args.no_cache else "auto",
+            num_workers=args.workers,
+            **grid,
+        )
+    except (CheckpointError, ValueError, TypeError) as err:
+        print(f"jepa-world probe: error: {err}", file=sys.stderr)
+        return 2
+    print(format_results(results, title=title))
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jepa-world", description="JEPA pretraining, world models and planning.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -102,9 +163,70 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--output", "-o", required=True, metavar="CSV", help="index file to write")
     x.add_argument("--relative", action="store_true", help="write paths relative to the index file's folder")
     x.add_argument("--reader", choices=("auto", "decord", "pyav"), default="auto", help="video reader (default auto)")
-    x.add_argument("--workers", type=int, default=0, metavar="N", help="processes opening files (default 0)")
+    x.add_argument("--workers", type=int, default=0, metavar="N", help="threads opening files (default 0)")
     x.add_argument("--no-decode-check", action="store_true", help="only open files (faster; misses truncated files)")
     x.set_defaults(func=_cmd_index)
+
+    e = sub.add_parser(
+        "export",
+        help="turn a run or checkpoint (ours or an official I-JEPA / V-JEPA / V-JEPA 2 one) into config.json + "
+        "model.safetensors",
+        description="Load one component of RUN (a run folder: its newest checkpoints/step_*.pt; a checkpoint file; "
+        "or an export folder) strictly and write it to DIR: format jepa_world for jepa_world.load_encoder / "
+        "load_predictor, format timm for timm.create_model('local-dir:DIR', pretrained=True) (image encoders with "
+        "a position table only). See docs/hub.md.",
+    )
+    e.add_argument("run", metavar="RUN", help="run folder, checkpoint file or export folder")
+    e.add_argument("--output", "-o", required=True, metavar="DIR", help="folder to write")
+    e.add_argument(
+        "--component",
+        choices=("target_encoder", "encoder", "predictor"),
+        default="target_encoder",
+        help="which network (default target_encoder, the EMA encoder the releases evaluate)",
+    )
+    e.add_argument("--format", choices=("jepa_world", "timm"), default="jepa_world", help="default jepa_world")
+    e.add_argument("--num-heads", type=int, metavar="N", help="heads, for official checkpoints of unlisted widths")
+    e.add_argument("--num-frames", type=int, metavar="T", help="clip length of an official video checkpoint (16)")
+    e.set_defaults(func=_cmd_export)
+
+    r = sub.add_parser(
+        "probe",
+        help="frozen evaluation: linear and attentive probes (a sweep of lr x wd heads) on an encoder's features",
+        description="Train probes on the frozen features of an encoder and print top-1 accuracy: the best head is "
+        "chosen on val and reported on test. Built-in data: bouncing-shapes clips at the encoder's input size "
+        "labelled with the motion direction of the largest shape (8 classes; images: the kind of the largest shape, "
+        "3 classes). A PATH is a video index (`path label` lines) or a folder with one subfolder per class.",
+    )
+    r.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="RUN_OR_CKPT",
+        help="run folder, checkpoint, export folder or official checkpoint; 'random': a random encoder built from "
+        "--config / key=value (the weights a pretraining run with that config and --seed starts from)",
+    )
+    r.add_argument(
+        "--component", choices=("target_encoder", "encoder"), default="target_encoder", help="default target_encoder"
+    )
+    r.add_argument("--random-init", action="store_true", help="same architecture as --checkpoint, random weights")
+    r.add_argument("--config", action="append", default=[], metavar="FILE", help="recipe for --checkpoint random")
+    r.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for --checkpoint random")
+    r.add_argument("--data", default="builtin", metavar="builtin|PATH", help="labelled data (default builtin)")
+    r.add_argument("--val-data", metavar="PATH", help="validation split for --data PATH (else PATH is split)")
+    r.add_argument("--test-data", metavar="PATH", help="test split for --data PATH")
+    r.add_argument("--kind", choices=("linear", "attentive", "both"), default="both", help="default both")
+    r.add_argument("--epochs", type=int, default=20, help="probe epochs (default 20)")
+    r.add_argument("--batch-size", type=int, default=64, help="probe batch size (default 64)")
+    r.add_argument("--lrs", type=_floats, metavar="LR,LR,...", help="learning rates (default 3e-4,1e-3,3e-3)")
+    r.add_argument("--wds", type=_floats, metavar="WD,WD,...", help="weight decays (default 0.001,0.05)")
+    r.add_argument("--num-train", type=int, default=2000, help="built-in train clips (default 2000)")
+    r.add_argument("--num-val", type=int, default=500, help="built-in val clips (default 500)")
+    r.add_argument("--num-test", type=int, default=1000, help="built-in test clips (default 1000)")
+    r.add_argument("--seed", type=int, default=0, help="probe init, batch order, data split, random encoders")
+    r.add_argument("--no-cache", action="store_true", help="re-encode every epoch instead of caching features")
+    r.add_argument("--workers", type=int, default=0, metavar="N", help="DataLoader workers (default 0)")
+    r.add_argument("--output", "-o", metavar="JSON", help="also write the results as JSON")
+    r.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
+    r.set_defaults(func=_cmd_probe)
     return parser
 
 
