@@ -27,8 +27,15 @@ KILL_RUN = {"train.max_steps": 12, "train.ckpt_every": 2, "train.batch_size": 8}
 
 
 def _lines(run: Path) -> list[dict]:
+    """Complete metrics lines (a line being written while we poll is not counted yet)."""
     path = run / "metrics.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+    records = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return records
 
 
 def _final(run: Path) -> dict:
