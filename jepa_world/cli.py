@@ -38,6 +38,28 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_wm(args: argparse.Namespace) -> int:
+    from jepa_world.config import load_config
+    from jepa_world.train import train_world_model
+
+    cfg = load_config(args.config, args.overrides, command="train-wm")
+    summary = train_world_model(cfg)
+    if summary["main_process"]:
+        loss = summary["metrics"].get("loss", float("nan"))
+        print(f"done: {summary['step']} steps, loss {loss:.4f}, run dir {summary['output_dir']}")
+    return 0
+
+
+def _cmd_collect(args: argparse.Namespace) -> int:
+    from jepa_world.data.episodes import collect_episodes
+
+    root = collect_episodes(env_name=args.env, num_episodes=args.episodes, steps=args.steps, output_dir=args.output,
+                            policy=args.policy, seed=args.seed, image_size=args.image_size,
+                            overwrite=args.overwrite)  # fmt: skip
+    print(f"wrote {args.episodes} episodes of {args.steps} steps to {root}")
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     import accelerate
     import timm
@@ -148,6 +170,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", action="append", default=[], metavar="FILE", help="YAML recipe (repeatable)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=_cmd_pretrain)
+
+    w = sub.add_parser(
+        "train-wm",
+        help="train an action-conditioned world model (latent dynamics) on offline episodes",
+        epilog="World-model keys live under wm.* (see `jepa-world pretrain --help` for every key). Without "
+        "wm.episodes, Two-Rooms episodes are collected into <train.output_dir>/episodes first. "
+        "wm.encoder_checkpoint=RUN uses a pretrained (frozen) encoder.",
+    )
+    w.add_argument("--config", action="append", default=[], metavar="FILE", help="YAML recipe (repeatable)")
+    w.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    w.set_defaults(func=_cmd_train_wm)
+
+    c = sub.add_parser("collect", help="collect offline episodes from a pixel environment (random-walk policy)")
+    c.add_argument("--env", default="two_rooms", help="two_rooms, point_arena or a gymnasium id (default two_rooms)")
+    c.add_argument("--episodes", type=int, default=1000, help="number of episodes (default 1000)")
+    c.add_argument("--steps", type=int, default=16, help="actions per episode (default 16)")
+    c.add_argument("--output", required=True, metavar="DIR", help="output directory")
+    c.add_argument("--policy", default="von_mises", help="behaviour policy: von_mises (default), random, ...")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--image-size", type=int, default=64)
+    c.add_argument("--overwrite", action="store_true", help="replace episodes already in DIR")
+    c.set_defaults(func=_cmd_collect)
 
     i = sub.add_parser("info", help="versions, registered models and the device")
     i.set_defaults(func=_cmd_info)

@@ -110,6 +110,31 @@ class TrainConfig:
 
 
 @dataclass
+class WorldModelConfig:
+    # data: episodes written by `jepa-world collect`; null collects them into train.output_dir/episodes first
+    episodes: str | None = None
+    env: str = "two_rooms"  # environment for the automatic collection (and for `jepa-world plan`)
+    num_episodes: int = 3000
+    episode_steps: int = 16
+    window: int = 8  # frames per training window
+    frameskip: int = 1  # env steps per model step (actions of skipped steps are concatenated)
+    use_states: bool = False  # proprioception tokens (off for Two-Rooms, whose state is the answer)
+    # encoder: a pretraining run / checkpoint (frozen unless finetune_encoder) or a registered encoder trained jointly
+    encoder_checkpoint: str | None = None
+    finetune_encoder: bool = False
+    encoder_lr_scale: float = 0.1  # encoder LR = optim.lr x this when fine-tuning a pretrained encoder
+    encoder: str = "pooled_encoder"  # used when encoder_checkpoint is null
+    embed_dim: int = 64  # latent width of that encoder
+    pool: bool = True  # one pooled latent per frame (the practical choice on CPU)
+    predictor: str = "dynamics_nano"
+    rollout_steps: int = 4  # autoregressive steps in the loss (V-JEPA 2-AC: 2)
+    # anti-collapse terms when the encoder trains (PLDM / VICReg weights)
+    var_weight: float = 1.0
+    cov_weight: float = 0.04
+    idm_weight: float = 1.0
+
+
+@dataclass
 class Config:
     seed: int = 0
     loss: str = "l1"  # l1 (V-JEPA) | smooth_l1 (I-JEPA) | mse
@@ -119,6 +144,26 @@ class Config:
     masks: MaskConfig = field(default_factory=MaskConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    wm: WorldModelConfig = field(default_factory=WorldModelConfig)
+
+
+# Defaults that differ per command (applied before --config files and overrides).
+COMMAND_DEFAULTS = {
+    "pretrain": [],
+    "train-wm": [
+        "train.output_dir=runs/world_model",
+        "train.batch_size=64",
+        "train.max_steps=1500",
+        "train.log_every=25",
+        "train.ckpt_every=500",
+        "optim.lr=1e-3",
+        "optim.start_lr=1e-4",
+        "optim.warmup_steps=100",
+        "optim.weight_decay=0.0",
+        "optim.final_weight_decay=0.0",
+        "data.image_size=64",
+    ],
+}
 
 
 CHOICES = {
@@ -153,12 +198,15 @@ def _friendly(err: OmegaConfBaseException, schema: DictConfig, source: str) -> C
     return ConfigError(f"invalid config in {source}: {str(err).splitlines()[0]}")
 
 
-def load_config(files: list[str | Path] | None = None, overrides: list[str] | None = None) -> DictConfig:
+def load_config(
+    files: list[str | Path] | None = None, overrides: list[str] | None = None, *, command: str = "pretrain"
+) -> DictConfig:
     """Build the resolved config.
 
     Args:
         files: YAML recipes merged in order over the defaults.
         overrides: `key=value` strings (OmegaConf dotlist syntax, e.g. `train.max_steps=10`).
+        command: whose defaults to start from ("pretrain" or "train-wm", see COMMAND_DEFAULTS).
 
     Returns:
         A struct-mode DictConfig (adding keys is an error), already validated.
@@ -167,7 +215,7 @@ def load_config(files: list[str | Path] | None = None, overrides: list[str] | No
         ConfigError: missing file, unknown key, wrong type, or invalid value; the message names it.
     """
     schema = OmegaConf.structured(Config)
-    cfg = schema
+    cfg = OmegaConf.merge(schema, OmegaConf.from_dotlist(COMMAND_DEFAULTS[command]))
     for f in files or []:
         path = Path(f)
         if not path.is_file():
@@ -212,7 +260,12 @@ def validate(cfg: DictConfig) -> None:
     ):
         if OmegaConf.select(cfg, key) < 1:
             fail(key, "must be >= 1")
-    for key in ("data.num_workers", "optim.warmup_steps", "optim.decay_steps", "optim.grad_clip"):
+    for key in ("wm.num_episodes", "wm.episode_steps", "wm.frameskip", "wm.embed_dim"):
+        if OmegaConf.select(cfg, key) < 1:
+            fail(key, "must be >= 1")
+    if cfg.wm.window < 2:
+        fail("wm.window", "must be >= 2 (a transition needs two frames)")
+    for key in ("data.num_workers", "optim.warmup_steps", "wm.rollout_steps", "optim.decay_steps", "optim.grad_clip"):
         if OmegaConf.select(cfg, key) < 0:
             fail(key, "must be >= 0")
     if cfg.data.image_size % cfg.model.patch_size:

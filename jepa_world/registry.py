@@ -48,4 +48,4 @@ def create_model(name: str, **kwargs) -> nn.Module:
 
 def _import_models() -> None:
     # Importing the model modules runs their @register_model decorators.
-    from jepa_world.models import predictor, vit  # noqa: F401
+    from jepa_world.models import dynamics, predictor, vit  # noqa: F401

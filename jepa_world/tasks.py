@@ -10,14 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import Dataset
 
 from jepa_world.data.build import build_dataset
+from jepa_world.data.episodes import EpisodeDataset, collect_episodes
 from jepa_world.ema import EMA
 from jepa_world.masks import BlockSpec, MultiBlock2DMasks, MultiBlock3DMasks
+from jepa_world.models.dynamics import WorldModel
 from jepa_world.models.jepa import JEPA
 from jepa_world.registry import create_model
 from jepa_world.schedules import constant, linear
@@ -35,6 +38,7 @@ class Task:
         components: named modules saved in checkpoints (keys users of the releases know: encoder, predictor...).
         prepare: `(item, micro_step, rows, global_batch) -> batch`: adds masks etc. for this process's rows.
         after_step: called once per optimizer step with the step index; returns metrics (e.g. the EMA momentum).
+        meta: extra facts saved in checkpoints (e.g. the action / state widths a world model was built for).
     """
 
     name: str
@@ -44,6 +48,7 @@ class Task:
     components: dict[str, nn.Module]
     prepare: Callable[[dict, int, slice, int], dict]
     after_step: Callable[[int], dict[str, float]] = field(default=lambda step: {})
+    meta: dict = field(default_factory=dict)
 
 
 def param_groups(modules: list[nn.Module], *, lr_scale: float = 1.0) -> list[dict]:
@@ -137,3 +142,88 @@ def pretrain_task(cfg: DictConfig, *, dataset: Dataset | None = None) -> Task:
         prepare=prepare,
         after_step=lambda step: {"ema": ema.update(step)},
     )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# World model (action-conditioned latent dynamics)
+# --------------------------------------------------------------------------------------------------------------------
+def build_world_model(
+    cfg: DictConfig, *, action_dim: int, state_dim: int, encoder: nn.Module | None = None
+) -> WorldModel:
+    """Encoder + action-conditioned predictor as configured by `wm.*`.
+
+    Args:
+        cfg: resolved config.
+        action_dim: action width of the data (x frameskip: action blocks).
+        state_dim: state width of the data (0: no state tokens).
+        encoder: an already built encoder (when loading a checkpoint); otherwise from `wm.encoder_checkpoint` or
+            the registered `wm.encoder` preset.
+    """
+    w = cfg.wm
+    if encoder is None:
+        if w.encoder_checkpoint is not None:
+            from jepa_world.hub import load_encoder
+
+            encoder = load_encoder(w.encoder_checkpoint, component="target_encoder")
+        else:
+            encoder = create_model(w.encoder, img_size=cfg.data.image_size, embed_dim=w.embed_dim)
+    frozen = w.encoder_checkpoint is not None and not w.finetune_encoder
+    predictor = create_model(w.predictor, embed_dim=encoder.embed_dim, action_dim=action_dim, state_dim=state_dim)
+    return WorldModel(
+        encoder=encoder,
+        predictor=predictor,
+        pool=w.pool,
+        freeze_encoder=frozen,
+        rollout_steps=w.rollout_steps,
+        loss=cfg.loss,
+        var_weight=w.var_weight,
+        cov_weight=w.cov_weight,
+        idm_weight=w.idm_weight,
+    )
+
+
+def world_model_task(cfg: DictConfig) -> Task:
+    """Teacher forcing + multi-step rollout on windows of offline episodes (collected first if wm.episodes is null)."""
+    w = cfg.wm
+    root = Path(w.episodes) if w.episodes is not None else Path(cfg.train.output_dir) / "episodes"
+    if w.episodes is None and not (root / "metadata.json").exists():
+        collect_episodes(env_name=w.env, num_episodes=w.num_episodes, steps=w.episode_steps, output_dir=root,
+                         seed=cfg.seed, image_size=cfg.data.image_size, progress=cfg.train.progress)  # fmt: skip
+    if not root.is_dir():
+        raise FileNotFoundError(f"wm.episodes={str(root)!r} does not exist (write episodes with `jepa-world collect`)")
+    dataset = EpisodeDataset(root=root, window=w.window, frameskip=w.frameskip, image_size=cfg.data.image_size)
+    state_dim = (dataset.state_dim or 0) if w.use_states else 0
+    model = build_world_model(cfg, action_dim=dataset.action_dim, state_dim=state_dim)
+
+    groups = param_groups([model.predictor] + ([model.inverse_dynamics] if model.inverse_dynamics else []))
+    if not model.freeze_encoder:
+        scale = w.encoder_lr_scale if w.encoder_checkpoint is not None else 1.0
+        groups += param_groups([model.encoder], lr_scale=scale)
+    components = {"encoder": model.encoder, "predictor": model.predictor}
+    if model.inverse_dynamics is not None:
+        components["inverse_dynamics"] = model.inverse_dynamics
+
+    def prepare(item: dict, micro_step: int, rows: slice, global_batch: int) -> dict:
+        batch = {"x": item["x"], "actions": item["actions"]}
+        if state_dim:
+            batch["states"] = item["states"]
+        return batch
+
+    return Task(
+        name="world_model",
+        model=model,
+        dataset=dataset,
+        param_groups=[g for g in groups if g["params"]],
+        components=components,
+        prepare=prepare,
+        meta={"action_dim": dataset.action_dim, "state_dim": state_dim, "encoder_config": _encoder_config(model)},
+    )
+
+
+def _encoder_config(model: WorldModel) -> dict:
+    from jepa_world.hub import module_config
+
+    try:
+        return module_config(model.encoder)
+    except TypeError:  # a registered non-ViT encoder: rebuilt from the config's wm.encoder / wm.embed_dim
+        return {}

@@ -40,9 +40,9 @@ from jepa_world.config import to_yaml
 from jepa_world.data.build import build_dataset
 from jepa_world.data.sampler import StepSampler, derive_seed
 from jepa_world.schedules import build_schedule, cosine
-from jepa_world.tasks import build_jepa, build_masks, param_groups, pretrain_task
+from jepa_world.tasks import build_jepa, build_masks, param_groups, pretrain_task, world_model_task
 
-__all__ = ["build_jepa", "build_masks", "check_batch_split", "fit", "param_groups", "pretrain"]
+__all__ = ["build_jepa", "build_masks", "check_batch_split", "fit", "param_groups", "pretrain", "train_world_model"]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -198,6 +198,11 @@ def pretrain(cfg: DictConfig) -> dict:
     return fit(cfg, lambda: pretrain_task(cfg, dataset=build_dataset(cfg.data, seed=cfg.seed)))
 
 
+def train_world_model(cfg: DictConfig) -> dict:
+    """Action-conditioned world-model training as configured by `wm.*` (see `fit`)."""
+    return fit(cfg, lambda: world_model_task(cfg))
+
+
 def fit(cfg: DictConfig, make_task) -> dict:
     """Train a task: the one loop behind every `jepa-world` training command.
 
@@ -277,6 +282,7 @@ def fit(cfg: DictConfig, make_task) -> dict:
             payload = {name: m.state_dict() for name, m in task.components.items()}
             payload.update(
                 task=task.name,
+                meta=task.meta,
                 opt=optimizer.state_dict(),
                 step=step,
                 world_size=world,

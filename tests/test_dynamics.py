@@ -1,0 +1,388 @@
+"""Tests for jepa_world.models.dynamics: the action-conditioned predictor, the world-model verbs and the loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from jepa_world import create_model
+from jepa_world.data.episodes import load_npz_trajectory
+from jepa_world.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from jepa_world.models.dynamics import (
+    ActionConditionedPredictor,
+    PooledEncoder,
+    RolloutCache,
+    WorldModel,
+    _token_coords,
+    block_causal_mask,
+)
+from jepa_world.models.vit import VisionTransformer
+from jepa_world.planning import CEMPlanner
+
+torch.set_num_threads(1)  # tiny tensors: thread fan-out only adds latency on a shared 2-core machine
+
+FRANKA = Path(__file__).resolve().parents[2] / "shared" / "data" / "franka_example_traj.npz"
+D = 32
+
+
+def _vit(img_size: int = 32, patch_size: int = 8, **kw) -> VisionTransformer:
+    return VisionTransformer(img_size=img_size, patch_size=patch_size, embed_dim=D, depth=1, num_heads=2, **kw)
+
+
+def _predictor(action_dim: int = 2, state_dim: int = 0, **kw) -> ActionConditionedPredictor:
+    kw = {"predictor_embed_dim": 48, "depth": 2, "num_heads": 2, **kw}
+    return ActionConditionedPredictor(embed_dim=D, action_dim=action_dim, state_dim=state_dim, **kw)
+
+
+def _pooled_wm(action_dim: int = 2, state_dim: int = 0, **kw) -> WorldModel:
+    torch.manual_seed(0)
+    enc = PooledEncoder(img_size=16, pool=2, hidden_dim=64, embed_dim=D)
+    return WorldModel(encoder=enc, predictor=_predictor(action_dim, state_dim), pool=True, **kw)
+
+
+def _patch_wm(action_dim: int = 2, state_dim: int = 0, **kw) -> WorldModel:
+    torch.manual_seed(0)
+    pred = _predictor(action_dim, state_dim, grid_size=(4, 4))
+    return WorldModel(encoder=_vit(), predictor=pred, pool=False, **kw)
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _batch(B: int, T: int, size: int, A: int, S: int = 0, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = _gen(seed)
+    batch = {"x": torch.randn(B, T, 3, size, size, generator=g), "actions": torch.randn(B, T - 1, A, generator=g)}
+    if S:
+        batch["states"] = torch.randn(B, T, S, generator=g)
+    return batch
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Shapes
+# --------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("make", "size", "hw"),
+    [(_patch_wm, 32, 16), (_pooled_wm, 16, 1)],
+    ids=["patch_tokens", "pooled"],
+)
+def test_verb_shapes(make, size, hw):
+    wm = make(action_dim=3, state_dim=5)
+    batch = _batch(2, 4, size, 3, 5)
+    z = wm.encode(batch["x"])
+    assert z.shape == (2, 4, hw, D)
+    assert wm.encode(batch["x"][:, 0]).shape == (2, 1, hw, D)
+    a = torch.randn(2, 4, 3, generator=_gen(1))
+    assert wm.predict(z, a, batch["states"]).shape == (2, 4, hw, D)
+    assert wm.rollout(z[:, :1], torch.randn(2, 6, 3), batch["states"][:, :1]).shape == (2, 6, hw, D)
+    loss, metrics = wm(batch)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert {"loss", "loss_tf", "loss_rollout", "rollout_err_1", "rollout_err_2", "latent_std"} <= set(metrics)
+
+
+def test_vit_pooled_gives_one_token_per_frame():
+    pred = _predictor(grid_size=(1, 1))
+    wm = WorldModel(encoder=_vit(), predictor=pred, pool=True)
+    x = torch.randn(2, 3, 3, 32, 32, generator=_gen())
+    z = wm.encode(x)
+    assert z.shape == (2, 3, 1, D)
+    # Pooling happens before the LayerNorm: the pooled latent is normalised.
+    torch.testing.assert_close(z.mean(-1), torch.zeros(2, 3, 1), atol=1e-5, rtol=0)
+    tokens = wm.encoder(x.flatten(0, 1)).mean(1)  # independent path: encoder, mean, layer norm
+    expected = (tokens - tokens.mean(-1, keepdim=True)) / (tokens.var(-1, unbiased=False, keepdim=True) + 1e-5).sqrt()
+    torch.testing.assert_close(z.flatten(0, 2), expected, atol=1e-5, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Block-causal attention
+# --------------------------------------------------------------------------------------------------------------------
+def test_block_causal_mask_matches_loop():
+    T, n, past = 3, 4, 2
+    mask = block_causal_mask(T, n, past_frames=past)
+    assert mask.shape == (T * n, (past + T) * n) and mask.dtype == torch.bool
+    for i in range(T * n):
+        for j in range((past + T) * n):
+            assert bool(mask[i, j]) == (j // n <= past + i // n)
+
+
+@pytest.mark.parametrize("hw", [1, 4], ids=["pooled", "patch_2x2"])
+@pytest.mark.parametrize("t", [0, 2])
+def test_block_causal_perturbation(hw, t):
+    torch.manual_seed(0)
+    pred = _predictor(action_dim=2, state_dim=3, grid_size=(2, 2)).double()
+    T = 5
+    z = torch.randn(2, T, hw, D, dtype=torch.float64, generator=_gen(1))
+    a = torch.randn(2, T, 2, dtype=torch.float64, generator=_gen(2))
+    s = torch.randn(2, T, 3, dtype=torch.float64, generator=_gen(3))
+    base = pred(z, a, s)
+    for name, tensor in (("z", z), ("a", a), ("s", s)):
+        bumped = tensor.clone()
+        bumped[:, t + 1] += 1.0  # a later frame's inputs
+        args = {"z": z, "a": a, "s": s, name: bumped}
+        out = pred(args["z"], args["a"], args["s"])
+        torch.testing.assert_close(out[:, : t + 1], base[:, : t + 1], atol=1e-12, rtol=0)
+        assert (out[:, t + 1] - base[:, t + 1]).abs().max() > 1e-4, name
+        bumped = tensor.clone()
+        bumped[:, t] += 1.0  # this frame's inputs change this frame's prediction
+        args = {"z": z, "a": a, "s": s, name: bumped}
+        out = pred(args["z"], args["a"], args["s"])
+        torch.testing.assert_close(out[:, :t], base[:, :t], atol=1e-12, rtol=0)
+        assert (out[:, t] - base[:, t]).abs().max() > 1e-4, name
+
+
+def test_token_positions():
+    # Frames 1 and 2 with 2 conditioning tokens and a 2 x 2 patch grid: [a, s, (0,0), (0,1), (1,0), (1,1)] per frame.
+    expected = [[t, 0, 0] for t in (1, 1)] + [[1, r, c] for r in range(2) for c in range(2)]
+    expected += [[t, 0, 0] for t in (2, 2)] + [[2, r, c] for r in range(2) for c in range(2)]
+    assert _token_coords(1, 2, 2, (2, 2)).tolist() == expected
+
+
+def test_mask_and_rope_built_once_per_shape():
+    pred = _predictor()
+    z, a = torch.randn(2, 3, 1, D), torch.randn(2, 3, 2)
+    pred(z, a)
+    pred(z + 1, a)
+    assert len(pred._tables) == 1
+    pred(z[:, :2], a[:, :2])
+    assert len(pred._tables) == 2
+
+
+def test_cached_frames_match_full_pass():
+    torch.manual_seed(0)
+    pred = _predictor(action_dim=2, state_dim=3, grid_size=(2, 2)).double()
+    z = torch.randn(2, 5, 4, D, dtype=torch.float64, generator=_gen(1))
+    a = torch.randn(2, 5, 2, dtype=torch.float64, generator=_gen(2))
+    s = torch.randn(2, 5, 3, dtype=torch.float64, generator=_gen(3))
+    full = pred(z, a, s)
+    cache = RolloutCache()
+    chunks = [pred(z[:, :2], a[:, :2], s[:, :2], cache=cache)]  # two context frames at once, then one at a time
+    chunks += [pred(z[:, i : i + 1], a[:, i : i + 1], s[:, i : i + 1], cache=cache) for i in range(2, 5)]
+    assert cache.num_frames == 5
+    torch.testing.assert_close(torch.cat(chunks, dim=1), full, atol=1e-10, rtol=0)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Rollout
+# --------------------------------------------------------------------------------------------------------------------
+def _manual_rollout(wm: WorldModel, z0, actions, states=None, add_states=False):
+    """Reference: re-run `predict` on the growing sequence and take its last output each step (no cache)."""
+    z, s, T0 = z0, states, z0.shape[1]
+    outs = []
+    for k in range(actions.shape[1] - T0 + 1):
+        n = z.shape[1]
+        if s is not None and s.shape[1] < n:
+            s = torch.cat([s, s[:, -1:] + actions[:, n - 2 : n - 1] if add_states else s[:, -1:]], dim=1)
+        y = wm.predict(z, actions[:, :n], None if s is None else s[:, :n])[:, -1:]
+        outs.append(y)
+        z = torch.cat([z, y], dim=1)
+        assert k == len(outs) - 1
+    return torch.cat(outs, dim=1)
+
+
+@pytest.mark.parametrize("make", [_patch_wm, _pooled_wm], ids=["patch_tokens", "pooled"])
+def test_rollout_first_step_equals_predict(make):
+    wm = make(action_dim=2, state_dim=2)
+    size = 32 if make is _patch_wm else 16
+    b = _batch(2, 4, size, 2, 2)
+    with torch.no_grad():
+        z = wm.encode(b["x"])
+        a = torch.randn(2, 4, 2, generator=_gen(5))
+        tf = wm.predict(z, a, b["states"])
+        ar = wm.rollout(z[:, :1], a, b["states"])
+    torch.testing.assert_close(ar[:, 0], tf[:, 0], atol=1e-5, rtol=1e-5)
+    assert (ar[:, 1:] - tf[:, 1:]).abs().max() > 1e-4  # later steps use the model's own predictions
+
+
+@pytest.mark.parametrize(("state_update", "T0"), [("hold", 1), ("add", 2), (None, 2)])
+def test_rollout_matches_manual_loop(state_update, T0):
+    wm = _patch_wm(action_dim=2, state_dim=2 if state_update else 0, state_update=state_update or "hold")
+    wm.double().eval()
+    z0 = torch.nn.functional.layer_norm(torch.randn(3, T0, 16, D, dtype=torch.float64, generator=_gen(1)), (D,))
+    a = torch.randn(3, T0 - 1 + 4, 2, dtype=torch.float64, generator=_gen(2))
+    s0 = torch.randn(3, T0, 2, dtype=torch.float64, generator=_gen(3)) if state_update else None
+    with torch.no_grad():
+        got = wm.rollout(z0, a, s0)
+        ref = _manual_rollout(wm, z0, a, s0, add_states=state_update == "add")
+    assert got.shape == (3, 4, 16, D)
+    torch.testing.assert_close(got, ref, atol=1e-10, rtol=0)
+
+
+def test_rollout_broadcasts_over_samples():
+    wm = _pooled_wm().eval()
+    z0 = torch.nn.functional.layer_norm(torch.randn(2, 1, 1, D, generator=_gen(1)), (D,))
+    a = torch.randn(2, 5, 3, 2, generator=_gen(2))  # [E, S, H, A]
+    with torch.no_grad():
+        out = wm.rollout(z0[:, None], a)  # [E, S, H, 1, D] in one call
+        for e in range(2):
+            for i in range(5):
+                torch.testing.assert_close(out[e, i], wm.rollout(z0[e : e + 1], a[e, i : i + 1])[0])
+    assert out.shape == (2, 5, 3, 1, D)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Training loss
+# --------------------------------------------------------------------------------------------------------------------
+def test_frozen_encoder_gets_no_gradient():
+    wm = _patch_wm()
+    wm.train()
+    assert not wm.encoder.training  # frozen encoder stays in eval mode
+    assert not wm.encode(torch.randn(1, 2, 3, 32, 32)).requires_grad  # no graph kept through a frozen encoder
+    loss, _ = wm(_batch(2, 3, 32, 2))
+    loss.backward()
+    assert all(p.grad is None for p in wm.encoder.parameters())
+    grads = [p.grad for p in wm.predictor.parameters()]
+    assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
+    assert wm.inverse_dynamics is None
+
+
+def test_joint_training_adds_regularisers_and_idm():
+    wm = _pooled_wm(freeze_encoder=False, var_weight=0.5, cov_weight=0.25, idm_weight=2.0)
+    b = _batch(8, 4, 16, 2)
+    loss, m = wm(b)
+    for key in ("loss_var", "loss_cov", "loss_idm"):
+        assert key in m and torch.isfinite(m[key])
+    expected = m["loss_tf"] + m["loss_rollout"] + 0.5 * m["loss_var"] + 0.25 * m["loss_cov"] + 2.0 * m["loss_idm"]
+    torch.testing.assert_close(loss.detach(), expected)
+    loss.backward()
+    for module in (wm.encoder, wm.inverse_dynamics, wm.predictor):
+        assert sum(p.grad.abs().sum() for p in module.parameters()) > 0
+    # A frozen model has none of the extra terms.
+    assert not {"loss_var", "loss_cov", "loss_idm"} & set(_pooled_wm()(b)[1])
+
+
+def _moving_point(n: int, T: int, size: int, seed: int) -> dict[str, torch.Tensor]:
+    """A dot on a line moving by 1.5 px times its action in [-1, 1], drawn as a soft vertical bar."""
+    g = _gen(seed)
+    pos = [torch.rand(n, generator=g) * (size - 6) + 3]
+    actions = torch.rand(n, T - 1, 1, generator=g) * 2 - 1
+    for t in range(T - 1):
+        pos.append((pos[-1] + 1.5 * actions[:, t, 0]).clamp(2, size - 3))
+    pos = torch.stack(pos, dim=1)  # [n, T]
+    row = torch.exp(-((torch.arange(size) - pos[..., None]) ** 2) / 2.0)  # [n, T, size]
+    return {"x": row[:, :, None, None, :].expand(n, T, 3, size, size).contiguous(), "actions": actions}
+
+
+def test_overfits_moving_point():
+    wm = _pooled_wm(action_dim=1, rollout_steps=3)
+    data = _moving_point(256, 4, 16, seed=0)
+    opt = torch.optim.AdamW(wm.predictor.parameters(), lr=3e-3)
+    g = _gen(1)
+    losses = []
+    for _ in range(100):
+        idx = torch.randint(0, 256, (32,), generator=g)
+        loss, _ = wm({"x": data["x"][idx], "actions": data["actions"][idx]})
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    first, last = sum(losses[:5]) / 5, sum(losses[-10:]) / 10
+    assert last < 0.5 * first, (first, last)
+    # On held-out sequences it beats copying the current latent, and only with the true actions.
+    test = _moving_point(128, 4, 16, seed=7)
+    with torch.no_grad():
+        z = wm.encode(test["x"])
+        err = (wm.predict(z[:, :-1], test["actions"]) - z[:, 1:]).abs().mean()
+        err_copy = (z[:, :-1] - z[:, 1:]).abs().mean()
+        err_no_action = (wm.predict(z[:, :-1], torch.zeros_like(test["actions"])) - z[:, 1:]).abs().mean()
+    assert err < 0.8 * err_copy and err < 0.8 * err_no_action, (err, err_copy, err_no_action)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Dims from the data, bad inputs
+# --------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("A", "S"), [(2, 0), (7, 7), (7, 3)])
+def test_action_and_state_dims_from_data(A, S):
+    wm = _pooled_wm(action_dim=A, state_dim=S)
+    assert wm.predictor.action_encoder.in_features == A
+    assert (wm.predictor.state_encoder is None) == (S == 0)
+    loss, _ = wm(_batch(2, 3, 16, A, S))
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match="actions"):
+        wm(_batch(2, 3, 16, A + 1, S))
+    if S:
+        with pytest.raises(ValueError, match="states"):
+            wm(_batch(2, 3, 16, A, S + 1))
+        with pytest.raises(ValueError, match="states"):
+            wm(_batch(2, 3, 16, A))
+
+
+def test_bad_construction_and_inputs():
+    with pytest.raises(ValueError, match="embed_dim"):
+        WorldModel(encoder=PooledEncoder(img_size=16, embed_dim=D + 1), predictor=_predictor())
+    with pytest.raises(ValueError, match="action_dim"):
+        _predictor(action_dim=0)
+    with pytest.raises(ValueError, match="state_update"):
+        _pooled_wm(state_update="teleport")
+    pred = _predictor()
+    with pytest.raises(ValueError, match="state_dim=0"):
+        pred(torch.randn(1, 2, 1, D), torch.randn(1, 2, 2), torch.randn(1, 2, 3))
+    with pytest.raises(ValueError, match="grid_size"):
+        pred(torch.randn(1, 2, 3, D), torch.randn(1, 2, 2))
+    with pytest.raises(ValueError, match="context frames"):
+        _pooled_wm().rollout(torch.randn(1, 3, 1, D), torch.randn(1, 2, 2))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The real robot sample and the released predictor's layout
+# --------------------------------------------------------------------------------------------------------------------
+@pytest.mark.skipif(not FRANKA.is_file(), reason=f"shared Franka sample not present at {FRANKA}")
+def test_franka_sample_encode_predict_plan():
+    traj = load_npz_trajectory(FRANKA, angle_dims=(3, 4, 5))
+    frames, states, actions = (torch.from_numpy(traj[k]) for k in ("frames", "states", "actions"))
+    A, S = actions.shape[-1], states.shape[-1]
+    assert frames.shape == (2, 256, 256, 3) and (A, S) == (7, 7)
+    x = frames.permute(0, 3, 1, 2).float().div(255)
+    x = ((x - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None])[None]
+    torch.manual_seed(0)
+    pred = _predictor(action_dim=A, state_dim=S, grid_size=(8, 8))
+    wm = WorldModel(encoder=_vit(img_size=256, patch_size=32), predictor=pred, state_update="add").eval()
+    with torch.no_grad():
+        z = wm.encode(x)  # [1, 2, 64, D]
+        z_next = wm.predict(z[:, :1], actions[None], states[None, :1])
+        loss, _ = wm({"x": x, "actions": actions[None], "states": states[None]})
+    assert z.shape == (1, 2, 64, D) and z_next.shape == (1, 1, 64, D)
+    assert torch.isfinite(z_next).all() and torch.isfinite(loss)
+
+    low = torch.tensor([-0.1] * 3 + [-0.2] * 3 + [0.0])
+    high = torch.tensor([0.1] * 3 + [0.2] * 3 + [1.0])
+    planner = CEMPlanner(horizon=2, action_dim=A, num_samples=12, num_elites=3, iterations=2, low=low, high=high,
+                         init_std=0.05)  # fmt: skip
+    cost_fn = wm.make_cost(z[:, :1], z[:, 1], states=states[None, :1])
+    result = planner.plan(cost_fn, num_envs=1, generator=_gen(0))
+    assert result.actions.shape == (1, 2, A) and torch.isfinite(result.actions).all()
+    assert (result.actions >= low).all() and (result.actions <= high).all()
+    assert torch.isfinite(result.cost).all() and result.iterations == 2
+
+
+def test_ac_predictor_vjepa2_has_released_layout():
+    with torch.device("meta"):
+        model = create_model("ac_predictor_vjepa2")
+    sd = model.state_dict()
+    P, D_enc, hidden = 1024, 1408, 4096
+    expected = {
+        "predictor_embed.weight": (P, D_enc),
+        "predictor_embed.bias": (P,),
+        "action_encoder.weight": (P, 7),
+        "action_encoder.bias": (P,),
+        "state_encoder.weight": (P, 7),
+        "state_encoder.bias": (P,),
+        "extrinsics_encoder.weight": (P, 6),
+        "extrinsics_encoder.bias": (P,),
+        "predictor_norm.weight": (P,),
+        "predictor_norm.bias": (P,),
+        "predictor_proj.weight": (D_enc, P),
+        "predictor_proj.bias": (D_enc,),
+    }
+    for i in range(24):
+        block = {
+            "norm1.weight": (P,), "norm1.bias": (P,), "attn.qkv.weight": (3 * P, P), "attn.qkv.bias": (3 * P,),
+            "attn.proj.weight": (P, P), "attn.proj.bias": (P,), "norm2.weight": (P,), "norm2.bias": (P,),
+            "mlp.fc1.weight": (hidden, P), "mlp.fc1.bias": (hidden,), "mlp.fc2.weight": (P, hidden),
+            "mlp.fc2.bias": (P,),
+        }  # fmt: skip
+        expected.update({f"predictor_blocks.{i}.{k}": v for k, v in block.items()})
+    assert {k: tuple(v.shape) for k, v in sd.items()} == expected
+    assert model.num_heads == 16
+    assert 290e6 < sum(v.numel() for v in sd.values()) < 320e6  # "~300M"
