@@ -271,6 +271,7 @@ def fit(cfg: DictConfig, make_task) -> dict:
         num_workers=cfg.data.num_workers,
         persistent_workers=cfg.data.num_workers > 0,
         pin_memory=accelerator.device.type == "cuda",
+        timeout=600 if cfg.data.num_workers > 0 else 0,  # a decoder hung inside a worker fails loudly, not forever
     )
     model, optimizer = accelerator.prepare(task.model, optimizer)
     if tc.tensorboard:

@@ -24,11 +24,35 @@ class RepeatFrames(Dataset):
         return item
 
 
+def _video_dataset(data_cfg) -> Dataset:
+    """`VideoClipDataset` for the `data.*` keys (clip length = data.num_frames)."""
+    from jepa_world.data.video import VideoClipDataset
+
+    return VideoClipDataset(
+        index=data_cfg.index,
+        index_weights=list(data_cfg.index_weights) or None,
+        frames_per_clip=data_cfg.num_frames,
+        frame_step=data_cfg.frame_step,
+        fps=data_cfg.fps,
+        clips_per_video=data_cfg.clips_per_video,
+        random_clip=data_cfg.random_clip,
+        image_size=data_cfg.image_size,
+        train=True,
+        crop_scale=tuple(data_cfg.crop_scale),
+        crop_aspect=tuple(data_cfg.crop_aspect),
+        hflip=data_cfg.hflip,
+        reader=data_cfg.reader,
+        decode_short_side=data_cfg.decode_short_side,
+        max_skip_fraction=data_cfg.max_skip_fraction,
+    )
+
+
 def build_dataset(data_cfg, *, seed: int) -> Dataset:
     """Dataset for `data.*` config keys.
 
     `data.num_frames > 1` means a video model: image sources are repeated over the clip. A `data.index` takes
-    precedence over `data.source`.
+    precedence over `data.source`; one that holds videos (a folder with video files, a video list or V-JEPA CSV,
+    several comma-separated indexes) builds a `jepa_world.data.video.VideoClipDataset`.
 
     Raises:
         ValueError / FileNotFoundError: the index points at nothing or at a folder with no usable files.
@@ -37,14 +61,26 @@ def build_dataset(data_cfg, *, seed: int) -> Dataset:
     if data_cfg.index is not None or data_cfg.source == "index":
         if data_cfg.index is None:
             raise ValueError("data.source=index needs data.index=PATH (a folder of images or an index file)")
+        from jepa_world.data.index import detect_kind, split_index_spec
+
+        for part in split_index_spec(data_cfg.index):
+            if not part.exists():
+                what = f"data.index={data_cfg.index!r}" + (f" ({part})" if str(part) != data_cfg.index else "")
+                raise FileNotFoundError(f"{what} does not exist")
+        if detect_kind(data_cfg.index) == "video":
+            if not video:
+                raise ValueError(f"data.index={data_cfg.index!r} holds videos: set data.num_frames > 1 (a video model)")
+            return _video_dataset(data_cfg)
         path = Path(data_cfg.index).expanduser()
-        if not path.exists():
-            raise FileNotFoundError(f"data.index={data_cfg.index!r} does not exist")
-        # Video files through the index come with the video pipeline; images work for both model kinds.
+        # Images work for both model kinds (repeated over the clip for a video model).
         from jepa_world.data.images import ImageFolderDataset
 
         dataset: Dataset = ImageFolderDataset(
-            index=path, image_size=data_cfg.image_size, train=True, max_skip_fraction=data_cfg.max_skip_fraction
+            index=path,
+            image_size=data_cfg.image_size,
+            train=True,
+            scale=tuple(data_cfg.crop_scale),
+            max_skip_fraction=data_cfg.max_skip_fraction,
         )
         return RepeatFrames(dataset, num_frames=data_cfg.num_frames) if video else dataset
     if data_cfg.source == "synthetic_video":
