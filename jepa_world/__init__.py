@@ -10,19 +10,34 @@ Loading and feature helpers are imported on first use, so `import jepa_world` st
 
 from __future__ import annotations
 
+import os
+
+# MKL may silently use fewer BLAS threads when the machine is busy, which changes float summation order: results
+# then differ in the last bits between runs and a resumed run is no longer bit-exact. Fixed thread counts keep CPU
+# runs reproducible (set before torch starts MKL; an explicit user setting wins).
+os.environ.setdefault("MKL_DYNAMIC", "FALSE")
+
 from typing import TYPE_CHECKING
 
 from jepa_world.registry import create_model, list_models
 
 if TYPE_CHECKING:
     from jepa_world.features import encode_long_video, intermediate_layers, pooled_features
-    from jepa_world.hub import export_checkpoint, from_pretrained, load_encoder, load_predictor, save_pretrained
+    from jepa_world.hub import (
+        export_checkpoint,
+        from_pretrained,
+        load_encoder,
+        load_predictor,
+        load_world_model,
+        save_pretrained,
+    )
 
 __version__ = "0.1.0"
 
 _LAZY = {
     "load_encoder": "jepa_world.hub",
     "load_predictor": "jepa_world.hub",
+    "load_world_model": "jepa_world.hub",
     "save_pretrained": "jepa_world.hub",
     "from_pretrained": "jepa_world.hub",
     "export_checkpoint": "jepa_world.hub",
@@ -41,6 +56,7 @@ __all__ = [
     "list_models",
     "load_encoder",
     "load_predictor",
+    "load_world_model",
     "pooled_features",
     "save_pretrained",
 ]

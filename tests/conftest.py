@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+os.environ.setdefault("MKL_DYNAMIC", "FALSE")  # reproducible CPU BLAS (see jepa_world/__init__.py), before torch
+
 import pytest
 import torch
 
