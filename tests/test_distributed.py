@@ -46,3 +46,14 @@ def test_two_processes_match_one(tmp_path):
     for a, b in zip(one, two, strict=True):
         assert abs(a["loss"] - b["loss"]) < 1e-4, (a["step"], a["loss"], b["loss"])
     assert out.stdout.count("done: 10 steps") == 1
+
+    # Resume the 2-process run with ONE process: it continues (same global batches, so the same data) and matches
+    # the 1-process run continued the same way.
+    more = {**over, "train.max_steps": 12}
+    for run in ("one", "two"):
+        pretrain(load_config([], tiny_overrides(tmp_path / run, **more)))
+    one = [json.loads(line) for line in (run_one / "metrics.jsonl").read_text().splitlines()]
+    two = [json.loads(line) for line in (run_two / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in two] == list(range(1, 13))
+    for a, b in zip(one[10:], two[10:], strict=True):
+        assert abs(a["loss"] - b["loss"]) < 1e-4, (a["step"], a["loss"], b["loss"])

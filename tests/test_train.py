@@ -141,6 +141,20 @@ def test_bad_index_and_unwritable_output(tmp_path):
         pretrain(load_config([], tiny_overrides(tmp_path, **{"train.output_dir": str(blocker / "run")})))
 
 
+def test_undecodable_images_are_skipped_and_counted_in_the_run(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(6):
+        Image.fromarray(torch.full((40, 40, 3), 30 * i, dtype=torch.uint8).numpy()).save(folder / f"{i}.png")
+    (folder / "3.png").write_bytes(b"\x89PNG garbage")
+    over = tiny_overrides(tmp_path, **{"data.index": folder, "data.num_frames": 1, "train.max_steps": 2})
+    pretrain(load_config([], over))
+    records = _metrics(tmp_path / "run")
+    assert records[-1]["data_skipped"] >= 1
+
+
 def test_cli_smoke_run_then_resume(tmp_path):
     """`jepa-world pretrain` as a user runs it: a subprocess, then a second call that resumes."""
     cmd = [sys.executable, "-m", "jepa_world.cli", "pretrain", *tiny_overrides(tmp_path, **{"train.max_steps": 2})]
