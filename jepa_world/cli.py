@@ -5,6 +5,7 @@ jepa-world info
 jepa-world index DIR --output index.csv
 jepa-world export RUN --output DIR [--component target_encoder|encoder|predictor] [--format jepa_world|timm]
 jepa-world probe --checkpoint RUN_OR_CKPT|random [--data builtin|PATH] [--kind linear|attentive|both] [--epochs N]
+jepa-world plan --env two_rooms --checkpoint RUN [--episodes 50] [--planner cem|mppi] [--output DIR]
 """
 
 from __future__ import annotations
@@ -157,6 +158,39 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from jepa_world.control import PlannerSettings, run_plan_benchmark
+    from jepa_world.hub import CheckpointError
+
+    settings = PlannerSettings(planner=args.planner)
+    for key in ("samples", "elites", "iterations", "horizon", "replan_every", "temperature", "init_std"):
+        if getattr(args, key) is not None:
+            setattr(settings, key, getattr(args, key))
+    try:
+        result = run_plan_benchmark(
+            args.checkpoint,
+            env_name=args.env,
+            episodes=args.episodes,
+            settings=settings,
+            max_steps=args.max_steps,
+            seed=args.seed,
+            output=args.output,
+            stop_radius=None if args.no_stop else args.stop_radius,
+            reduce=args.reduce,
+            simulator_ceiling=not args.no_ceiling,
+            gif_episodes=args.gif_episodes,
+            num_threads=args.threads or None,
+            log=None if args.quiet else lambda msg: print(msg, file=sys.stderr),
+        )
+    except (CheckpointError, ValueError) as err:
+        print(f"jepa-world plan: error: {err}", file=sys.stderr)
+        return 2
+    print(result["table"])
+    if result["files"]:
+        print("wrote " + ", ".join(result["files"].values()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jepa-world", description="JEPA pretraining, world models and planning.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -271,6 +305,38 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--output", "-o", metavar="JSON", help="also write the results as JSON")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
     r.set_defaults(func=_cmd_probe)
+
+    pl = sub.add_parser(
+        "plan",
+        help="goal reaching with a trained world model + CEM/MPPI against baselines under the strict protocol",
+        description="Evaluate `train-wm` checkpoint RUN on start/goal pairs in opposite rooms: the learned model + "
+        "planner (pixels of the observation and the goal image only), random actions, no-op, straight line to "
+        "the goal and the planner on the true simulator (ceiling), all on the same pairs. Success = final distance "
+        "< 4.5 px after --max-steps steps. Prints one table; with --output writes results.json, episodes.gif "
+        "and landscape.png (latent distance to a goal over dot positions).",
+    )
+    pl.add_argument("--env", default="two_rooms", choices=("two_rooms", "point_arena"), help="default two_rooms")
+    pl.add_argument("--checkpoint", required=True, metavar="RUN", help="train-wm run folder or checkpoint file")
+    pl.add_argument("--episodes", type=int, default=50, help="episodes per agent (default 50)")
+    pl.add_argument("--planner", choices=("cem", "mppi"), default="cem", help="default cem")
+    pl.add_argument("--samples", type=int, help="samples per iteration (default 100)")
+    pl.add_argument("--elites", type=int, help="elites (default 10)")
+    pl.add_argument("--iterations", type=int, help="planner iterations per replan (default 4)")
+    pl.add_argument("--horizon", type=int, help="planning horizon in steps (default 40)")
+    pl.add_argument("--replan-every", type=int, help="steps between replans (default 4)")
+    pl.add_argument("--temperature", type=float, help="MPPI temperature in cost units (default 0.05)")
+    pl.add_argument("--init-std", type=float, help="initial sampling std (default 1.5)")
+    pl.add_argument("--reduce", choices=("last", "sum", "last+mean"), default="last+mean", help="default last+mean")
+    pl.add_argument("--stop-radius", type=float, default=2.5, help="stop rule radius in px (default 2.5)")
+    pl.add_argument("--no-stop", action="store_true", help="disable the stop rule")
+    pl.add_argument("--no-ceiling", action="store_true", help="skip the CEM-on-true-simulator row")
+    pl.add_argument("--max-steps", type=int, default=200, help="steps per episode (default 200)")
+    pl.add_argument("--seed", type=int, default=0, help="seed of the start/goal pairs and the planners")
+    pl.add_argument("--gif-episodes", type=int, default=4, help="episodes shown in the GIF (default 4)")
+    pl.add_argument("--threads", type=int, default=1, help="torch threads while planning (default 1; 0: leave)")
+    pl.add_argument("--output", "-o", metavar="DIR", help="write results.json, episodes.gif, landscape.png here")
+    pl.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
+    pl.set_defaults(func=_cmd_plan)
     return parser
 
 

@@ -789,6 +789,76 @@ def load_predictor(path_or_dir: str | Path, *, strict: bool = True, **overrides)
     return module
 
 
+def load_world_model(path_or_run: str | Path, *, device: str | torch.device = "cpu"):
+    """Load a world model (encoder + action-conditioned predictor) written by `jepa-world train-wm`.
+
+    The model is rebuilt from the config and data dims saved in the checkpoint (`config`, `meta`): a ViT encoder from
+    `meta["encoder_config"]`, a registered encoder (e.g. the pooled one) from `wm.encoder`; then every component
+    (`encoder`, `predictor`, `inverse_dynamics` when trained) is loaded strictly.
+
+    Args:
+        path_or_run: run folder (its newest `checkpoints/step_*.pt`) or a checkpoint file.
+        device: where to put the model.
+
+    Returns:
+        The `WorldModel` in eval mode.
+
+    Raises:
+        CheckpointError: unreadable file, a pretraining checkpoint or export folder instead of a world model, or
+            weights that do not fit (keys and shapes named).
+    """
+    from omegaconf import OmegaConf
+
+    from jepa_world.tasks import build_world_model
+
+    source = resolve_checkpoint(path_or_run)
+    if source.is_dir():
+        raise CheckpointError(
+            f"{source} is an exported single-module folder, not a world model; pass the train-wm run folder or "
+            "its checkpoints/step_*.pt"
+        )
+    state = load_checkpoint(source)
+    task = state.get("task", "pretrain" if "target_encoder" in state else None)
+    if task != "world_model" or "config" not in state or "meta" not in state:
+        hint = " (a pretraining checkpoint: use load_encoder, or wm.encoder_checkpoint=... in train-wm)"
+        raise CheckpointError(
+            f"{source} is not a world-model checkpoint (task={task!r}){hint if task == 'pretrain' else ''}; "
+            f"it holds {_abbrev(sorted(map(str, state)))}"
+        )
+    meta = state["meta"]
+    cfg = OmegaConf.create(state["config"])
+    encoder = None
+    enc_cfg = meta.get("encoder_config") or {}
+    with torch.random.fork_rng(devices=[]):  # random init that the loaded weights replace: keep the caller's RNG
+        if enc_cfg:
+            if enc_cfg.get("class") not in _MODEL_CLASSES:
+                raise CheckpointError(f"{source}: unknown encoder class {enc_cfg.get('class')!r} in meta")
+            cls = _MODEL_CLASSES[enc_cfg["class"]]
+            encoder = _instantiate(cls, _decode_kwargs(enc_cfg["kwargs"]), state["encoder"], strict=True,
+                                   what=f"{source} [encoder]")  # fmt: skip
+        else:
+            cfg.wm.encoder_checkpoint = None  # the registered encoder trained jointly; its weights are below
+        try:
+            model = build_world_model(
+                cfg, action_dim=int(meta["action_dim"]), state_dim=int(meta["state_dim"]), encoder=encoder
+            )
+        except Exception as err:
+            raise CheckpointError(
+                f"{source}: cannot rebuild the world model from its saved config ({type(err).__name__}: {err})"
+            ) from None
+    parts = {"encoder": model.encoder, "predictor": model.predictor}
+    if model.inverse_dynamics is not None:
+        parts["inverse_dynamics"] = model.inverse_dynamics
+    for name in ("encoder", "predictor", "inverse_dynamics"):
+        if name in parts and name not in state:
+            raise CheckpointError(f"{source} has no {name!r}; it holds {_abbrev(sorted(map(str, state)))}")
+        if name in state and name not in parts:
+            raise CheckpointError(f"{source} holds {name!r}, which the model rebuilt from its config does not have")
+    for name, module in parts.items():
+        load_state_dict_strict(module, state[name], what=f"{source} [{name}]")
+    return model.to(device).eval()
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # timm interop
 # --------------------------------------------------------------------------------------------------------------------

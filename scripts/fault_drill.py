@@ -146,7 +146,9 @@ def corpus(work: Path) -> list[tuple[str, str, str]]:
         "empty data folder",
         "error naming the path",
         _raises(
-            lambda: pretrain(load_config([], tiny(work / "r2", **{"data.index": work / "empty"}))), ValueError, "no images"
+            lambda: pretrain(load_config([], tiny(work / "r2", **{"data.index": work / "empty"}))),
+            ValueError,
+            "no images",
         ),
     )
     case(
