@@ -387,7 +387,13 @@ class WorldModel(nn.Module):
             h = self.encoder(frames.flatten(0, 1))  # [B*T, N, D]
         if self.pool:
             h = h.mean(dim=1, keepdim=True)  # [B*T, 1, D]
-        return F.layer_norm(h, (h.shape[-1],)).unflatten(0, (B, T))
+        return self._norm(h).unflatten(0, (B, T))
+
+    def _norm(self, z: Tensor) -> Tensor:
+        # Frozen (pretrained) encoders: layer-normed latents and predictions, as V-JEPA 2-AC. Joint training keeps
+        # raw latents (as PLDM): a layer norm there lets the static background dominate every latent, and the
+        # variance term cannot pull the normalised latents apart (measured: collapse to std ~1e-5).
+        return F.layer_norm(z, (z.shape[-1],)) if self.freeze_encoder else z
 
     def _states(self, states: Tensor | None) -> Tensor | None:
         # Verbs ignore states when the predictor has no state token, so callers can pass what the data holds.
@@ -400,7 +406,7 @@ class WorldModel(nn.Module):
             `[B, T, HW, D]` layer-normed predictions of frames 1..T (output t from frames <= t).
         """
         z_next = self.predictor(z, actions, self._states(states))
-        return F.layer_norm(z_next, (z_next.shape[-1],))
+        return self._norm(z_next)
 
     def rollout(self, z0: Tensor, actions: Tensor, states: Tensor | None = None) -> Tensor:
         """Autoregressive rollout that feeds its own predictions back (key/value cached, exact).
@@ -440,7 +446,7 @@ class WorldModel(nn.Module):
                 s = torch.cat([s, self._next_state(s[:, -1:], a[:, f0 - 1 : f0])], dim=1)
             s_k = None if s is None else s[:, f0 : f0 + n]
             y = self.predictor(z, a[:, f0 : f0 + n], s_k, cache=cache)[:, -1:]  # [N, 1, HW, D]
-            z = F.layer_norm(y, (y.shape[-1],))
+            z = self._norm(y)
             outs.append(z)
         return torch.cat(outs, dim=1).reshape(*batch, H, *z0.shape[-2:])
 
