@@ -297,3 +297,37 @@ def test_cli_probe_end_to_end(tmp_path, capsys):
 
     assert main(["probe", "--checkpoint", str(tmp_path / "nothing_here"), *common]) == 2
     assert "jepa-world probe: error" in capsys.readouterr().err
+
+
+def test_video_index_with_labels(tmp_path):
+    av = pytest.importorskip("av")
+    import numpy as np
+
+    def write(path, grey: int) -> None:
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream("libx264", rate=25)
+            stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+            for i in range(8):
+                frame = np.full((32, 32, 3), grey + i, np.uint8)
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+
+    lines = {"train": [], "val": []}
+    for split, n in (("train", 6), ("val", 4)):
+        for i in range(n):
+            label = ("dark", "bright")[i % 2]
+            write(tmp_path / f"{split}_{i}.mp4", 40 if label == "dark" else 200)
+            lines[split].append(f"{split}_{i}.mp4 {label}")
+    for split, rows in lines.items():
+        (tmp_path / f"{split}.csv").write_text("\n".join(rows) + "\n")
+    train, val, test, num_classes, _ = user_datasets(
+        tmp_path / "train.csv", num_frames=4, image_size=16, val_data=tmp_path / "val.csv"
+    )
+    assert test is None and num_classes == 2 and train.classes == ["bright", "dark"]
+    assert [val[i]["label"] for i in range(4)] == [1, 0, 1, 0]
+    assert val[0]["x"].shape == (3, 4, 16, 16)
+    enc = VisionTransformer(img_size=16, patch_size=8, num_frames=4, embed_dim=32, depth=1, num_heads=2)
+    res = probe(enc, train, val, kind="linear", lrs=(1e-2,), wds=(0.0,), epochs=10, batch_size=4)
+    assert res["reported_on"] == "val" and res["linear"]["best"]["top1"] == 100.0
