@@ -18,13 +18,13 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 from torch.utils.data import Dataset
 
+from jepa_world.data.index import scan_media_folder
 from jepa_world.data.transforms import apply_seeded, make_eval_transform, make_train_transform, split_key
 
 logger = logging.getLogger("jepa_world.data")
@@ -32,24 +32,6 @@ logger = logging.getLogger("jepa_world.data")
 IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 # A first entry equal to one of these is a CSV header, not a file.
 _HEADER_NAMES = frozenset({"path", "paths", "file", "filename", "filepath", "image", "image_path", "img"})
-
-
-def _scan_folder(folder: Path) -> list[Path]:
-    """All images under ``folder`` (recursive, following symlinks), sorted by relative POSIX path."""
-    found: list[str] = []
-    num_files = 0
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in files:
-            num_files += 1
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                found.append(Path(root, name).relative_to(folder).as_posix())
-    if not found:
-        raise ValueError(
-            f"no images found under {folder}: {num_files} file(s) found, accepted extensions (any case): "
-            f"{', '.join(IMAGE_EXTENSIONS)}"
-        )
-    return [folder / rel for rel in sorted(found)]
 
 
 def _first_field(line: str, root: Path) -> str:
@@ -124,7 +106,11 @@ class ImageFolderDataset(Dataset):
         self.index = Path(index).expanduser()
         if not self.index.exists():
             raise FileNotFoundError(f"index {self.index} does not exist (expected a folder of images or a text file)")
-        self.paths = _scan_folder(self.index) if self.index.is_dir() else _read_index_file(self.index)
+        self.paths = (
+            scan_media_folder(self.index, extensions=IMAGE_EXTENSIONS, kind="images")
+            if self.index.is_dir()
+            else _read_index_file(self.index)
+        )
         self.image_size = image_size
         self.train = train
         self.scale = (float(scale[0]), float(scale[1]))

@@ -130,11 +130,12 @@ def split_index_spec(index: str | Path | Sequence[str | Path]) -> list[Path]:
     return [Path(p).expanduser() for p in parts]
 
 
-def scan_video_folder(folder: Path) -> list[Path]:
-    """All videos under ``folder`` (recursive, following symlinks, hidden names left out), sorted by relative path.
+def scan_media_folder(folder: Path, *, extensions: Sequence[str], kind: str) -> list[Path]:
+    """All files under ``folder`` with one of ``extensions`` (any case), recursive, following symlinks, hidden names
+    left out, sorted by relative POSIX path. Shared by the video index and the image folder dataset.
 
     Raises:
-        ValueError: If there is none.
+        ValueError: If there is none (the message says how many files were seen and which extensions count).
     """
     found: list[str] = []
     num_files = 0
@@ -142,14 +143,23 @@ def scan_video_folder(folder: Path) -> list[Path]:
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in files:
             num_files += 1
-            if not name.startswith(".") and has_video_extension(name):
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in extensions:
                 found.append(Path(root, name).relative_to(folder).as_posix())
     if not found:
         raise ValueError(
-            f"no videos found under {folder}: {num_files} file(s) found, accepted extensions (any case): "
-            f"{', '.join(VIDEO_EXTENSIONS)}"
+            f"no {kind} found under {folder}: {num_files} file(s) found, accepted extensions (any case): "
+            f"{', '.join(extensions)}"
         )
     return [folder / rel for rel in sorted(found)]
+
+
+def scan_video_folder(folder: Path) -> list[Path]:
+    """All videos under ``folder`` (see `scan_media_folder`).
+
+    Raises:
+        ValueError: If there is none.
+    """
+    return scan_media_folder(folder, extensions=VIDEO_EXTENSIONS, kind="videos")
 
 
 def _media_suffix(text: str) -> bool:
