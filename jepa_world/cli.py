@@ -26,29 +26,24 @@ def _pretrain_epilog() -> str:
     )
 
 
-def _cmd_pretrain(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace, command: str) -> int:
     from jepa_world.config import load_config
-    from jepa_world.train import pretrain
+    from jepa_world.train import pretrain, train_world_model
 
-    cfg = load_config(args.config, args.overrides)
-    summary = pretrain(cfg)
-    metrics = summary["metrics"]
-    if summary["main_process"]:
-        loss = metrics.get("loss", float("nan"))
-        print(f"done: {summary['step']} steps, loss {loss:.4f}, run dir {summary['output_dir']}")
-    return 0
-
-
-def _cmd_train_wm(args: argparse.Namespace) -> int:
-    from jepa_world.config import load_config
-    from jepa_world.train import train_world_model
-
-    cfg = load_config(args.config, args.overrides, command="train-wm")
-    summary = train_world_model(cfg)
+    cfg = load_config(args.config, args.overrides, command=command)
+    summary = (pretrain if command == "pretrain" else train_world_model)(cfg)
     if summary["main_process"]:
         loss = summary["metrics"].get("loss", float("nan"))
         print(f"done: {summary['step']} steps, loss {loss:.4f}, run dir {summary['output_dir']}")
     return 0
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    return _train(args, "pretrain")
+
+
+def _cmd_train_wm(args: argparse.Namespace) -> int:
+    return _train(args, "train-wm")
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
@@ -191,6 +186,13 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_config_args(parser: argparse.ArgumentParser, *, purpose: str = "") -> None:
+    parser.add_argument(
+        "--config", action="append", default=[], metavar="FILE", help=f"YAML recipe{purpose} (repeatable)"
+    )
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help=f"config overrides{purpose}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jepa-world", description="JEPA pretraining, world models and planning.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -201,8 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_pretrain_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", action="append", default=[], metavar="FILE", help="YAML recipe (repeatable)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    _add_config_args(p)
     p.set_defaults(func=_cmd_pretrain)
 
     w = sub.add_parser(
@@ -212,8 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         "wm.episodes, Two-Rooms episodes are collected into <train.output_dir>/episodes first. "
         "wm.encoder_checkpoint=RUN uses a pretrained (frozen) encoder.",
     )
-    w.add_argument("--config", action="append", default=[], metavar="FILE", help="YAML recipe (repeatable)")
-    w.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    _add_config_args(w)
     w.set_defaults(func=_cmd_train_wm)
 
     c = sub.add_parser("collect", help="collect offline episodes from a pixel environment (random-walk policy)")
@@ -286,8 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--component", choices=("target_encoder", "encoder"), default="target_encoder", help="default target_encoder"
     )
     r.add_argument("--random-init", action="store_true", help="same architecture as --checkpoint, random weights")
-    r.add_argument("--config", action="append", default=[], metavar="FILE", help="recipe for --checkpoint random")
-    r.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for --checkpoint random")
+    _add_config_args(r, purpose=" for --checkpoint random")
     r.add_argument("--data", default="builtin", metavar="builtin|PATH", help="labelled data (default builtin)")
     r.add_argument("--val-data", metavar="PATH", help="validation split for --data PATH (else PATH is split)")
     r.add_argument("--test-data", metavar="PATH", help="test split for --data PATH")
