@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from jepa_world.hub import (
         export_checkpoint,
         from_pretrained,
+        load_ac_predictor,
         load_encoder,
         load_predictor,
         load_world_model,
@@ -37,6 +38,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "load_encoder": "jepa_world.hub",
     "load_predictor": "jepa_world.hub",
+    "load_ac_predictor": "jepa_world.hub",
     "load_world_model": "jepa_world.hub",
     "save_pretrained": "jepa_world.hub",
     "from_pretrained": "jepa_world.hub",
@@ -54,6 +56,7 @@ __all__ = [
     "from_pretrained",
     "intermediate_layers",
     "list_models",
+    "load_ac_predictor",
     "load_encoder",
     "load_predictor",
     "load_world_model",

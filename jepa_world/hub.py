@@ -14,7 +14,10 @@ What `load_encoder` / `load_predictor` read (see `docs/hub.md`):
     - an official I-JEPA (`.pth.tar`), V-JEPA or V-JEPA 2 (`.pt`) training checkpoint, or a bare state dict: the
       architecture is inferred from the tensor shapes (width, depth, patch, tubelet, MLP ratio, RoPE or table, grid,
       mask tokens), the release from the key names and prefixes; what weights cannot tell (heads, clip length) comes
-      from a table keyed by release and width, overridable with `num_heads=` / `num_frames=`.
+      from a table keyed by release and width, overridable with `num_heads=` / `num_frames=`;
+    - the V-JEPA 2-AC action-conditioned predictor (`vjepa2-ac-vitg.pt`, keys `action_encoder.*` ...): widths and
+      action / state / extrinsics dims from the shapes, heads (16) and frame grid (16 x 16) from the release,
+      overridable with `num_heads=` / `grid_size=`; it becomes an `ActionConditionedPredictor`.
 Stored position tables are copied as they are (never recomputed), and every load is strict: missing, unexpected and
 wrongly shaped keys are reported by name. Modules are built on the meta device and take the loaded tensors, so
 loading a ViT-g does not pay for a random init (and draws nothing from the global RNG).
@@ -38,6 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from jepa_world.models.dynamics import ActionConditionedPredictor
 from jepa_world.models.predictor import MaskPredictor
 from jepa_world.models.vit import VisionTransformer
 
@@ -58,6 +62,10 @@ RELEASES = ("ijepa", "vjepa", "vjepa2", "generic")
 HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16, 1408: 16, 1664: 16}
 HEADS_BY_WIDTH_VJEPA2 = {**HEADS_BY_WIDTH, 1408: 22, 1664: 26}
 VJEPA2_PREDICTOR_HEADS = 12
+# V-JEPA 2-AC (vjepa2-ac-vitg.pt): VisionTransformerPredictorAC's default heads, and its 256 px / patch 16 frame grid.
+AC_PREDICTOR_HEADS = 16
+AC_PREDICTOR_GRID = (16, 16)
+_AC_PREFIXES = ("action_encoder.", "state_encoder.", "extrinsics_encoder.")
 DEFAULT_NUM_FRAMES = 16  # clip length of the video releases (the grid's time axis cannot be read from a table)
 _ROPE_IMG_SIZE = {"vjepa2": 256}  # nominal size only: RoPE models take any size, nothing numeric depends on it
 
@@ -67,7 +75,11 @@ _RELEASE_POS = {
     "vjepa": dict(sincos_layout="vjepa", uniform_power=True),
     "vjepa2": dict(sincos_layout="vjepa", uniform_power=True),
 }
-_MODEL_CLASSES: dict[str, type[nn.Module]] = {"VisionTransformer": VisionTransformer, "MaskPredictor": MaskPredictor}
+_MODEL_CLASSES: dict[str, type[nn.Module]] = {
+    "VisionTransformer": VisionTransformer,
+    "MaskPredictor": MaskPredictor,
+    "ActionConditionedPredictor": ActionConditionedPredictor,
+}
 
 
 class CheckpointError(RuntimeError):
@@ -275,13 +287,13 @@ def _unwrap(module: nn.Module) -> nn.Module:
 
 
 def module_config(module: nn.Module) -> dict:
-    """Registry-free description of an encoder or mask predictor: `{"class": name, "kwargs": constructor kwargs}`.
+    """Registry-free description of an encoder or predictor: `{"class": name, "kwargs": constructor kwargs}`.
 
     Only architecture kwargs are recorded; training-only ones (drop path, activation checkpointing, init std) keep
     their defaults and can be passed as overrides when loading.
 
     Raises:
-        TypeError: `module` is neither a VisionTransformer nor a MaskPredictor.
+        TypeError: `module` is not a VisionTransformer, MaskPredictor or ActionConditionedPredictor.
     """
     module = _unwrap(module)
     if isinstance(module, VisionTransformer):
@@ -326,7 +338,26 @@ def module_config(module: nn.Module) -> dict:
             if hasattr(module, key):
                 kwargs[key] = getattr(module, key)
         return {"class": "MaskPredictor", "kwargs": kwargs}
-    raise TypeError(f"module is a {type(module).__name__}; expected a VisionTransformer or a MaskPredictor")
+    if isinstance(module, ActionConditionedPredictor):
+        blocks, width = module.predictor_blocks, module.predictor_embed_dim
+        hidden = blocks[0].mlp.fc1.out_features if len(blocks) else 4 * width
+        kwargs = dict(
+            embed_dim=module.embed_dim,
+            action_dim=module.action_dim,
+            state_dim=module.state_dim,
+            extrinsics_dim=module.extrinsics_dim,
+            grid_size=list(module.grid_size),
+            predictor_embed_dim=width,
+            depth=len(blocks),
+            num_heads=module.num_heads,
+            mlp_ratio=_mlp_ratio(hidden, width),
+            qkv_bias=bool(len(blocks) and blocks[0].attn.qkv.bias is not None),
+        )
+        return {"class": "ActionConditionedPredictor", "kwargs": kwargs}
+    raise TypeError(
+        f"module is a {type(module).__name__}; expected a VisionTransformer, MaskPredictor or "
+        "ActionConditionedPredictor"
+    )
 
 
 def _decode_kwargs(kwargs: Mapping) -> dict:
@@ -344,7 +375,7 @@ def save_pretrained(module: nn.Module, directory: str | Path, *, source: str | N
     """Write `config.json` (class + constructor kwargs) and `model.safetensors` (weights, no pickle) to a folder.
 
     Args:
-        module: a VisionTransformer or MaskPredictor.
+        module: a VisionTransformer, MaskPredictor or ActionConditionedPredictor.
         directory: output folder (created).
         source: where the weights came from, recorded in config.json.
 
@@ -585,10 +616,10 @@ def infer_predictor_kwargs(
     given, else from the release). `num_frames=` (clip length) guides the video grid; other overrides are
     MaskPredictor kwargs and win.
     """
-    if any(k.startswith(("action_encoder.", "state_encoder.", "extrinsics_encoder.")) for k in state_dict):
+    if is_ac_predictor(state_dict):
         raise CheckpointError(
-            f"{what} is a V-JEPA 2-AC action-conditioned predictor, not a mask predictor; it belongs to the world "
-            "model (load_world_model), not load_predictor"
+            f"{what} is a V-JEPA 2-AC action-conditioned predictor, not a mask predictor; use "
+            "infer_ac_predictor_kwargs (load_predictor / load_ac_predictor do)"
         )
     needed = (
         "predictor_embed.weight",
@@ -633,6 +664,63 @@ def infer_predictor_kwargs(
         kwargs.update(_RELEASE_POS.get(release) or _sincos_settings(pos, tuple(grid), width))
     if "num_heads" not in overrides:
         kwargs["num_heads"] = default_num_heads(enc_width, release, predictor=True)
+    return {**kwargs, **overrides}
+
+
+def is_ac_predictor(state_dict: Mapping[str, Any]) -> bool:
+    """Whether a predictor state dict (prefixes allowed) is a V-JEPA 2-AC action-conditioned predictor."""
+    return any(_strip_key(k, PREFIXES).startswith(_AC_PREFIXES) for k in state_dict)
+
+
+def infer_ac_predictor_kwargs(state_dict: Mapping[str, torch.Tensor], *, what: str = "state dict", **overrides) -> dict:
+    """ActionConditionedPredictor kwargs from a (prefix-stripped) V-JEPA 2-AC predictor state dict.
+
+    From the shapes: `predictor_embed.weight [P, D]` gives the widths, `action_encoder.weight [P, A]`,
+    `state_encoder.weight [P, S]` and `extrinsics_encoder.weight [P, E]` the input dims (an absent encoder gives 0:
+    our world models may have no state token; the release always stores all three), the block count the depth,
+    `fc1` the MLP ratio, `attn.qkv.bias` the qkv bias. Not in the weights: heads (16, the release's; a width that
+    16 does not divide needs `num_heads=`) and the frame grid (16 x 16: 256 px / patch 16; `grid_size=`). Overrides
+    are ActionConditionedPredictor kwargs and win.
+    """
+    needed = (
+        "predictor_embed.weight",
+        "action_encoder.weight",
+        "predictor_proj.weight",
+        "predictor_norm.weight",
+        "predictor_blocks.0.attn.qkv.weight",
+        "predictor_blocks.0.mlp.fc1.weight",
+    )
+    _require(state_dict, needed, what, "a V-JEPA 2-AC predictor")
+    if "predictor_blocks.0.mlp.fc3.weight" in state_dict:
+        raise CheckpointError(f"{what}: SwiGLU MLPs (fc1/fc2/fc3, the release's use_pred_silu=True) are not supported")
+    keys = set(state_dict)
+    width, enc_width = (int(n) for n in state_dict["predictor_embed.weight"].shape)
+
+    def in_dim(name: str) -> int:
+        weight = state_dict.get(f"{name}.weight")
+        return 0 if weight is None else int(weight.shape[1])
+
+    kwargs: dict[str, Any] = dict(
+        embed_dim=enc_width,
+        action_dim=in_dim("action_encoder"),
+        state_dim=in_dim("state_encoder"),
+        extrinsics_dim=in_dim("extrinsics_encoder"),
+        grid_size=AC_PREDICTOR_GRID,
+        predictor_embed_dim=width,
+        depth=_count_blocks(keys, "predictor_blocks."),
+        mlp_ratio=_mlp_ratio(state_dict["predictor_blocks.0.mlp.fc1.weight"].shape[0], width),
+        qkv_bias="predictor_blocks.0.attn.qkv.bias" in keys,
+    )
+    if "num_heads" not in overrides:
+        if width % AC_PREDICTOR_HEADS:
+            raise CheckpointError(
+                f"{what}: cannot infer num_heads for a V-JEPA 2-AC predictor of width {width} (heads are not stored "
+                f"in the weights; the release uses {AC_PREDICTOR_HEADS}, which does not divide {width}); "
+                "pass num_heads=..."
+            )
+        kwargs["num_heads"] = AC_PREDICTOR_HEADS
+    if "grid_size" in overrides:
+        overrides = {**overrides, "grid_size": tuple(overrides["grid_size"])}
     return {**kwargs, **overrides}
 
 
@@ -704,6 +792,29 @@ def _ours_kwargs(state: Mapping, component: str, path: Path) -> tuple[type[nn.Mo
     return _MODEL_CLASSES[config["class"]], config["kwargs"]
 
 
+def _ours_world_model_predictor_kwargs(state: Mapping, path: Path) -> dict:
+    """Constructor kwargs of the predictor of one of our world-model checkpoints (its preset, dims from `meta`)."""
+    from omegaconf import OmegaConf
+
+    from jepa_world.registry import create_model
+
+    try:
+        cfg, meta = OmegaConf.create(state["config"]), state["meta"]
+        with torch.device("meta"):
+            predictor = create_model(
+                cfg.wm.predictor,
+                embed_dim=int(state["predictor"]["predictor_embed.weight"].shape[1]),
+                action_dim=int(meta["action_dim"]),
+                state_dim=int(meta["state_dim"]),
+            )
+    except Exception as err:  # a config from another version: say so rather than guess
+        raise CheckpointError(
+            f"{path}: cannot rebuild the predictor from the config saved in the checkpoint ({type(err).__name__}: "
+            f"{err})"
+        ) from None
+    return _decode_kwargs(module_config(predictor)["kwargs"])
+
+
 def _load_component(path: str | Path, *, component: str, strict: bool, overrides: dict) -> nn.Module:
     source = resolve_checkpoint(path)
     if source.is_dir():
@@ -716,6 +827,11 @@ def _load_component(path: str | Path, *, component: str, strict: bool, overrides
         if state.get("task", "pretrain") == "pretrain":
             cls, kwargs = _ours_kwargs(state, component, source)
             return _instantiate(cls, {**kwargs, **overrides}, state[component], strict=strict, what=what)
+        if component == "predictor" and state.get("task") == "world_model":
+            kwargs = _ours_world_model_predictor_kwargs(state, source)
+            return _instantiate(
+                ActionConditionedPredictor, {**kwargs, **overrides}, state[component], strict=strict, what=what
+            )
         # Other tasks (world models) keep a pretrained encoder: infer it like any state dict below.
     if _is_state_dict(state):
         raw, encoder_raw, what = state, None, str(source)
@@ -734,7 +850,14 @@ def _load_component(path: str | Path, *, component: str, strict: bool, overrides
     release = detect_release(raw)
     if release == "generic" and encoder_raw is not None:
         release = detect_release(encoder_raw)
+    official = not str(state.get("format", "")).startswith("jepa_world/")
+    if release == "generic" and official and isinstance(state.get("predictor"), Mapping):
+        # Only V-JEPA 2-AC has this predictor; its encoder keys carry `module.` alone (no `backbone.` to tell).
+        release = "vjepa2" if is_ac_predictor(state["predictor"]) else release
     state_dict = _official_state_dict(raw)
+    if component == "predictor" and is_ac_predictor(state_dict):
+        kwargs = infer_ac_predictor_kwargs(state_dict, what=what, **overrides)
+        return _instantiate(ActionConditionedPredictor, kwargs, state_dict, strict=strict, what=what)
     if component == "predictor":
         enc = _official_state_dict(encoder_raw) if encoder_raw is not None else None
         kwargs = infer_predictor_kwargs(state_dict, release=release, encoder_state_dict=enc, what=what, **overrides)
@@ -771,21 +894,56 @@ def load_encoder(
     return module
 
 
-def load_predictor(path_or_dir: str | Path, *, strict: bool = True, **overrides) -> MaskPredictor:
-    """Load a mask predictor (our checkpoints and folders, official I-JEPA / V-JEPA / V-JEPA 2 checkpoints).
+def load_predictor(
+    path_or_dir: str | Path, *, strict: bool = True, **overrides
+) -> MaskPredictor | ActionConditionedPredictor:
+    """Load the predictor a checkpoint holds: a mask predictor, or a V-JEPA 2-AC action-conditioned one.
+
+    Reads our checkpoints and folders, official I-JEPA / V-JEPA / V-JEPA 2 checkpoints (a `MaskPredictor`), the
+    official V-JEPA 2-AC checkpoint `vjepa2-ac-vitg.pt` and our world-model checkpoints (an
+    `ActionConditionedPredictor`; its keys `action_encoder.*`, ... tell which). `load_ac_predictor` insists on the
+    latter.
 
     Args:
         path_or_dir: as for `load_encoder`.
         strict: missing / unexpected keys are an error (False: a warning).
-        **overrides: MaskPredictor kwargs (e.g. `num_heads=`, `grid_size=`), plus `num_frames=` (clip length used
-            to read the grid of a video position table).
+        **overrides: kwargs of the class built (e.g. `num_heads=`, `grid_size=`), plus, for a mask predictor,
+            `num_frames=` (clip length used to read the grid of a video position table).
 
     Returns:
         The predictor in eval mode.
     """
     module = _load_component(path_or_dir, component="predictor", strict=strict, overrides=overrides)
-    if not isinstance(module, MaskPredictor):
+    if not isinstance(module, MaskPredictor | ActionConditionedPredictor):
         raise CheckpointError(f"{path_or_dir} holds a {type(module).__name__}, not a predictor; use load_encoder")
+    return module
+
+
+def load_ac_predictor(path_or_dir: str | Path, *, strict: bool = True, **overrides) -> ActionConditionedPredictor:
+    """Load a V-JEPA 2-AC action-conditioned predictor (official `vjepa2-ac-vitg.pt`, our world models, exports).
+
+    The official file holds `encoder` and `predictor` (keys `module.` / `backbone.`-prefixed; both stripped). Widths
+    and action / state / extrinsics dims come from the shapes; heads (16) and the frame grid (16 x 16) from the
+    release (see `infer_ac_predictor_kwargs`).
+
+    Args:
+        path_or_dir: as for `load_encoder`.
+        strict: missing / unexpected keys are an error (False: a warning).
+        **overrides: ActionConditionedPredictor kwargs (e.g. `num_heads=`, `grid_size=(H', W')`).
+
+    Returns:
+        The predictor in eval mode: `model(z [B, T, HW, D], actions [B, T, A], states [B, T, S])`.
+
+    Raises:
+        CheckpointError: unreadable file, weights that do not fit (keys and shapes named), or a checkpoint whose
+            predictor is a mask predictor.
+    """
+    module = load_predictor(path_or_dir, strict=strict, **overrides)
+    if not isinstance(module, ActionConditionedPredictor):
+        raise CheckpointError(
+            f"{path_or_dir} holds a {type(module).__name__}, not a V-JEPA 2-AC action-conditioned predictor; use "
+            "load_predictor"
+        )
     return module
 
 
