@@ -119,19 +119,23 @@ class WorldModelConfig:
     window: int = 8  # frames per training window
     frameskip: int = 1  # env steps per model step (actions of skipped steps are concatenated)
     use_states: bool = False  # proprioception tokens (off for Two-Rooms, whose state is the answer)
+    in_memory: bool = False  # read every episode into RAM once (fast small-model training; 0.8 GB per 4k episodes)
     # encoder: a pretraining run / checkpoint (frozen unless finetune_encoder) or a registered encoder trained jointly
     encoder_checkpoint: str | None = None
     finetune_encoder: bool = False
     encoder_lr_scale: float = 0.1  # encoder LR = optim.lr x this when fine-tuning a pretrained encoder
     encoder: str = "pooled_encoder"  # used when encoder_checkpoint is null
     embed_dim: int = 64  # latent width of that encoder
+    encoder_kwargs: dict[str, Any] = field(default_factory=dict)  # extra constructor args of wm.encoder
     pool: bool = True  # one pooled latent per frame (the practical choice on CPU)
     predictor: str = "dynamics_nano"
+    predictor_kwargs: dict[str, Any] = field(default_factory=dict)  # extra constructor args of wm.predictor
     rollout_steps: int = 4  # autoregressive steps in the loss (V-JEPA 2-AC: 2)
     # anti-collapse terms when the encoder trains (PLDM / VICReg weights)
     var_weight: float = 1.0
     cov_weight: float = 0.04
     idm_weight: float = 1.0
+    smooth_weight: float = 0.0  # temporal smoothness |z_t+1 - z_t|^2 (PLDM)
 
 
 @dataclass

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from jepa_world.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from jepa_world.data.transforms import frames_to_tensor
 from jepa_world.envs.policies import Policy, make_policy
 from jepa_world.envs.two_rooms import SUCCESS_THRESHOLD, TwoRoomsEnv
 from jepa_world.models.dynamics import WorldModel
@@ -85,12 +85,7 @@ def pixels_to_tensor(pixels: np.ndarray, *, normalize: bool = True) -> Tensor:
     x = np.asarray(pixels)
     if x.ndim != 4 or x.shape[-1] != 3:
         raise ValueError(f"pixels must be uint8 [B, H, W, 3], got shape {x.shape}")
-    x = x.transpose(0, 3, 1, 2).astype(np.float32) * np.float32(1.0 / 255.0)  # [B, 3, H, W]
-    if normalize:
-        mean = np.asarray(IMAGENET_MEAN, dtype=np.float32).reshape(1, 3, 1, 1)
-        std = np.asarray(IMAGENET_STD, dtype=np.float32).reshape(1, 3, 1, 1)
-        x = (x - mean) / std
-    return torch.from_numpy(np.ascontiguousarray(x))
+    return frames_to_tensor(x, normalize=normalize)
 
 
 def _render_batch(env: TwoRoomsEnv, states: np.ndarray) -> np.ndarray:

@@ -166,9 +166,11 @@ def build_world_model(
 
             encoder = load_encoder(w.encoder_checkpoint, component="target_encoder")
         else:
-            encoder = create_model(w.encoder, img_size=cfg.data.image_size, embed_dim=w.embed_dim)
+            encoder = create_model(w.encoder, img_size=cfg.data.image_size, embed_dim=w.embed_dim, **w.encoder_kwargs)
     frozen = w.encoder_checkpoint is not None and not w.finetune_encoder
-    predictor = create_model(w.predictor, embed_dim=encoder.embed_dim, action_dim=action_dim, state_dim=state_dim)
+    predictor = create_model(
+        w.predictor, embed_dim=encoder.embed_dim, action_dim=action_dim, state_dim=state_dim, **w.predictor_kwargs
+    )
     return WorldModel(
         encoder=encoder,
         predictor=predictor,
@@ -179,6 +181,7 @@ def build_world_model(
         var_weight=w.var_weight,
         cov_weight=w.cov_weight,
         idm_weight=w.idm_weight,
+        smooth_weight=w.smooth_weight,
     )
 
 
@@ -191,7 +194,9 @@ def world_model_task(cfg: DictConfig) -> Task:
                          seed=cfg.seed, image_size=cfg.data.image_size, progress=cfg.train.progress)  # fmt: skip
     if not root.is_dir():
         raise FileNotFoundError(f"wm.episodes={str(root)!r} does not exist (write episodes with `jepa-world collect`)")
-    dataset = EpisodeDataset(root=root, window=w.window, frameskip=w.frameskip, image_size=cfg.data.image_size)
+    dataset = EpisodeDataset(
+        root=root, window=w.window, frameskip=w.frameskip, image_size=cfg.data.image_size, in_memory=w.in_memory
+    )
     state_dim = (dataset.state_dim or 0) if w.use_states else 0
     model = build_world_model(cfg, action_dim=dataset.action_dim, state_dim=state_dim)
 

@@ -70,13 +70,18 @@ def _frame_grid(hw: int, nominal: tuple[int, int]) -> tuple[int, int]:
     raise ValueError(f"frames have {hw} tokens, which fits neither grid_size={nominal} nor a square; pass grid_size")
 
 
-def _token_coords(start: int, num_frames: int, k: int, grid: tuple[int, int]) -> Tensor:
-    """(t, row, col) of the tokens of frames start..start+T-1: `[T * (k + HW), 3]`; conditioning tokens at (t, 0, 0)."""
+def _token_coords(start: int, num_frames: int, k: int, grid: tuple[int, int], *, col_scale: float = 1.0) -> Tensor:
+    """(t, row, col) of the tokens of frames start..start+T-1: float `[T * (k + HW), 3]`.
+
+    Conditioning tokens sit at (t, 0, 0); patch columns are scaled by `col_scale` (see `ActionConditionedPredictor`).
+    """
     t = torch.arange(start, start + num_frames)
     cond = torch.stack([t[:, None].expand(-1, k), *[torch.zeros(num_frames, k, dtype=torch.long)] * 2], -1)
     patches = grid_coords(torch.arange(grid[0] * grid[1]), grid)[None].repeat(num_frames, 1, 1)  # [T, HW, 3]
     patches[..., 0] = t[:, None]
-    return torch.cat([cond, patches], dim=1).flatten(0, 1)
+    coords = torch.cat([cond, patches], dim=1).flatten(0, 1).float()
+    coords[:, 2] *= col_scale
+    return coords
 
 
 def block_causal_mask(num_frames: int, tokens_per_frame: int, *, past_frames: int = 0) -> Tensor:
@@ -154,11 +159,104 @@ class InverseDynamics(nn.Module):
         return self.mlp(torch.cat([z_t.mean(-2), z_t1.mean(-2)], dim=-1))
 
 
+class ResidualMlpDynamics(nn.Module):
+    """Markov latent dynamics for one pooled latent per frame: `z_{t+1} = z_t + f([z_t, a_t, (s_t)])`.
+
+    The practical predictor for planning on CPU (PLDM-style): a CEM step over thousands of sequences costs a few
+    small matrix products, against a transformer pass per frame for `ActionConditionedPredictor`. Same call as that
+    predictor (frames `[B, T, 1, D]`, output t predicts frame t+1, optional rollout cache), so `WorldModel` and the
+    planners use either. Each output depends on its own frame only, which is block-causal by construction.
+
+    Args:
+        embed_dim: latent width D (input and output).
+        action_dim: A, taken from the data.
+        state_dim: S, taken from the data; 0 = no state input.
+        hidden_dim: width of the residual MLP.
+        depth: residual blocks (LayerNorm -> Linear -> GELU -> Linear).
+        init_std: std of the truncated-normal init (the last layer of each block and the output start at zero, so
+            the untrained model predicts "nothing moves").
+    """
+
+    grid_size = (1, 1)
+
+    def __init__(
+        self,
+        *,
+        embed_dim: int,
+        action_dim: int,
+        state_dim: int = 0,
+        hidden_dim: int = 256,
+        depth: int = 2,
+        init_std: float = 0.02,
+    ):
+        super().__init__()
+        dims = {"embed_dim": (embed_dim, 1), "action_dim": (action_dim, 1), "state_dim": (state_dim, 0)}
+        dims.update({"hidden_dim": (hidden_dim, 1), "depth": (depth, 0)})
+        for name, (value, low) in dims.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        self.embed_dim, self.action_dim, self.state_dim = embed_dim, action_dim, state_dim
+        self.inp = nn.Linear(embed_dim + action_dim + state_dim, hidden_dim)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(hidden_dim, eps=LN_EPS), Mlp(dim=hidden_dim, hidden_dim=hidden_dim))
+            for _ in range(depth)
+        )
+        self.out = nn.Sequential(nn.LayerNorm(hidden_dim, eps=LN_EPS), nn.GELU(), nn.Linear(hidden_dim, embed_dim))
+        init_weights_(self, std=init_std)
+        with torch.no_grad():
+            for blk in self.blocks:
+                blk[1].fc2.weight.zero_()
+            self.out[-1].weight.zero_()
+
+    def forward(
+        self, z: Tensor, actions: Tensor, states: Tensor | None = None, *, cache: RolloutCache | None = None
+    ) -> Tensor:
+        """Predict the next latent of every input frame.
+
+        Args:
+            z: `[B, T, 1, D]` frame latents.
+            actions: `[B, T, A]`; action t moves frame t to frame t+1.
+            states: `[B, T, S]`, required iff state_dim > 0.
+            cache: rollout bookkeeping (only its frame count changes: the model is Markov).
+
+        Returns:
+            `[B, T, 1, D]`: output t predicts frame t+1 from frame t.
+        """
+        if z.ndim != 4 or z.shape[2] != 1 or z.shape[-1] != self.embed_dim:
+            raise ValueError(
+                f"z must have shape [B, T, 1, {self.embed_dim}] (one pooled latent per frame; use a transformer "
+                f"preset such as dynamics_nano for patch tokens), got {tuple(z.shape)}"
+            )
+        B, T = z.shape[:2]
+        _check_shape(actions, (B, T, self.action_dim), "actions")
+        parts = [z[:, :, 0], actions.to(z.dtype)]
+        if self.state_dim:
+            _check_shape(states, (B, T, self.state_dim), "states")
+            parts.append(states.to(z.dtype))
+        elif states is not None:
+            raise ValueError(f"states of shape {tuple(states.shape)} passed to a predictor built with state_dim=0")
+        x = self.inp(torch.cat(parts, dim=-1))  # [B, T, hidden]
+        for blk in self.blocks:
+            x = x + blk(x)
+        if cache is not None:
+            cache.num_frames += T
+        return (z[:, :, 0] + self.out(x))[:, :, None]  # [B, T, 1, D]
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # The predictor
 # --------------------------------------------------------------------------------------------------------------------
 class ActionConditionedPredictor(nn.Module):
     """Block-causal transformer over `[action, state, (extrinsics), frame tokens]` per frame (V-JEPA 2-AC).
+
+    With the released weights (`jepa_world.hub.load_predictor` on `vjepa2-ac-vitg.pt`) this computes what the
+    release's `VisionTransformerPredictorAC` computes: same parameter names, token order per frame, block-causal
+    mask, RoPE channel layout (per head: frame | row | column chunks of `2 * ((head_dim // 3) // 2)` channels, the
+    release's `[f | f]` frequency tables on interleaved pairs; conditioning tokens rotate only their frame chunk,
+    which equals position (t, 0, 0)), and output (patch tokens, `predictor_norm`, `predictor_proj`). At its nominal
+    grid H' x W' the release multiplies column positions by H' / W' (1 for the released 16 x 16); so do we. The
+    release runs only at its nominal grid and at most `num_frames / tubelet_size` frames; other grids (integer
+    positions) and longer sequences are ours.
 
     Args:
         embed_dim: encoder width D (input and output).
@@ -229,7 +327,10 @@ class ActionConditionedPredictor(nn.Module):
         if key not in self._tables:
             if len(self._tables) > 256:  # rollouts of many lengths: keep the cache bounded
                 self._tables.clear()
-            coords = _token_coords(start, num_frames, k, grid).to(x.device)[None]  # [1, N, 3]
+            # The release scales rows by H'/H and columns by H'/W (nominal H' x W', actual H x W), and only runs at its
+            # nominal grid: rows x 1, columns x H'/W' (1 when square). Other grids keep integer positions.
+            col_scale = self.grid_size[0] / self.grid_size[1] if grid == self.grid_size else 1.0
+            coords = _token_coords(start, num_frames, k, grid, col_scale=col_scale).to(x.device)[None]  # [1, N, 3]
             cos, sin = rope_tables(coords, self.predictor_embed_dim // self.num_heads)
             mask = None
             if num_frames > 1:  # one new frame sees all cached frames and itself: no mask needed
@@ -307,7 +408,8 @@ class WorldModel(nn.Module):
     Args:
         encoder: frame encoder `[B, 3, H, W] -> [B, N, D]` with an `embed_dim` attribute (a `VisionTransformer`, or
             a `PooledEncoder`); each frame is encoded alone.
-        predictor: an `ActionConditionedPredictor` whose `embed_dim` equals the encoder's.
+        predictor: an `ActionConditionedPredictor` (or, for pooled latents, a `ResidualMlpDynamics`) whose
+            `embed_dim` equals the encoder's.
         pool: mean-pool each frame's tokens to one latent (the practical choice on CPU).
         freeze_encoder: no gradient to the encoder (kept in eval mode); targets are then computed under no_grad.
             When False, encoder and predictor train jointly, with the anti-collapse terms below.
@@ -318,6 +420,8 @@ class WorldModel(nn.Module):
         var_weight: VICReg variance weight on the per-frame latents (joint training only).
         cov_weight: VICReg covariance weight (joint training only).
         idm_weight: inverse-dynamics MSE weight (joint training only; 0 builds no head).
+        smooth_weight: temporal-smoothness weight, mean squared latent step `|z_{t+1} - z_t|^2` (joint training only;
+            PLDM): keeps the latent of a small move small, which shapes the planner's landscape.
         idm_hidden_dim: inverse-dynamics MLP width.
         state_update: how `rollout` fills states of predicted frames when only context states are given: "hold" (repeat
             the last state), "add" (s + a: delta-pose actions with A == S, as the Franka sample's derived actions), or
@@ -328,7 +432,7 @@ class WorldModel(nn.Module):
         self,
         *,
         encoder: nn.Module,
-        predictor: ActionConditionedPredictor,
+        predictor: ActionConditionedPredictor | ResidualMlpDynamics,
         pool: bool = False,
         freeze_encoder: bool = True,
         rollout_steps: int = 2,
@@ -338,6 +442,7 @@ class WorldModel(nn.Module):
         var_weight: float = 1.0,
         cov_weight: float = 1.0,
         idm_weight: float = 1.0,
+        smooth_weight: float = 0.0,
         idm_hidden_dim: int = 256,
         state_update: str | Callable[[Tensor, Tensor], Tensor] = "hold",
     ):
@@ -359,6 +464,7 @@ class WorldModel(nn.Module):
         self.pool, self.freeze_encoder, self.rollout_steps, self.loss_kind = pool, freeze_encoder, rollout_steps, loss
         self.tf_weight, self.rollout_weight = tf_weight, rollout_weight
         self.var_weight, self.cov_weight, self.idm_weight = var_weight, cov_weight, idm_weight
+        self.smooth_weight = smooth_weight
         self.state_update = state_update
         self.inverse_dynamics = None
         if not freeze_encoder and idm_weight > 0:
@@ -494,7 +600,7 @@ class WorldModel(nn.Module):
 
         Returns:
             (loss, metrics): "loss", "loss_tf", "loss_rollout", "rollout_err_{k}" (L1 at step k), "latent_std", and
-            in joint training "loss_var", "loss_cov", "loss_idm".
+            in joint training "loss_var", "loss_cov", "loss_idm" (and "loss_smooth").
         """
         x, actions = batch["x"], batch["actions"]
         if x.ndim != 5 or x.shape[1] < 2:
@@ -530,6 +636,10 @@ class WorldModel(nn.Module):
             loss_cov = torch.stack([covariance_loss(f) for f in frames]).mean()
             loss = loss + self.var_weight * loss_var + self.cov_weight * loss_cov
             metrics["loss_var"], metrics["loss_cov"] = loss_var.detach(), loss_cov.detach()
+            if self.smooth_weight > 0:
+                loss_smooth = (z[:, 1:] - z[:, :-1]).pow(2).sum(-1).mean()
+                loss = loss + self.smooth_weight * loss_smooth
+                metrics["loss_smooth"] = loss_smooth.detach()
             if self.inverse_dynamics is not None:
                 loss_idm = F.mse_loss(self.inverse_dynamics(z[:, :-1], z[:, 1:]), actions)
                 loss = loss + self.idm_weight * loss_idm
@@ -555,6 +665,12 @@ def pooled_encoder(**kwargs) -> PooledEncoder:
 def dynamics_nano(**kwargs) -> ActionConditionedPredictor:
     # Sized for CEM on CPU over pooled latents: see the module tests for the measured rollout time.
     return _predictor(dict(predictor_embed_dim=64, depth=3, num_heads=4), kwargs)
+
+
+@register_model
+def dynamics_mlp(**kwargs) -> ResidualMlpDynamics:
+    # Markov residual MLP over one pooled latent: the CPU planning choice (CEM over 5,000 x 40-step rollouts).
+    return ResidualMlpDynamics(**{**dict(hidden_dim=128, depth=2), **kwargs})
 
 
 @register_model
