@@ -13,6 +13,7 @@ from jepa_world.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from jepa_world.models.dynamics import (
     ActionConditionedPredictor,
     PooledEncoder,
+    ResidualMlpDynamics,
     RolloutCache,
     WorldModel,
     _token_coords,
@@ -40,6 +41,13 @@ def _pooled_wm(action_dim: int = 2, state_dim: int = 0, **kw) -> WorldModel:
     torch.manual_seed(0)
     enc = PooledEncoder(img_size=16, pool=2, hidden_dim=64, embed_dim=D)
     return WorldModel(encoder=enc, predictor=_predictor(action_dim, state_dim), pool=True, **kw)
+
+
+def _mlp_wm(action_dim: int = 2, state_dim: int = 0, **kw) -> WorldModel:
+    torch.manual_seed(0)
+    enc = PooledEncoder(img_size=16, pool=2, hidden_dim=64, embed_dim=D)
+    pred = ResidualMlpDynamics(embed_dim=D, action_dim=action_dim, state_dim=state_dim, hidden_dim=32)
+    return WorldModel(encoder=enc, predictor=pred, pool=True, **kw)
 
 
 def _patch_wm(action_dim: int = 2, state_dim: int = 0, **kw) -> WorldModel:
@@ -386,3 +394,74 @@ def test_ac_predictor_vjepa2_has_released_layout():
     assert {k: tuple(v.shape) for k, v in sd.items()} == expected
     assert model.num_heads == 16
     assert 290e6 < sum(v.numel() for v in sd.values()) < 320e6  # "~300M"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Residual-MLP dynamics (pooled latents)
+# --------------------------------------------------------------------------------------------------------------------
+def _randomize_(module: torch.nn.Module) -> torch.nn.Module:
+    with torch.no_grad():  # the zero-initialised output layers would hide every input dependence
+        for p in module.parameters():
+            p.normal_(0.0, 0.2, generator=_gen(9))
+    return module
+
+
+def test_mlp_dynamics_starts_as_identity_and_is_markov():
+    pred = ResidualMlpDynamics(embed_dim=D, action_dim=2, state_dim=3, hidden_dim=32)
+    z, a, s = torch.randn(2, 5, 1, D), torch.randn(2, 5, 2), torch.randn(2, 5, 3)
+    torch.testing.assert_close(pred(z, a, s), z)  # untrained: "nothing moves"
+    _randomize_(pred)
+    out = pred(z, a, s)
+    assert out.shape == (2, 5, 1, D) and (out - z).abs().max() > 1e-3
+    z2, a2 = z.clone(), a.clone()
+    z2[:, 3], a2[:, 1] = torch.randn(2, 1, D), torch.randn(2, 2)
+    out2 = pred(z2, a2, s)
+    changed = (out2 - out).abs().flatten(2).amax(dim=(0, 2)) > 1e-6  # [T]
+    assert changed.tolist() == [False, True, False, True, False]  # each output sees only its own frame and action
+
+
+def test_mlp_world_model_rollout_matches_manual_loop():
+    wm = _mlp_wm(freeze_encoder=False)  # raw latents (a frozen encoder's would be layer-normed after each step)
+    _randomize_(wm.predictor).double().eval()
+    z0 = torch.randn(3, 1, 1, D, dtype=torch.float64, generator=_gen(1))
+    a = torch.randn(3, 6, 2, dtype=torch.float64, generator=_gen(2))
+    with torch.no_grad():
+        got = wm.rollout(z0, a)
+        z, ref = z0[:, 0, 0], []
+        for t in range(6):
+            z = z + wm.predictor.out(_mlp_hidden(wm.predictor, z, a[:, t]))
+            ref.append(z)
+    torch.testing.assert_close(got[:, :, 0], torch.stack(ref, dim=1), atol=1e-12, rtol=0)
+
+
+def _mlp_hidden(pred: ResidualMlpDynamics, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    x = pred.inp(torch.cat([z, a], dim=-1))
+    for blk in pred.blocks:
+        x = x + blk(x)
+    return x
+
+
+def test_mlp_world_model_trains_with_smoothness_term():
+    wm = _mlp_wm(freeze_encoder=False, var_weight=0.5, cov_weight=0.25, idm_weight=2.0, smooth_weight=3.0)
+    loss, m = wm(_batch(8, 4, 16, 2))
+    expected = (m["loss_tf"] + m["loss_rollout"] + 0.5 * m["loss_var"] + 0.25 * m["loss_cov"] + 2.0 * m["loss_idm"]
+                + 3.0 * m["loss_smooth"])  # fmt: skip
+    torch.testing.assert_close(loss.detach(), expected)
+    z = wm.encode(_batch(8, 4, 16, 2)["x"]).detach()
+    torch.testing.assert_close(m["loss_smooth"], (z[:, 1:] - z[:, :-1]).pow(2).sum(-1).mean())
+    loss.backward()
+    assert sum(p.grad.abs().sum() for p in wm.predictor.parameters()) > 0
+    assert "loss_smooth" not in _mlp_wm(freeze_encoder=False)(_batch(8, 4, 16, 2))[1]  # weight 0: no term
+
+
+def test_mlp_dynamics_rejects_patch_tokens_and_bad_dims():
+    pred = ResidualMlpDynamics(embed_dim=D, action_dim=2)
+    with pytest.raises(ValueError, match=r"one pooled latent per frame"):
+        pred(torch.randn(1, 2, 4, D), torch.randn(1, 2, 2))
+    with pytest.raises(ValueError, match=r"actions must have shape \(1, 2, 2\)"):
+        pred(torch.randn(1, 2, 1, D), torch.randn(1, 2, 3))
+    with pytest.raises(ValueError, match="state_dim=0"):
+        pred(torch.randn(1, 2, 1, D), torch.randn(1, 2, 2), torch.randn(1, 2, 3))
+    with pytest.raises(ValueError, match="hidden_dim must be an int >= 1, got 0"):
+        ResidualMlpDynamics(embed_dim=D, action_dim=2, hidden_dim=0)
+    assert isinstance(create_model("dynamics_mlp", embed_dim=D, action_dim=2), ResidualMlpDynamics)

@@ -174,10 +174,11 @@ def _expected_x(frames: np.ndarray, normalize: bool) -> np.ndarray:
     return x
 
 
+@pytest.mark.parametrize("in_memory", [False, True], ids=["lazy", "in_memory"])
 @pytest.mark.parametrize("normalize", [False, True])
-def test_dataset_windows_match_raw_arrays(collected, normalize):
+def test_dataset_windows_match_raw_arrays(collected, normalize, in_memory):
     window = 4
-    ds = EpisodeDataset(root=collected, window=window, normalize=normalize)
+    ds = EpisodeDataset(root=collected, window=window, normalize=normalize, in_memory=in_memory)
     per_episode = STEPS + 1 - window + 1
     assert len(ds) == NUM_EPISODES * per_episode and ds.num_skipped == 0
     assert ds.action_dim == 2 and ds.state_dim == 2
