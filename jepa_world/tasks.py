@@ -12,12 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import Dataset
 
 from jepa_world.data.build import build_dataset
 from jepa_world.data.episodes import EpisodeDataset, collect_episodes
+from jepa_world.data.transforms import uint8_to_float
 from jepa_world.ema import EMA
 from jepa_world.masks import BlockSpec, MultiBlock2DMasks, MultiBlock3DMasks
 from jepa_world.models.dynamics import WorldModel
@@ -195,7 +197,12 @@ def world_model_task(cfg: DictConfig) -> Task:
     if not root.is_dir():
         raise FileNotFoundError(f"wm.episodes={str(root)!r} does not exist (write episodes with `jepa-world collect`)")
     dataset = EpisodeDataset(
-        root=root, window=w.window, frameskip=w.frameskip, image_size=cfg.data.image_size, in_memory=w.in_memory
+        root=root,
+        window=w.window,
+        frameskip=w.frameskip,
+        image_size=cfg.data.image_size,
+        in_memory=w.in_memory,
+        uint8=True,  # collate uint8 frames, convert once per batch in prepare
     )
     state_dim = (dataset.state_dim or 0) if w.use_states else 0
     model = build_world_model(cfg, action_dim=dataset.action_dim, state_dim=state_dim)
@@ -209,7 +216,8 @@ def world_model_task(cfg: DictConfig) -> Task:
         components["inverse_dynamics"] = model.inverse_dynamics
 
     def prepare(item: dict, micro_step: int, rows: slice, global_batch: int) -> dict:
-        batch = {"x": item["x"], "actions": item["actions"]}
+        x = item["x"]
+        batch = {"x": uint8_to_float(x) if x.dtype == torch.uint8 else x, "actions": item["actions"]}
         if state_dim:
             batch["states"] = item["states"]
         return batch

@@ -20,7 +20,7 @@ from jepa_world.data.episodes import (
     write_episode,
     write_metadata,
 )
-from jepa_world.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from jepa_world.data.transforms import IMAGENET_MEAN, IMAGENET_STD, uint8_to_float
 
 gymnasium = pytest.importorskip("gymnasium")
 
@@ -352,3 +352,18 @@ def test_load_franka_sample():
     assert traj["states"].shape == (2, 7) and np.array_equal(traj["states"], states[0])
     assert traj["actions"].shape == (1, 7)
     assert np.allclose(traj["actions"][0], states[0, 1] - states[0, 0])
+
+
+def test_uint8_items_convert_to_the_float_items(collected):
+    float_ds = EpisodeDataset(root=collected, window=3)
+    u8_ds = EpisodeDataset(root=collected, window=3, uint8=True, image_size=64)
+    assert u8_ds.uint8 and not float_ds.uint8
+    batch = torch.stack([u8_ds[i]["x"] for i in range(4)])
+    assert batch.dtype == torch.uint8 and batch.shape == (4, 3, 3, 64, 64)
+    expected = torch.stack([float_ds[i]["x"] for i in range(4)])
+    torch.testing.assert_close(uint8_to_float(batch), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(uint8_to_float(batch, normalize=False), batch.float() / 255, atol=1e-6, rtol=0)
+    # Episodes stored at another size than image_size are resized as floats instead.
+    assert not EpisodeDataset(root=collected, window=3, uint8=True, image_size=32).uint8
+    with pytest.raises(ValueError, match="uint8"):
+        uint8_to_float(batch.float())

@@ -54,11 +54,28 @@ def normalize(x: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
     return (x - mean) / std
 
 
+def uint8_to_float(x: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
+    """Channel-first RGB ``uint8 [..., 3, H, W]`` -> float32 in [0, 1], ImageNet-normalised if `normalize`.
+
+    Two passes over the data (convert, then one fused multiply-add), on whatever device `x` is: episode datasets
+    can collate uint8 batches (4x less memory traffic) and convert them once per batch.
+    """
+    if x.dtype != torch.uint8 or x.dim() < 3 or x.shape[-3] != 3:
+        raise ValueError(f"x must be uint8 [..., 3, H, W], got {x.dtype} {tuple(x.shape)}")
+    if not normalize:
+        return x.float().mul_(1.0 / 255.0)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float64)
+    scale = (1.0 / (255.0 * std)).float().view(3, 1, 1).to(x.device)
+    bias = (-mean / std).float().view(3, 1, 1).to(x.device)
+    return torch.addcmul(bias, x.float(), scale)
+
+
 def frames_to_tensor(frames: np.ndarray, *, normalize: bool = True, image_size: int | None = None) -> torch.Tensor:
     """RGB frames ``uint8 [T, H, W, 3]`` -> float ``[T, 3, S, S]`` in [0, 1], ImageNet-normalised if `normalize`.
 
     The one conversion shared by episode datasets and agents that encode live observations, so training and planning
-    see identical tensors. In-place torch ops on one copy: ~6x faster than the numpy chain at 17 x 64 x 64 px.
+    see identical tensors (`uint8_to_float` when no resize is needed).
 
     Args:
         frames: ``uint8 [T, H, W, 3]``.
@@ -68,14 +85,14 @@ def frames_to_tensor(frames: np.ndarray, *, normalize: bool = True, image_size: 
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)  # [T, 3, H, W]
-    if image_size is not None and tuple(x.shape[-2:]) != (image_size, image_size):
-        x = torch.nn.functional.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True)
-        x = x.clamp_(0.0, 1.0)
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # [T, 3, H, W] uint8
+    if image_size is None or tuple(x.shape[-2:]) == (image_size, image_size):
+        return uint8_to_float(x, normalize=normalize).contiguous()
+    x = x.float().div_(255.0)
+    x = torch.nn.functional.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True)
+    x = x.clamp_(0.0, 1.0)
     if normalize:
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        x = x.sub_(mean).div_(std)
+        x = x.sub_(torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)).div_(torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
     return x.contiguous()
 
 
