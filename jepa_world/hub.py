@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from jepa_world.models.dynamics import ActionConditionedPredictor
+from jepa_world.models.dynamics import ActionConditionedPredictor, ResidualMlpDynamics
 from jepa_world.models.predictor import MaskPredictor
 from jepa_world.models.vit import VisionTransformer
 
@@ -792,29 +792,6 @@ def _ours_kwargs(state: Mapping, component: str, path: Path) -> tuple[type[nn.Mo
     return _MODEL_CLASSES[config["class"]], config["kwargs"]
 
 
-def _ours_world_model_predictor_kwargs(state: Mapping, path: Path) -> dict:
-    """Constructor kwargs of the predictor of one of our world-model checkpoints (its preset, dims from `meta`)."""
-    from omegaconf import OmegaConf
-
-    from jepa_world.registry import create_model
-
-    try:
-        cfg, meta = OmegaConf.create(state["config"]), state["meta"]
-        with torch.device("meta"):
-            predictor = create_model(
-                cfg.wm.predictor,
-                embed_dim=int(state["predictor"]["predictor_embed.weight"].shape[1]),
-                action_dim=int(meta["action_dim"]),
-                state_dim=int(meta["state_dim"]),
-            )
-    except Exception as err:  # a config from another version: say so rather than guess
-        raise CheckpointError(
-            f"{path}: cannot rebuild the predictor from the config saved in the checkpoint ({type(err).__name__}: "
-            f"{err})"
-        ) from None
-    return _decode_kwargs(module_config(predictor)["kwargs"])
-
-
 def _load_component(path: str | Path, *, component: str, strict: bool, overrides: dict) -> nn.Module:
     source = resolve_checkpoint(path)
     if source.is_dir():
@@ -828,10 +805,12 @@ def _load_component(path: str | Path, *, component: str, strict: bool, overrides
             cls, kwargs = _ours_kwargs(state, component, source)
             return _instantiate(cls, {**kwargs, **overrides}, state[component], strict=strict, what=what)
         if component == "predictor" and state.get("task") == "world_model":
-            kwargs = _ours_world_model_predictor_kwargs(state, source)
-            return _instantiate(
-                ActionConditionedPredictor, {**kwargs, **overrides}, state[component], strict=strict, what=what
-            )
+            if overrides:
+                raise CheckpointError(
+                    f"{source}: a world model's predictor is rebuilt from the config saved with it; overrides "
+                    f"{sorted(overrides)} are not supported"
+                )
+            return _world_model_from_state(state, source).predictor
         # Other tasks (world models) keep a pretrained encoder: infer it like any state dict below.
     if _is_state_dict(state):
         raw, encoder_raw, what = state, None, str(source)
@@ -894,15 +873,13 @@ def load_encoder(
     return module
 
 
-def load_predictor(
-    path_or_dir: str | Path, *, strict: bool = True, **overrides
-) -> MaskPredictor | ActionConditionedPredictor:
+def load_predictor(path_or_dir: str | Path, *, strict: bool = True, **overrides) -> nn.Module:
     """Load the predictor a checkpoint holds: a mask predictor, or a V-JEPA 2-AC action-conditioned one.
 
     Reads our checkpoints and folders, official I-JEPA / V-JEPA / V-JEPA 2 checkpoints (a `MaskPredictor`), the
-    official V-JEPA 2-AC checkpoint `vjepa2-ac-vitg.pt` and our world-model checkpoints (an
-    `ActionConditionedPredictor`; its keys `action_encoder.*`, ... tell which). `load_ac_predictor` insists on the
-    latter.
+    official V-JEPA 2-AC checkpoint `vjepa2-ac-vitg.pt` (an `ActionConditionedPredictor`; its keys
+    `action_encoder.*`, ... tell which) and our world-model checkpoints (the predictor preset of their saved config:
+    an `ActionConditionedPredictor` or a `ResidualMlpDynamics`). `load_ac_predictor` insists on the transformer.
 
     Args:
         path_or_dir: as for `load_encoder`.
@@ -914,7 +891,7 @@ def load_predictor(
         The predictor in eval mode.
     """
     module = _load_component(path_or_dir, component="predictor", strict=strict, overrides=overrides)
-    if not isinstance(module, MaskPredictor | ActionConditionedPredictor):
+    if not isinstance(module, MaskPredictor | ActionConditionedPredictor | ResidualMlpDynamics):
         raise CheckpointError(f"{path_or_dir} holds a {type(module).__name__}, not a predictor; use load_encoder")
     return module
 
@@ -965,17 +942,21 @@ def load_world_model(path_or_run: str | Path, *, device: str | torch.device = "c
         CheckpointError: unreadable file, a pretraining checkpoint or export folder instead of a world model, or
             weights that do not fit (keys and shapes named).
     """
-    from omegaconf import OmegaConf
-
-    from jepa_world.tasks import build_world_model
-
     source = resolve_checkpoint(path_or_run)
     if source.is_dir():
         raise CheckpointError(
             f"{source} is an exported single-module folder, not a world model; pass the train-wm run folder or "
             "its checkpoints/step_*.pt"
         )
-    state = load_checkpoint(source)
+    return _world_model_from_state(load_checkpoint(source), source).to(device).eval()
+
+
+def _world_model_from_state(state: Mapping, source: Path):
+    """Rebuild a `WorldModel` from a train-wm checkpoint's config and meta, then load every component strictly."""
+    from omegaconf import OmegaConf
+
+    from jepa_world.tasks import build_world_model
+
     task = state.get("task", "pretrain" if "target_encoder" in state else None)
     if task != "world_model" or "config" not in state or "meta" not in state:
         hint = " (a pretraining checkpoint: use load_encoder, or wm.encoder_checkpoint=... in train-wm)"
@@ -1014,7 +995,7 @@ def load_world_model(path_or_run: str | Path, *, device: str | torch.device = "c
             raise CheckpointError(f"{source} holds {name!r}, which the model rebuilt from its config does not have")
     for name, module in parts.items():
         load_state_dict_strict(module, state[name], what=f"{source} [{name}]")
-    return model.to(device).eval()
+    return model.eval()
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -325,20 +325,44 @@ def test_load_ac_predictor_refuses_a_mask_predictor(tmp_path):
         hub.load_ac_predictor(tmp_path / "p")
 
 
-def test_our_world_model_checkpoint_rebuilds_its_preset(tmp_path):
+def _save_world_model(tmp_path, overrides: list[str]):
     from jepa_world.config import load_config, to_yaml
+    from jepa_world.tasks import build_world_model
 
-    cfg = load_config([], [], command="train-wm")
+    cfg = load_config([], ["wm.embed_dim=16", *overrides], command="train-wm")
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        pred = create_model(cfg.wm.predictor, embed_dim=16, action_dim=2, state_dim=0)
-    hub.save_checkpoint(
-        tmp_path / "step_00000001.pt",
-        {"task": "world_model", "meta": {"action_dim": 2, "state_dim": 0}, "config": to_yaml(cfg),
-         "predictor": pred.state_dict(), "encoder": {}, "step": 1},
-    )  # fmt: skip
-    loaded = hub.load_ac_predictor(tmp_path / "step_00000001.pt")
+        model = build_world_model(cfg, action_dim=2, state_dim=0)
+    state = {"task": "world_model", "meta": {"action_dim": 2, "state_dim": 0, "encoder_config": {}},
+             "config": to_yaml(cfg), "encoder": model.encoder.state_dict(), "predictor": model.predictor.state_dict(),
+             "step": 1}  # fmt: skip
+    if model.inverse_dynamics is not None:
+        state["inverse_dynamics"] = model.inverse_dynamics.state_dict()
+    hub.save_checkpoint(tmp_path / "step_00000001.pt", state)
+    return tmp_path / "step_00000001.pt", model.predictor.eval()
+
+
+def test_our_world_model_checkpoint_rebuilds_its_preset(tmp_path):
+    path, pred = _save_world_model(tmp_path, [])
+    loaded = hub.load_ac_predictor(path)
     assert hub.module_config(loaded) == hub.module_config(pred)  # heads of the preset, not the release's 16
     z, a = torch.randn(2, 3, 1, 16), torch.randn(2, 3, 2)
     with torch.no_grad():
-        torch.testing.assert_close(loaded(z, a), pred.eval()(z, a), rtol=0, atol=0)
+        torch.testing.assert_close(loaded(z, a), pred(z, a), rtol=0, atol=0)
+
+
+def test_world_model_mlp_predictor_loads_through_load_predictor(tmp_path):
+    path, pred = _save_world_model(tmp_path, ["wm.predictor=dynamics_mlp"])
+    loaded = jepa_world.load_predictor(path)
+    assert type(loaded) is type(pred) and loaded.embed_dim == 16
+    with torch.no_grad():
+        for p in pred.parameters():  # leave the zero-initialised output layers behind
+            p.add_(0.1)
+        hub.save_checkpoint(path, {**torch.load(path, weights_only=True), "predictor": pred.state_dict()})
+        loaded = jepa_world.load_predictor(path)
+        z, a = torch.randn(2, 3, 1, 16), torch.randn(2, 3, 2)
+        torch.testing.assert_close(loaded(z, a), pred(z, a), rtol=0, atol=0)
+    with pytest.raises(hub.CheckpointError, match="overrides"):
+        jepa_world.load_predictor(path, depth=3)
+    with pytest.raises(hub.CheckpointError, match="holds a ResidualMlpDynamics, not a V-JEPA 2-AC"):
+        hub.load_ac_predictor(path)
