@@ -342,7 +342,9 @@ def fit(cfg: DictConfig, make_task) -> dict:
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                     # EMA and other per-step hooks: once per optimizer step, never on accumulation micro-steps.
-                    sums.update({k: torch.tensor(v) for k, v in task.after_step(step).items()})
+                    sums.update(
+                        {k: torch.tensor(v, device=accelerator.device) for k, v in task.after_step(step).items()}
+                    )
                 samples_since += tc.batch_size
                 bar.update(1)
 
