@@ -17,7 +17,7 @@ Protocol:
 
 Shapes:
     tokens `[B, N, D]`, pooled `[B, D]`, logits `[B, C]`; a sweep of K heads gives `[K, B, C]`.
-    Built-in labelled data: `BouncingShapesVideo` clips `[3, T, H, W]` labelled with the motion direction of the
+    Built-in labelled data: `MovingShapeVideo` clips `[3, T, H, W]` labelled with the motion direction of the
     largest shape (8 classes, needs motion), or `ShapesImages` `[3, H, W]` with the kind of the largest shape
     (3 classes) for image encoders.
 """
@@ -651,28 +651,52 @@ def format_results(results: Mapping, *, title: str | None = None, all_heads: boo
 # Data and encoders for the command line
 # --------------------------------------------------------------------------------------------------------------------
 def builtin_datasets(
-    *, num_frames: int, image_size: int, num_train: int = 2000, num_val: int = 500, num_test: int = 1000
+    *,
+    num_frames: int,
+    image_size: int,
+    num_train: int = 2000,
+    num_val: int = 500,
+    num_test: int = 1000,
+    num_distractors: tuple[int, int] = (1, 3),
 ) -> tuple[Dataset, Dataset, Dataset, int, str]:
     """Built-in labelled splits, each from its own dataset seed (`BUILTIN_SEEDS`), disjoint from pretraining data.
 
-    Videos (num_frames > 1): `BouncingShapesVideo`, label = motion direction of the largest shape (8 classes).
+    Videos (num_frames > 1): `MovingShapeVideo` (the bouncing-shapes family of the pretraining data, with the
+    labelled shape made unambiguous: largest, in front, no bounce during the clip), label = its motion direction
+    (8 classes; a single frame cannot tell it).
     Images: `ShapesImages`, label = kind of the largest shape (3 classes).
+
+    Args:
+        num_frames: clip length (1: images).
+        image_size: frame side.
+        num_train, num_val, num_test: split sizes.
+        num_distractors: inclusive range of the number of smaller shapes besides the labelled one (videos).
 
     Returns:
         (train, val, test, num_classes, description).
     """
-    from jepa_world.data.synthetic import KIND_NAMES, NUM_DIRECTIONS, BouncingShapesVideo, ShapesImages
+    from jepa_world.data.synthetic import KIND_NAMES, NUM_DIRECTIONS, MovingShapeVideo, ShapesImages
 
     sizes = {"train": num_train, "val": num_val, "test": num_test}
     for split, n in sizes.items():
         if n < 1:
             raise ValueError(f"num_{split}={n} must be >= 1")
     if num_frames > 1:
+        lo, hi = num_distractors
         sets = [
-            BouncingShapesVideo(num_samples=n, num_frames=num_frames, image_size=image_size, seed=BUILTIN_SEEDS[s])
+            MovingShapeVideo(
+                num_samples=n,
+                num_frames=num_frames,
+                image_size=image_size,
+                num_distractors=(lo, hi),
+                seed=BUILTIN_SEEDS[s],
+            )
             for s, n in sizes.items()
         ]
-        what = f"built-in BouncingShapesVideo {num_frames}x{image_size}px, motion direction of the largest shape"
+        what = (
+            f"built-in MovingShapeVideo {num_frames}x{image_size}px ({lo}-{hi} distractors), motion direction of "
+            "the largest shape"
+        )
         return (*sets, NUM_DIRECTIONS, what)
     sets = [ShapesImages(num_samples=n, image_size=image_size, seed=BUILTIN_SEEDS[s]) for s, n in sizes.items()]
     return (*sets, len(KIND_NAMES), f"built-in ShapesImages {image_size}px, kind of the largest shape")

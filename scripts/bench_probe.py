@@ -7,8 +7,10 @@ encoder and of its own random initialisation on the built-in motion task.
    clips, batch 16, plus any key=value overrides).
 3. Probe with the same protocol (`jepa_world.probe.probe`: linear and attentive sweeps, best head chosen on val,
    top-1 reported on test) the pretrained target encoder (loaded with `jepa_world.load_encoder` from the run) and
-   the weights the run started from (the same config and seed, untrained). The label is the motion direction of
-   the largest shape (8 classes, chance 12.5%), on splits drawn with their own seeds (not the pretraining data).
+   the weights the run started from (the same config and seed, untrained). Probe data: `MovingShapeVideo` (the
+   bouncing-shapes family of the pretraining data, with the labelled shape made unambiguous: the largest, in front,
+   no bounce during the clip), label = its motion direction (8 classes, chance 12.5%; a single frame cannot tell
+   it), on splits drawn with their own seeds (not the pretraining data).
 
     python scripts/bench_probe.py                      # 10 minutes of pretraining
     python scripts/bench_probe.py --minutes 2          # a smoke run
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -31,7 +34,6 @@ import torch
 import jepa_world
 from jepa_world.config import load_config
 from jepa_world.probe import (
-    DEFAULT_LRS,
     DEFAULT_WDS,
     builtin_datasets,
     encoder_input_size,
@@ -60,6 +62,13 @@ def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v.strip()]
 
 
+def _ints(text: str) -> tuple[int, int]:
+    values = tuple(int(v) for v in text.split(",") if v.strip())
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"expected LO,HI, got {text!r}")
+    return values
+
+
 def calibrate(overrides: list[str], run_dir: Path) -> float:
     """Seconds per optimizer step over steps 4-6 of a 6-step run (the first three warm up)."""
     over = [*overrides, f"train.output_dir={run_dir}", "train.max_steps=6", "train.log_every=3"]
@@ -76,10 +85,16 @@ def main() -> None:
     parser.add_argument("--num-train", type=int, default=1000)
     parser.add_argument("--num-val", type=int, default=300)
     parser.add_argument("--num-test", type=int, default=700)
-    parser.add_argument("--epochs", type=int, default=20, help="probe epochs")
+    # 20 epochs at lr <= 3e-3 (the `jepa-world probe` defaults) is ~300 steps on 1,000 clips: too short for the
+    # attentive head to learn where to attend, which left every encoder at chance; 100 epochs with lr up to 1e-2
+    # let a random-init encoder reach ~40% on the motion task (docs/benchmarks.md).
+    parser.add_argument("--epochs", type=int, default=100, help="probe epochs (default 100)")
     parser.add_argument("--batch-size", type=int, default=64, help="probe batch size")
-    parser.add_argument("--lrs", type=_floats, default=list(DEFAULT_LRS), help="comma-separated probe lrs")
+    parser.add_argument("--lrs", type=_floats, default=[1e-3, 3e-3, 1e-2], help="comma-separated probe lrs")
     parser.add_argument("--wds", type=_floats, default=list(DEFAULT_WDS), help="comma-separated probe wds")
+    parser.add_argument(
+        "--num-distractors", type=_ints, default=(1, 3), help="LO,HI smaller shapes besides the labelled one (1,3)"
+    )
     parser.add_argument("--kind", choices=("linear", "attentive", "both"), default="both")
     parser.add_argument("--component", choices=("target_encoder", "encoder"), default="target_encoder")
     parser.add_argument(
@@ -97,6 +112,8 @@ def main() -> None:
     shutil.rmtree(out, ignore_errors=True)
     base = ["train.progress=false", "train.tensorboard=false", "train.log_every=10", *args.overrides]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; overrides: {args.overrides or 'none'}")
+    load = {"start": os.getloadavg()[1]}  # 5-minute load average: other jobs on the machine slow every step
+    print(f"{os.cpu_count()} CPUs, load average (5 min) {load['start']:.1f}", flush=True)
 
     step_s = calibrate(base, out / "calibration")
     max_steps = max(1, math.floor(args.minutes * 60 / step_s))
@@ -107,6 +124,7 @@ def main() -> None:
     tic = time.perf_counter()
     summary = pretrain(cfg)
     pretrain_s = time.perf_counter() - tic
+    load["end_of_pretraining"] = os.getloadavg()[1]
     loss = summary["metrics"].get("loss", float("nan"))
     print(f"pretrained {summary['step']} steps in {pretrain_s / 60:.1f} min, final loss {loss:.4f}", flush=True)
 
@@ -121,6 +139,7 @@ def main() -> None:
         num_train=args.num_train,
         num_val=args.num_val,
         num_test=args.num_test,
+        num_distractors=args.num_distractors,
     )
     train, val, test = InMemory(train), InMemory(val), InMemory(test)
     print(f"rendered {what} in {time.perf_counter() - tic:.0f} s", flush=True)
@@ -157,8 +176,10 @@ def main() -> None:
     print("| pretrained - random | " + " | ".join(f"{gaps[k]:+.1f}" for k in kinds) + " |")
     met = {k: gaps[k] >= 15.0 for k in kinds}
     print("target (>= +15 points): " + ", ".join(f"{k} {'met' if m else 'NOT met'}" for k, m in met.items()))
+    print(f"load average (5 min): {load['start']:.1f} at the start, {load['end_of_pretraining']:.1f} after pretraining")
     record = {"steps": summary["step"], "pretrain_s": pretrain_s, "step_s": step_s, "loss": loss,
-              "overrides": args.overrides, "results": results, "gaps": gaps}  # fmt: skip
+              "overrides": args.overrides, "data": what, "load_avg_5min": load, "results": results,
+              "gaps": gaps}  # fmt: skip
     (out / "bench_probe.json").write_text(json.dumps(record, indent=1))
 
 

@@ -10,7 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from jepa_world.data.synthetic import BouncingShapesVideo, ShapesImages, render_scene, save_preview
+from jepa_world.data.synthetic import (
+    BouncingShapesVideo,
+    MovingShapeVideo,
+    ShapesImages,
+    render_scene,
+    save_preview,
+)
 from jepa_world.data.transforms import denormalize
 
 # Geometry facts, independent of the implementation: area / half_size**2 for circle, square (side 2h) and the
@@ -196,3 +202,72 @@ def test_save_preview_writes_png(tmp_path):
     with Image.open(path) as image:
         assert image.size == (4 * 16 * 2, 2 * 16 * 2)
         assert image.mode == "RGB"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# MovingShapeVideo: the motion probe task
+# ---------------------------------------------------------------------------------------------------------------------
+def test_motion_probe_labelled_shape_is_largest_in_front_and_moves_straight():
+    size, frames = 64, 8
+    ds = MovingShapeVideo(num_samples=60, num_frames=frames, image_size=size, seed=11)
+    counts = set()
+    for i in range(len(ds)):
+        scene = ds.scene(i)
+        counts.add(len(scene.kind))
+        areas = [AREA_FACTOR[int(k)] * h**2 for k, h in zip(scene.kind, scene.half_size)]
+        last = len(areas) - 1
+        assert int(np.argmax(areas)) == last  # drawn last = in front of every distractor
+        assert all(a <= 0.5 * areas[last] + 1e-9 for a in areas[:last])
+        center, h = scene.center[last], scene.half_size[last]  # [T, 2]
+        step = np.diff(center, axis=0)
+        np.testing.assert_allclose(step, np.broadcast_to(step[:1], step.shape), atol=1e-9)  # no bounce
+        assert (center >= h - 1e-9).all() and (center <= size - h + 1e-9).all()
+        dx, dy = center[-1] - center[0]
+        assert ds[i]["label"] == direction_bin(dx, dy)
+    assert counts == {2, 3, 4}  # 1-3 distractors by default
+
+
+def test_motion_probe_pixels_move_in_the_label_direction():
+    ds = MovingShapeVideo(num_samples=30, num_frames=6, image_size=64, num_distractors=(0, 0), seed=12)
+    for i in range(len(ds)):
+        item, scene = ds[i], ds.scene(i)
+        mask = shape_mask(denormalize(item["x"]).numpy(), scene.background)
+        moved = centroids(mask)[-1] - centroids(mask)[0]
+        expected = scene.center[0, -1] - scene.center[0, 0]
+        assert np.abs(moved - expected).max() < 1.0, f"sample {i}: pixels moved {moved}, state moved {expected}"
+        assert direction_bin(*moved) == item["label"]  # every sample: the shape never bounces
+
+
+def test_motion_probe_label_needs_motion():
+    """The middle position of the labelled shape does not depend on its direction; its first position does."""
+    ds = MovingShapeVideo(num_samples=3000, num_frames=8, image_size=64, seed=13)
+    middle, first = {0: [], 4: []}, {0: [], 4: []}
+    for i in range(len(ds)):
+        scene = ds.scene(i)
+        if scene.label in middle:
+            middle[scene.label].append(scene.center[-1].mean(axis=0)[0])
+            first[scene.label].append(scene.center[-1, 0, 0])
+    # x of the middle position: the same distribution for right (0) and left (4) motion (std ~6 px, ~370 samples
+    # each); the first frame is ~2 x 3.5 x speed px apart, so the test can tell.
+    assert abs(np.mean(middle[0]) - np.mean(middle[4])) < 1.5
+    assert np.mean(first[4]) - np.mean(first[0]) > 8.0
+
+
+def test_motion_probe_long_clips_keep_the_path_inside():
+    size = 32
+    ds = MovingShapeVideo(num_samples=20, num_frames=32, image_size=size, seed=14)
+    for i in range(len(ds)):
+        scene = ds.scene(i)
+        center, h = scene.center[-1], scene.half_size[-1]
+        assert (center >= h - 1e-9).all() and (center <= size - h + 1e-9).all()
+        assert np.linalg.norm(center[1] - center[0]) > 0  # still moving (the speed is capped, not zeroed)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [({"num_distractors": (-1, 2)}, "num_distractors"), ({"num_distractors": (3, 2)}, "num_distractors"),
+     ({"num_frames": 1}, "num_frames"), ({"seed": -1}, "seed")],
+)  # fmt: skip
+def test_motion_probe_bad_arguments_raise(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        MovingShapeVideo(**kwargs)

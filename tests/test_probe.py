@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -244,6 +245,24 @@ def test_probe_rejects_bad_arguments():
         probe(TokensAsInput(), *sets, cache=False, epochs=1)
     with pytest.raises(TypeError, match="label"):
         probe(TokensAsInput(), [{"x": torch.zeros(2, 16)}], sets[1], epochs=1)
+
+
+def test_builtin_video_task_is_the_motion_probe_data_on_its_own_seeds():
+    from jepa_world.data.synthetic import MovingShapeVideo, ShapesImages
+
+    train, val, test, c, what = builtin_datasets(
+        num_frames=6, image_size=32, num_train=8, num_val=4, num_test=4, num_distractors=(0, 2)
+    )
+    assert c == 8 and "MovingShapeVideo" in what
+    assert all(isinstance(ds, MovingShapeVideo) and ds.num_distractors == (0, 2) for ds in (train, val, test))
+    assert len({ds.seed for ds in (train, val, test)}) == 3
+    assert train[0]["x"].shape == (3, 6, 32, 32)
+    for i in range(len(train)):
+        scene = train.scene(i)
+        dx, dy = scene.center[-1, -1] - scene.center[-1, 0]  # the labelled shape's displacement over the clip
+        assert train[i]["label"] == round(math.atan2(dy, dx) / (math.pi / 4)) % 8
+    images = builtin_datasets(num_frames=1, image_size=32, num_train=2, num_val=2, num_test=2)
+    assert isinstance(images[0], ShapesImages) and images[3] == 3
 
 
 def test_random_encoder_like_keeps_architecture_and_changes_weights():

@@ -13,7 +13,10 @@ Every draw is independent of ``num_frames`` (trajectories are closed-form), so f
 Coordinates: x to the right, y down, in pixels; pixel ``(row, col)`` covers ``[col, col + 1) x [row, row + 1)``.
 Motion label: the velocity direction at frame 0 of the largest shape (by area), in 8 bins of 45 degrees centred on
 0 deg (0 = right, 2 = down, 4 = left, 6 = up). Directions are drawn within +-15 deg of a bin centre so labels are
-unambiguous.
+unambiguous. In `BouncingShapesVideo` the label is only a weak target (in 8-frame 64 px clips the largest shape
+bounces during the clip in ~35% of samples and another shape overlaps it in ~40%); `MovingShapeVideo`, the motion
+probe task, draws the same family with the labelled shape made unambiguous (largest, in front, no bounce during
+the clip, middle position independent of the direction; see `sample_motion_scene`).
 
 Shapes: ``x`` is ``[3, T, H, W]`` for clips and ``[3, H, W]`` for images, float32, ImageNet-normalised.
 """
@@ -43,6 +46,10 @@ _SPEED_RANGE = (1.0, 3.0)  # px/frame at 64 px, scaled with image_size
 _PERIOD_RANGE = (2.5, 5.0)  # texture period, px at 64 px
 _DIRECTION_JITTER = math.pi / 12  # +-15 deg around a bin centre; bins are +-22.5 deg wide
 _INV_SQRT5 = 1.0 / math.sqrt(5.0)
+# Motion probe task (`MovingShapeVideo`)
+_PROBE_HALF_SIZE_RANGE = (0.13, 0.18)  # the labelled shape: the upper part of _HALF_SIZE_RANGE
+_DISTRACTOR_AREA_RATIO = 0.5  # a distractor's area is at most this fraction of the labelled shape's
+_PROBE_FREE_FRACTION = 0.2  # the labelled shape's middle position ranges over at least this fraction of the side
 
 
 @dataclass(frozen=True)
@@ -138,27 +145,106 @@ def sample_scene(
     n = int(rng.integers(num_shapes[0], num_shapes[1] + 1))
     kind = rng.integers(0, len(KIND_NAMES), n)
     half_size = rng.uniform(*_HALF_SIZE_RANGE, n) * size
-    base = rng.uniform(0.0, 1.0, (n, 3))
-    # Texture colour: a darker shade of light shapes and a lighter one of dark shapes, so stripes always show.
-    shade = np.where(base.mean(1, keepdims=True) > 0.5, 0.4 * base, base + 0.6 * (1.0 - base))
-    texture = rng.integers(0, len(TEXTURE_NAMES), n)
-    texture_period = rng.uniform(*_PERIOD_RANGE, n) * size / 64
-    texture_angle = rng.uniform(0.0, math.pi, n)
-    start = half_size[:, None] + rng.uniform(0.0, 1.0, (n, 2)) * (size - 2 * half_size[:, None])
-    angle = rng.integers(0, NUM_DIRECTIONS, n) * (2 * math.pi / NUM_DIRECTIONS)
-    angle = angle + rng.uniform(-_DIRECTION_JITTER, _DIRECTION_JITTER, n)
-    speed = rng.uniform(*_SPEED_RANGE, n) * size / 64
-    velocity0 = speed[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=1)  # [n, 2]
-    center, velocity = _bounce(
-        start, velocity0, half_size[:, None], size - 2 * half_size[:, None], np.arange(num_frames, dtype=np.float64)
-    )
+    color, texture, texture_period, texture_angle = _sample_appearance(rng, n, size)
+    center, velocity = _sample_bouncing(rng, half_size, size, num_frames)
     return ShapeScene(
         background=background,
         kind=kind,
         half_size=half_size,
         center=center,
         velocity=velocity,
-        color=np.stack([base, shade], axis=1),
+        color=color,
+        texture=texture,
+        texture_period=texture_period,
+        texture_angle=texture_angle,
+    )
+
+
+def _sample_appearance(
+    rng: np.random.Generator, n: int, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Colours ``[n, 2, 3]``, texture kinds ``[n]``, texture periods ``[n]`` (px) and angles ``[n]`` (rad)."""
+    base = rng.uniform(0.0, 1.0, (n, 3))
+    # Texture colour: a darker shade of light shapes and a lighter one of dark shapes, so stripes always show.
+    shade = np.where(base.mean(1, keepdims=True) > 0.5, 0.4 * base, base + 0.6 * (1.0 - base))
+    texture = rng.integers(0, len(TEXTURE_NAMES), n)
+    texture_period = rng.uniform(*_PERIOD_RANGE, n) * size / 64
+    texture_angle = rng.uniform(0.0, math.pi, n)
+    return np.stack([base, shade], axis=1), texture, texture_period, texture_angle
+
+
+def _sample_direction(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+    """``[n, 2]`` velocities (px/frame): a direction within +-15 deg of a random bin centre, a random speed."""
+    angle = rng.integers(0, NUM_DIRECTIONS, n) * (2 * math.pi / NUM_DIRECTIONS)
+    angle = angle + rng.uniform(-_DIRECTION_JITTER, _DIRECTION_JITTER, n)
+    speed = rng.uniform(*_SPEED_RANGE, n) * size / 64
+    return speed[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+
+
+def _sample_bouncing(
+    rng: np.random.Generator, half_size: np.ndarray, size: int, num_frames: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Uniform start inside the image, random velocity, elastic bounces: centre and velocity ``[n, T, 2]``."""
+    n = len(half_size)
+    start = half_size[:, None] + rng.uniform(0.0, 1.0, (n, 2)) * (size - 2 * half_size[:, None])
+    velocity0 = _sample_direction(rng, n, size)  # [n, 2]
+    return _bounce(
+        start, velocity0, half_size[:, None], size - 2 * half_size[:, None], np.arange(num_frames, dtype=np.float64)
+    )
+
+
+def sample_motion_scene(
+    rng: np.random.Generator, *, num_frames: int, image_size: int, num_distractors: tuple[int, int]
+) -> ShapeScene:
+    """Draw one scene of the motion probe task (`MovingShapeVideo`).
+
+    The labelled shape is the last one (drawn in front, so never occluded) and the largest: its half size is drawn
+    in `_PROBE_HALF_SIZE_RANGE` and every distractor has at most `_DISTRACTOR_AREA_RATIO` of its area. It moves in a
+    straight line with no bounce during the clip: its speed is capped so that the whole path fits, and the clip's
+    middle position is uniform over the box that keeps the path inside the image for ANY direction at that speed.
+    So the middle frame is independent of the direction, and the time-reversed clip (the same frames in reverse
+    order) is exactly as likely with the opposite label: the label can only be read from the order of the frames.
+    Distractors look and bounce as in `sample_scene`.
+
+    Args:
+        rng: Source of all randomness for this sample.
+        num_frames: ``T``.
+        image_size: Side ``S`` in px.
+        num_distractors: Inclusive range of the number of distractor shapes (0 allowed).
+
+    Returns:
+        The `ShapeScene`; its `label` is the labelled shape's direction bin.
+    """
+    size = image_size
+    background = _sample_background(rng, size)
+    n = int(rng.integers(num_distractors[0], num_distractors[1] + 1)) + 1
+    kind = rng.integers(0, len(KIND_NAMES), n)
+    main_half = rng.uniform(*_PROBE_HALF_SIZE_RANGE) * size
+    main_area = _AREA_FACTOR[kind[-1]] * main_half**2
+    # Distractor half sizes: up to the one giving _DISTRACTOR_AREA_RATIO of the labelled shape's area.
+    biggest = np.sqrt(_DISTRACTOR_AREA_RATIO * main_area / _AREA_FACTOR[kind[:-1]])  # [n - 1]
+    half_size = np.append(rng.uniform(0.5, 1.0, n - 1) * biggest, main_half)
+    color, texture, texture_period, texture_angle = _sample_appearance(rng, n, size)
+    center, velocity = _sample_bouncing(rng, half_size[:-1], size, num_frames)
+    v = _sample_direction(rng, 1, size)[0]  # [2]
+    # Half the path length must leave at least _PROBE_FREE_FRACTION * S of room for the middle position.
+    half_time = (num_frames - 1) / 2
+    room = size / 2 - main_half - _PROBE_FREE_FRACTION * size / 2
+    speed = float(np.linalg.norm(v))
+    if half_time > 0 and speed * half_time > room:
+        v = v * room / (speed * half_time)
+        speed = room / half_time
+    reach = main_half + speed * half_time  # the path stays inside for every direction at this speed
+    middle = reach + rng.uniform(0.0, 1.0, 2) * (size - 2 * reach)  # [2]
+    times = np.arange(num_frames, dtype=np.float64) - half_time
+    main_center = middle + times[:, None] * v  # [T, 2]
+    return ShapeScene(
+        background=background,
+        kind=kind,
+        half_size=half_size,
+        center=np.concatenate([center, main_center[None]]),
+        velocity=np.concatenate([velocity, np.broadcast_to(v, (1, num_frames, 2))]),
+        color=color,
         texture=texture,
         texture_period=texture_period,
         texture_angle=texture_angle,
@@ -295,6 +381,63 @@ class BouncingShapesVideo(_ShapesSource):
     ) -> None:
         super().__init__(
             num_samples=num_samples, num_frames=num_frames, image_size=image_size, num_shapes=num_shapes, seed=seed
+        )
+
+    def __getitem__(self, key: Any) -> dict[str, Any]:
+        x, scene = self._render(key)
+        return {"x": x, "label": scene.label, "skipped": 0}
+
+
+class MovingShapeVideo(_ShapesSource):
+    """Clips for the motion probe: one large shape moving in a straight line among smaller bouncing distractors.
+
+    Same generator family as `BouncingShapesVideo` (backgrounds, kinds, textures, speeds, rendering), with the
+    labelled shape made unambiguous (see `sample_motion_scene`): it is in front of the others, clearly the largest,
+    and does not bounce during the clip, so its direction holds over every frame. A single frame cannot tell the
+    label: the middle frame does not depend on it, and the time-reversed clip is as likely with the opposite label.
+
+    Items: ``{"x": [3, T, H, W] float32 normalised, "label": int 0..7, "skipped": 0}``; ``label`` is the direction
+    bin of the labelled shape (the largest; see the module docstring for the bins).
+
+    Args:
+        num_samples: Dataset length.
+        num_frames: Frames per clip ``T`` (>= 2: a direction needs motion).
+        image_size: Frame side ``H = W`` in px.
+        num_distractors: Inclusive range of the number of distractor shapes (0 allowed).
+        seed: Dataset seed; sample ``i`` depends only on ``(seed, i)`` and the other arguments.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_samples: int = 10_000,
+        num_frames: int = 16,
+        image_size: int = 64,
+        num_distractors: tuple[int, int] = (1, 3),
+        seed: int = 0,
+    ) -> None:
+        if num_frames < 2:
+            raise ValueError(f"num_frames must be >= 2 (a direction of motion needs two frames), got {num_frames}")
+        if len(num_distractors) != 2 or not 0 <= num_distractors[0] <= num_distractors[1]:
+            raise ValueError(
+                f"num_distractors must be a range (low, high) with 0 <= low <= high, got {num_distractors}"
+            )
+        lo, hi = int(num_distractors[0]), int(num_distractors[1])
+        super().__init__(
+            num_samples=num_samples,
+            num_frames=num_frames,
+            image_size=image_size,
+            num_shapes=(lo + 1, hi + 1),
+            seed=seed,
+        )
+        self.num_distractors = (lo, hi)
+
+    def scene(self, key: Any) -> ShapeScene:
+        """The scene behind a sample key (an int or ``(index, aug_seed)``; aug_seed is ignored)."""
+        index, _ = split_key(key, self.num_samples)
+        rng = np.random.default_rng((self.seed, index))
+        return sample_motion_scene(
+            rng, num_frames=self.num_frames, image_size=self.image_size, num_distractors=self.num_distractors
         )
 
     def __getitem__(self, key: Any) -> dict[str, Any]:
