@@ -81,5 +81,7 @@ class JEPA(nn.Module):
         metrics["target_std"] = feature_std(h)
         if batch.get("diagnostics"):
             # Effective rank needs an SVD: only on logging steps.
-            metrics.update({f"target_{k}": torch.tensor(v) for k, v in collapse_diagnostics(h).items()})
+            metrics.update(
+                {f"target_{k}": torch.tensor(v, device=h.device) for k, v in collapse_diagnostics(h).items()}
+            )
         return loss, metrics
