@@ -535,21 +535,21 @@ class EpisodeDataset(Dataset):
             self.uint8 = all(ep.frames.shape[1:3] == (image_size, image_size) for ep in self.episodes)
         self._episode_of = np.concatenate(ep_index)  # [N] episode of each window
         self._start_of = np.concatenate(starts)  # [N] first frame of each window
-        # (frames, actions, states) of every episode when in_memory; None reads windows from the files.
-        self._arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] | None = None
+        # {"frames", "actions"(, "states")} arrays of every episode when in_memory; None reads windows from the files.
+        self._arrays: list[dict[str, np.ndarray]] | None = None
         if in_memory:
             self._arrays = [self._load_all(ep) for ep in self.episodes]
 
     @staticmethod
-    def _load_all(ep: _Episode) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _load_all(ep: _Episode) -> dict[str, np.ndarray]:
+        names = ("frames", "actions") if ep.states is None else ("frames", "actions", "states")
         with np.load(ep.path, allow_pickle=False) as data:
-            states = None if ep.states is None else np.asarray(data["states"])
-            return np.asarray(data["frames"]), np.asarray(data["actions"]), states
+            return {name: np.asarray(data[name]) for name in names}
 
     def _rows(self, index: int, name: str, rows: np.ndarray) -> np.ndarray:
         ep = self.episodes[index]
         if self._arrays is not None:
-            return self._arrays[index][("frames", "actions", "states").index(name)][rows]
+            return self._arrays[index][name][rows]
         return _read_rows(ep.path, name, getattr(ep, name), rows)
 
     @staticmethod

@@ -60,6 +60,23 @@ def _check_shape(x: Tensor | None, shape: tuple[int, ...], name: str) -> None:
         raise ValueError(f"{name} must have shape {shape}, got {tuple(x.shape)}")
 
 
+def _check_dims(**dims: tuple[int, int]) -> None:
+    """Raise unless every `name=(value, low)` is an int (not a bool) >= low."""
+    for name, (value, low) in dims.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+
+
+def _check_states(states: Tensor | None, shape: tuple[int, int, int], state_dim: int) -> bool:
+    """Validate the states passed to a predictor built with `state_dim`; True when they are to be used."""
+    if state_dim:
+        _check_shape(states, shape, "states")
+        return True
+    if states is not None:
+        raise ValueError(f"states of shape {tuple(states.shape)} passed to a predictor built with state_dim=0")
+    return False
+
+
 def _frame_grid(hw: int, nominal: tuple[int, int]) -> tuple[int, int]:
     """Patch grid of a frame with `hw` tokens: the nominal one, (1, 1) for a pooled latent, else a square."""
     if nominal[0] * nominal[1] == hw:
@@ -206,11 +223,8 @@ class ResidualMlpDynamics(nn.Module):
         init_std: float = 0.02,
     ):
         super().__init__()
-        dims = {"embed_dim": (embed_dim, 1), "action_dim": (action_dim, 1), "state_dim": (state_dim, 0)}
-        dims.update({"hidden_dim": (hidden_dim, 1), "depth": (depth, 0)})
-        for name, (value, low) in dims.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        _check_dims(embed_dim=(embed_dim, 1), action_dim=(action_dim, 1), state_dim=(state_dim, 0),
+                    hidden_dim=(hidden_dim, 1), depth=(depth, 0))  # fmt: skip
         self.embed_dim, self.action_dim, self.state_dim = embed_dim, action_dim, state_dim
         self.inp = nn.Linear(embed_dim + action_dim + state_dim, hidden_dim)
         self.blocks = nn.ModuleList(
@@ -246,11 +260,8 @@ class ResidualMlpDynamics(nn.Module):
         B, T = z.shape[:2]
         _check_shape(actions, (B, T, self.action_dim), "actions")
         parts = [z[:, :, 0], actions.to(z.dtype)]
-        if self.state_dim:
-            _check_shape(states, (B, T, self.state_dim), "states")
+        if _check_states(states, (B, T, self.state_dim), self.state_dim):
             parts.append(states.to(z.dtype))
-        elif states is not None:
-            raise ValueError(f"states of shape {tuple(states.shape)} passed to a predictor built with state_dim=0")
         x = self.inp(torch.cat(parts, dim=-1))  # [B, T, hidden]
         for blk in self.blocks:
             x = x + blk(x)
@@ -309,11 +320,8 @@ class ActionConditionedPredictor(nn.Module):
         init_std: float = 0.02,
     ):
         super().__init__()
-        dims = {"embed_dim": (embed_dim, 1), "action_dim": (action_dim, 1)}
-        dims.update({"state_dim": (state_dim, 0), "extrinsics_dim": (extrinsics_dim, 0)})
-        for name, (value, low) in dims.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        _check_dims(embed_dim=(embed_dim, 1), action_dim=(action_dim, 1), state_dim=(state_dim, 0),
+                    extrinsics_dim=(extrinsics_dim, 0))  # fmt: skip
         self.embed_dim, self.predictor_embed_dim = embed_dim, predictor_embed_dim
         self.action_dim, self.state_dim, self.extrinsics_dim = action_dim, state_dim, extrinsics_dim
         self.grid_size = tuple(grid_size)
@@ -383,11 +391,8 @@ class ActionConditionedPredictor(nn.Module):
         B, T, HW, _ = z.shape
         _check_shape(actions, (B, T, self.action_dim), "actions")
         cond = [self.action_encoder(actions)]  # each [B, T, P]
-        if self.state_encoder is not None:
-            _check_shape(states, (B, T, self.state_dim), "states")
+        if _check_states(states, (B, T, self.state_dim), self.state_dim):
             cond.append(self.state_encoder(states))
-        elif states is not None:
-            raise ValueError(f"states of shape {tuple(states.shape)} passed to a predictor built with state_dim=0")
         if extrinsics is not None:
             if self.extrinsics_encoder is None:
                 raise ValueError("extrinsics passed to a predictor built with extrinsics_dim=0")
