@@ -142,6 +142,8 @@ class WorldModelConfig:
 class Config:
     seed: int = 0
     loss: str = "l1"  # l1 (V-JEPA) | smooth_l1 (I-JEPA) | mse
+    var_weight: float = 0.0  # VICReg variance term on the context tokens (VJ-VCR); 0 = plain I-JEPA / V-JEPA
+    cov_weight: float = 0.0  # VICReg covariance term on the context tokens (VJ-VCR)
     model: ModelConfig = field(default_factory=ModelConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -269,7 +271,15 @@ def validate(cfg: DictConfig) -> None:
             fail(key, "must be >= 1")
     if cfg.wm.window < 2:
         fail("wm.window", "must be >= 2 (a transition needs two frames)")
-    for key in ("data.num_workers", "optim.warmup_steps", "wm.rollout_steps", "optim.decay_steps", "optim.grad_clip"):
+    for key in (
+        "data.num_workers",
+        "optim.warmup_steps",
+        "wm.rollout_steps",
+        "optim.decay_steps",
+        "optim.grad_clip",
+        "var_weight",
+        "cov_weight",
+    ):
         if OmegaConf.select(cfg, key) < 0:
             fail(key, "must be >= 0")
     if cfg.data.image_size % cfg.model.patch_size:

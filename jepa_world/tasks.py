@@ -94,7 +94,9 @@ def build_jepa(cfg: DictConfig) -> JEPA:
     overrides = {"predictor_embed_dim": p.embed_dim, "depth": p.depth, "num_heads": p.num_heads}
     pred_kwargs.update({k: v for k, v in overrides.items() if v is not None})
     predictor = create_model(p.name, **pred_kwargs)
-    return JEPA(encoder=encoder, predictor=predictor, loss=cfg.loss)
+    return JEPA(
+        encoder=encoder, predictor=predictor, loss=cfg.loss, var_weight=cfg.var_weight, cov_weight=cfg.cov_weight
+    )
 
 
 def build_masks(cfg: DictConfig, grid_size: tuple[int, ...]) -> MultiBlock2DMasks | MultiBlock3DMasks:
