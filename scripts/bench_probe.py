@@ -3,18 +3,21 @@ encoder and of its own random initialisation on the built-in motion task.
 
 1. Calibrate: a 6-step run measures the step time, and `train.max_steps` is set so that pretraining fits the budget
    (calibration is not counted in the budget).
-2. Pretrain with `jepa_world.train.pretrain` (default recipe: V-JEPA, vit_tiny patch 8, 8x64x64 bouncing-shapes
-   clips, batch 16, plus any key=value overrides).
+2. Pretrain with `jepa_world.train.pretrain` (default recipe `configs/pretrain/vjepa_vcr_nano_cpu.yaml`: V-JEPA
+   with variance-covariance regularisation of the context tokens, vit_nano patch 8, 8x64x64 bouncing-shapes clips,
+   batch 16; `--config` picks another recipe, key=value overrides apply on top).
 3. Probe with the same protocol (`jepa_world.probe.probe`: linear and attentive sweeps, best head chosen on val,
    top-1 reported on test) the pretrained target encoder (loaded with `jepa_world.load_encoder` from the run) and
    the weights the run started from (the same config and seed, untrained). Probe data: `MovingShapeVideo` (the
    bouncing-shapes family of the pretraining data, with the labelled shape made unambiguous: the largest, in front,
    no bounce during the clip), label = its motion direction (8 classes, chance 12.5%; a single frame cannot tell
-   it), on splits drawn with their own seeds (not the pretraining data).
+   it), on splits drawn with their own seeds (not the pretraining data). Every probe is repeated over
+   `--probe-seeds` (head init and batch order; the same features), reported as mean +- std; the target compares the
+   means.
 
     python scripts/bench_probe.py                      # 10 minutes of pretraining
     python scripts/bench_probe.py --minutes 2          # a smoke run
-    python scripts/bench_probe.py --minutes 10 model.name=vit_nano
+    python scripts/bench_probe.py --config configs/pretrain/vjepa_tiny_cpu.yaml   # plain V-JEPA (no regulariser)
 
 Target (issue 5): pretrained beats random init by >= 15 points top-1.
 """
@@ -26,6 +29,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import time
 from pathlib import Path
 
@@ -34,6 +38,7 @@ import torch
 import jepa_world
 from jepa_world.config import load_config
 from jepa_world.probe import (
+    DEFAULT_LRS,
     DEFAULT_WDS,
     builtin_datasets,
     encoder_input_size,
@@ -43,6 +48,9 @@ from jepa_world.probe import (
     stderr_log,
 )
 from jepa_world.train import pretrain
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_RECIPE = ROOT / "configs" / "pretrain" / "vjepa_vcr_nano_cpu.yaml"
 
 
 class InMemory(torch.utils.data.Dataset):
@@ -69,10 +77,16 @@ def _ints(text: str) -> tuple[int, int]:
     return values
 
 
-def calibrate(overrides: list[str], run_dir: Path) -> float:
+def _mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.fmean(values):.1f} +- {statistics.stdev(values):.1f}"
+
+
+def calibrate(config_files: list[str], overrides: list[str], run_dir: Path) -> float:
     """Seconds per optimizer step over steps 4-6 of a 6-step run (the first three warm up)."""
     over = [*overrides, f"train.output_dir={run_dir}", "train.max_steps=6", "train.log_every=3"]
-    cfg = load_config([], over)
+    cfg = load_config(config_files, over)
     pretrain(cfg)
     last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
     return cfg.train.batch_size / last["samples_per_s"]
@@ -82,15 +96,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0, help="pretraining budget (default 10)")
     parser.add_argument("--output-dir", default="runs/bench_probe", help="run folder (replaced)")
+    parser.add_argument(
+        "--config", default=str(DEFAULT_RECIPE), help=f"pretraining recipe (default {DEFAULT_RECIPE.relative_to(ROOT)})"
+    )
+    parser.add_argument(
+        "--probe-seeds",
+        type=lambda text: [int(v) for v in text.split(",") if v.strip()],
+        default=[0, 1, 2],
+        help="comma-separated probe seeds (head init and batch order); results are mean +- std over them (0,1,2)",
+    )
     parser.add_argument("--num-train", type=int, default=1000)
     parser.add_argument("--num-val", type=int, default=300)
     parser.add_argument("--num-test", type=int, default=700)
-    # 20 epochs at lr <= 3e-3 (the `jepa-world probe` defaults) is ~300 steps on 1,000 clips: too short for the
-    # attentive head to learn where to attend, which left every encoder at chance; 100 epochs with lr up to 1e-2
-    # let a random-init encoder reach ~40% on the motion task (docs/benchmarks.md).
+    # 100 epochs on 1,000 clips: the ~1,500 head updates of the `jepa-world probe` defaults (50 epochs on 2,000).
     parser.add_argument("--epochs", type=int, default=100, help="probe epochs (default 100)")
     parser.add_argument("--batch-size", type=int, default=64, help="probe batch size")
-    parser.add_argument("--lrs", type=_floats, default=[1e-3, 3e-3, 1e-2], help="comma-separated probe lrs")
+    parser.add_argument("--lrs", type=_floats, default=list(DEFAULT_LRS), help="comma-separated probe lrs")
     parser.add_argument("--wds", type=_floats, default=list(DEFAULT_WDS), help="comma-separated probe wds")
     parser.add_argument(
         "--num-distractors", type=_ints, default=(1, 3), help="LO,HI smaller shapes besides the labelled one (1,3)"
@@ -115,12 +136,13 @@ def main() -> None:
     load = {"start": os.getloadavg()[1]}  # 5-minute load average: other jobs on the machine slow every step
     print(f"{os.cpu_count()} CPUs, load average (5 min) {load['start']:.1f}", flush=True)
 
-    step_s = calibrate(base, out / "calibration")
+    files = [args.config]
+    step_s = calibrate(files, base, out / "calibration")
     max_steps = max(1, math.floor(args.minutes * 60 / step_s))
-    cfg = load_config([], [*base, f"train.output_dir={out / 'run'}", f"train.max_steps={max_steps}",
-                           f"train.ckpt_every={max_steps}"])  # fmt: skip
-    print(f"calibrated {step_s:.2f} s/step -> {max_steps} steps of batch {cfg.train.batch_size} "
-          f"for {args.minutes:g} min", flush=True)  # fmt: skip
+    cfg = load_config(files, [*base, f"train.output_dir={out / 'run'}", f"train.max_steps={max_steps}",
+                              f"train.ckpt_every={max_steps}"])  # fmt: skip
+    print(f"recipe {args.config}: calibrated {step_s:.2f} s/step -> {max_steps} steps of batch "
+          f"{cfg.train.batch_size} for {args.minutes:g} min", flush=True)  # fmt: skip
     tic = time.perf_counter()
     summary = pretrain(cfg)
     pretrain_s = time.perf_counter() - tic
@@ -130,7 +152,9 @@ def main() -> None:
 
     pretrained = jepa_world.load_encoder(out / "run", component=args.component)
     # The weights the run started from: same config, same seed.
-    random_init, _ = load_probe_encoder("random", component=args.component, overrides=base, seed=cfg.seed)
+    random_init, _ = load_probe_encoder(
+        "random", component=args.component, config_files=files, overrides=base, seed=cfg.seed
+    )
     num_frames, image_size = encoder_input_size(pretrained)
     tic = time.perf_counter()
     train, val, test, num_classes, what = builtin_datasets(
@@ -144,42 +168,48 @@ def main() -> None:
     train, val, test = InMemory(train), InMemory(val), InMemory(test)
     print(f"rendered {what} in {time.perf_counter() - tic:.0f} s", flush=True)
 
-    results = {}
-    for name, encoder in (("pretrained", pretrained), ("random init", random_init)):
-        tic = time.perf_counter()
-        results[name] = probe(
-            encoder,
-            train,
-            val,
-            test_set=test,
-            kind=args.kind,
-            lrs=args.lrs,
-            wds=args.wds,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            num_classes=num_classes,
-            seed=0,
-            log=stderr_log,
-        )
-        print(format_results(results[name], title=f"\n{name} ({time.perf_counter() - tic:.0f} s)"), flush=True)
+    results: dict[str, list[dict]] = {"pretrained": [], "random init": []}
+    for probe_seed in args.probe_seeds:
+        for name, encoder in (("pretrained", pretrained), ("random init", random_init)):
+            tic = time.perf_counter()
+            results[name].append(
+                probe(
+                    encoder,
+                    train,
+                    val,
+                    test_set=test,
+                    kind=args.kind,
+                    lrs=args.lrs,
+                    wds=args.wds,
+                    epochs=args.epochs,
+                    batch_size=args.batch_size,
+                    num_classes=num_classes,
+                    seed=probe_seed,
+                    log=stderr_log,
+                )
+            )
+            title = f"\n{name}, probe seed {probe_seed} ({time.perf_counter() - tic:.0f} s)"
+            print(format_results(results[name][-1], title=title), flush=True)
 
-    kinds = [k for k in ("linear", "attentive") if k in results["pretrained"]]
-    chance = results["pretrained"]["chance"]
-    print(f"\n{what}; best head on val, top-1 % on test ({args.num_test} clips)")
+    kinds = [k for k in ("linear", "attentive") if k in results["pretrained"][0]]
+    top1 = {name: {k: [r[k]["best"]["top1"] for r in runs] for k in kinds} for name, runs in results.items()}
+    chance = results["pretrained"][0]["chance"]
+    seeds = len(args.probe_seeds)
+    print(f"\n{what}; best head on val, top-1 % on test ({args.num_test} clips), mean +- std over {seeds} probe seeds")
     print("| encoder | " + " | ".join(f"{k} top-1" for k in kinds) + " |")
     print("|---|" + "---|" * len(kinds))
     label = f"pretrained {args.component} ({summary['step']} steps, {pretrain_s / 60:.1f} min)"
     for name, shown in (("pretrained", label), ("random init", "random init (same architecture and seed)")):
-        print(f"| {shown} | " + " | ".join(f"{results[name][k]['best']['top1']:.1f}" for k in kinds) + " |")
+        print(f"| {shown} | " + " | ".join(_mean_std(top1[name][k]) for k in kinds) + " |")
     print("| chance | " + " | ".join(f"{chance:.1f}" for _ in kinds) + " |")
-    gaps = {k: results["pretrained"][k]["best"]["top1"] - results["random init"][k]["best"]["top1"] for k in kinds}
-    print("| pretrained - random | " + " | ".join(f"{gaps[k]:+.1f}" for k in kinds) + " |")
+    gaps = {k: statistics.fmean(top1["pretrained"][k]) - statistics.fmean(top1["random init"][k]) for k in kinds}
+    print("| pretrained - random (means) | " + " | ".join(f"{gaps[k]:+.1f}" for k in kinds) + " |")
     met = {k: gaps[k] >= 15.0 for k in kinds}
     print("target (>= +15 points): " + ", ".join(f"{k} {'met' if m else 'NOT met'}" for k, m in met.items()))
     print(f"load average (5 min): {load['start']:.1f} at the start, {load['end_of_pretraining']:.1f} after pretraining")
     record = {"steps": summary["step"], "pretrain_s": pretrain_s, "step_s": step_s, "loss": loss,
-              "overrides": args.overrides, "data": what, "load_avg_5min": load, "results": results,
-              "gaps": gaps}  # fmt: skip
+              "config": args.config, "overrides": args.overrides, "data": what, "load_avg_5min": load,
+              "probe_seeds": args.probe_seeds, "top1": top1, "gaps": gaps, "results": results}  # fmt: skip
     (out / "bench_probe.json").write_text(json.dumps(record, indent=1))
 
 
