@@ -320,7 +320,7 @@ def render_scene(scene: ShapeScene) -> np.ndarray:
 
 
 class _ShapesSource(Dataset):
-    """Shared sampling and rendering for `BouncingShapesVideo` and `ShapesImages`."""
+    """Shared sampling and rendering for `BouncingShapesVideo`, `MovingShapeVideo` and `ShapesImages`."""
 
     def __init__(
         self, *, num_samples: int, num_frames: int, image_size: int, num_shapes: tuple[int, int], seed: int
@@ -347,7 +347,9 @@ class _ShapesSource(Dataset):
     def scene(self, key: Any) -> ShapeScene:
         """The scene behind a sample key (an int or ``(index, aug_seed)``; aug_seed is ignored)."""
         index, _ = split_key(key, self.num_samples)
-        rng = np.random.default_rng((self.seed, index))
+        return self._sample(np.random.default_rng((self.seed, index)))
+
+    def _sample(self, rng: np.random.Generator) -> ShapeScene:
         return sample_scene(rng, num_frames=self.num_frames, image_size=self.image_size, num_shapes=self.num_shapes)
 
     def _render(self, key: Any) -> tuple[torch.Tensor, ShapeScene]:
@@ -356,7 +358,15 @@ class _ShapesSource(Dataset):
         return x, scene
 
 
-class BouncingShapesVideo(_ShapesSource):
+class _ShapeClips(_ShapesSource):
+    """Labelled clips: items ``{"x": [3, T, H, W], "label": direction bin, "skipped": 0}``."""
+
+    def __getitem__(self, key: Any) -> dict[str, Any]:
+        x, scene = self._render(key)
+        return {"x": x, "label": scene.label, "skipped": 0}
+
+
+class BouncingShapesVideo(_ShapeClips):
     """Clips of textured shapes bouncing around a smooth background.
 
     Items: ``{"x": [3, T, H, W] float32 normalised, "label": int 0..7, "skipped": 0}``; ``label`` is the direction
@@ -383,12 +393,8 @@ class BouncingShapesVideo(_ShapesSource):
             num_samples=num_samples, num_frames=num_frames, image_size=image_size, num_shapes=num_shapes, seed=seed
         )
 
-    def __getitem__(self, key: Any) -> dict[str, Any]:
-        x, scene = self._render(key)
-        return {"x": x, "label": scene.label, "skipped": 0}
 
-
-class MovingShapeVideo(_ShapesSource):
+class MovingShapeVideo(_ShapeClips):
     """Clips for the motion probe: one large shape moving in a straight line among smaller bouncing distractors.
 
     Same generator family as `BouncingShapesVideo` (backgrounds, kinds, textures, speeds, rendering), with the
@@ -432,17 +438,10 @@ class MovingShapeVideo(_ShapesSource):
         )
         self.num_distractors = (lo, hi)
 
-    def scene(self, key: Any) -> ShapeScene:
-        """The scene behind a sample key (an int or ``(index, aug_seed)``; aug_seed is ignored)."""
-        index, _ = split_key(key, self.num_samples)
-        rng = np.random.default_rng((self.seed, index))
+    def _sample(self, rng: np.random.Generator) -> ShapeScene:
         return sample_motion_scene(
             rng, num_frames=self.num_frames, image_size=self.image_size, num_distractors=self.num_distractors
         )
-
-    def __getitem__(self, key: Any) -> dict[str, Any]:
-        x, scene = self._render(key)
-        return {"x": x, "label": scene.label, "skipped": 0}
 
 
 class ShapesImages(_ShapesSource):
