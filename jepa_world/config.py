@@ -97,6 +97,9 @@ class OptimConfig:
 class TrainConfig:
     output_dir: str = "runs/pretrain"
     max_steps: int = 200  # optimizer steps
+    # Wall-clock budget of this invocation in minutes (0: none): the loop stops at the first step boundary past it,
+    # saves a checkpoint, and rerunning the command resumes. The schedules still span max_steps.
+    max_minutes: float = 0.0
     batch_size: int = 16  # GLOBAL batch per optimizer step (all processes and accumulation micro-steps)
     grad_accum: int = 1  # micro-steps per optimizer step
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
@@ -277,6 +280,7 @@ def validate(cfg: DictConfig) -> None:
         "wm.rollout_steps",
         "optim.decay_steps",
         "optim.grad_clip",
+        "train.max_minutes",
         "var_weight",
         "cov_weight",
     ):

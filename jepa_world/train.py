@@ -213,7 +213,7 @@ def fit(cfg: DictConfig, make_task) -> dict:
 
     Returns:
         Summary: final step, last logged metrics, run directory, whether this is the main process, and whether the
-        run stopped early on a signal.
+        run stopped early on a signal or on its `train.max_minutes` budget.
 
     Raises:
         ValueError: the batch does not split over processes and accumulation steps.
@@ -301,6 +301,7 @@ def fit(cfg: DictConfig, make_task) -> dict:
     last: dict[str, float] = {}
     counters = {"data_skipped": 0, "steps_skipped": 0}
     tic, samples_since = time.perf_counter(), 0
+    deadline = tic + 60 * tc.max_minutes if tc.max_minutes > 0 else math.inf
     step, stopped_by = start_step, None
     rows = slice(rank * micro_local, (rank + 1) * micro_local)
     try:
@@ -360,15 +361,21 @@ def fit(cfg: DictConfig, make_task) -> dict:
                     accelerator.log(last, step=step + 1)
                     bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{lr:.2e}", sps=f"{last['samples_per_s']:.1f}")
 
-                signalled = torch.tensor(float(stop["signal"] is not None), device=accelerator.device)
+                # [signal, out of time]: summed over processes, so all of them stop at the same step.
+                flags = torch.tensor(
+                    [float(stop["signal"] is not None), float(time.perf_counter() >= deadline)],
+                    device=accelerator.device,
+                )
                 if world > 1:
-                    signalled = accelerator.reduce(signalled, reduction="sum")
-                if (step + 1) % tc.ckpt_every == 0 or step + 1 == tc.max_steps or signalled > 0:
+                    flags = accelerator.reduce(flags, reduction="sum")
+                signalled, timed_out = bool(flags[0] > 0), bool(flags[1] > 0) and step + 1 < tc.max_steps
+                if (step + 1) % tc.ckpt_every == 0 or step + 1 == tc.max_steps or signalled or timed_out:
                     save(step + 1)
-                if signalled > 0:
-                    stopped_by = stop["signal"] or "peer"
+                if signalled or timed_out:
+                    stopped_by = (stop["signal"] or "peer") if signalled else "time"
                     if main:
-                        print(f"stopped by signal at step {step + 1}; checkpoint saved, rerun the command to resume")
+                        why = "signal" if signalled else f"train.max_minutes={tc.max_minutes:g}"
+                        print(f"stopped by {why} at step {step + 1}; checkpoint saved, rerun the command to resume")
                     break
     finally:
         bar.close()
@@ -379,5 +386,6 @@ def fit(cfg: DictConfig, make_task) -> dict:
         "metrics": last,
         "output_dir": str(out),
         "main_process": main,
-        "stopped_by_signal": stopped_by is not None,
+        "stopped_by_signal": stopped_by not in (None, "time"),
+        "stopped_by_time": stopped_by == "time",
     }

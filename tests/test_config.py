@@ -56,6 +56,7 @@ def test_recipe_then_override_precedence(tmp_path):
         (["train.grad_accum=3"], r"train.grad_accum.*batch_size=16"),
         (["optim.ema=[0.9,1.2]"], r"optim.ema"),
         (["cov_weight=-1"], r"'cov_weight' = -1.0: must be >= 0"),
+        (["train.max_minutes=-1"], r"'train.max_minutes' = -1.0: must be >= 0"),
     ],
 )
 def test_bad_overrides_name_the_key(overrides, match):

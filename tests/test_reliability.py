@@ -95,6 +95,21 @@ def test_sigterm_saves_and_stops_then_resumes(tmp_path):
     assert len(_lines(run)) == state["step"]
 
 
+def test_max_minutes_stops_with_a_checkpoint_then_resumes(tmp_path, capsys):
+    over = {"train.max_steps": 6, "train.ckpt_every": 100}
+    # A budget that every step exceeds: the loop stops after its first step, saving what it did.
+    summary = pretrain(load_config([], tiny_overrides(tmp_path, **over, **{"train.max_minutes": 1e-9})))
+    assert summary["stopped_by_time"] and not summary["stopped_by_signal"]
+    assert summary["step"] == 1 and _final(tmp_path / "run")["step"] == 1
+    assert "stopped by train.max_minutes=1e-09 at step 1" in capsys.readouterr().out
+    summary = pretrain(load_config([], tiny_overrides(tmp_path, **over)))  # no budget: resumes and finishes
+    assert summary["step"] == 6 and not summary["stopped_by_time"]
+    assert [r["step"] for r in _lines(tmp_path / "run")] == list(range(1, 7))
+    # A budget the run fits in does not cut it.
+    summary = pretrain(load_config([], tiny_overrides(tmp_path / "b", **over, **{"train.max_minutes": 60})))
+    assert summary["step"] == 6 and not summary["stopped_by_time"]
+
+
 def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path):
     over = {"train.max_steps": 6, "train.ckpt_every": 2, "train.keep_last": 3}
     pretrain(load_config([], tiny_overrides(tmp_path / "a", **over)))
