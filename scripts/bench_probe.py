@@ -215,8 +215,7 @@ def main() -> None:
     print("target (>= +15 points): " + ", ".join(f"{k} {'met' if m else 'NOT met'}" for k, m in met.items()))
     print(f"load average (5 min): {load['start']:.1f} at the start, {load['end_of_pretraining']:.1f} after pretraining")
     record = {"steps": summary["step"], "planned_steps": max_steps, "pretrain_s": pretrain_s, "step_s": step_s,
-              "loss": loss,
-              "config": args.config, "overrides": args.overrides, "data": what, "load_avg_5min": load,
+              "loss": loss, "config": args.config, "overrides": args.overrides, "data": what, "load_avg_5min": load,
               "probe_seeds": args.probe_seeds, "top1": top1, "gaps": gaps, "results": results}  # fmt: skip
     (out / "bench_probe.json").write_text(json.dumps(record, indent=1))
 
