@@ -10,8 +10,8 @@ checkpoints. Keyword arguments are VisionTransformer kwargs (img_size, patch_siz
 
 from __future__ import annotations
 
+from jepa_world.models import create_model
 from jepa_world.models.vit import VisionTransformer
-from jepa_world.registry import create_model
 
 dependencies = ["torch", "timm"]
 

@@ -5,7 +5,7 @@ Library use:
     z = encoder(x)                                            # [B, N, D] token features
     v = jepa_world.pooled_features(encoder, x)                # [B, D]
 
-Loading and feature helpers are imported on first use, so `import jepa_world` stays light.
+Models, loading and feature helpers are imported on first use, so `import jepa_world` stays light (no torch).
 """
 
 from __future__ import annotations
@@ -19,30 +19,30 @@ os.environ.setdefault("MKL_DYNAMIC", "FALSE")
 
 from typing import TYPE_CHECKING
 
-from jepa_world.registry import create_model, list_models
-
 if TYPE_CHECKING:
-    from jepa_world.features import encode_long_video, intermediate_layers, pooled_features
-    from jepa_world.hub import (
+    from jepa_world.checkpoints.load import (
         export_checkpoint,
-        from_pretrained,
         load_ac_predictor,
         load_encoder,
         load_predictor,
         load_world_model,
-        save_pretrained,
     )
+    from jepa_world.checkpoints.pretrained import from_pretrained, save_pretrained
+    from jepa_world.features import encode_long_video, intermediate_layers, pooled_features
+    from jepa_world.models import create_model, list_models
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_encoder": "jepa_world.hub",
-    "load_predictor": "jepa_world.hub",
-    "load_ac_predictor": "jepa_world.hub",
-    "load_world_model": "jepa_world.hub",
-    "save_pretrained": "jepa_world.hub",
-    "from_pretrained": "jepa_world.hub",
-    "export_checkpoint": "jepa_world.hub",
+    "create_model": "jepa_world.models",
+    "list_models": "jepa_world.models",
+    "load_encoder": "jepa_world.checkpoints.load",
+    "load_predictor": "jepa_world.checkpoints.load",
+    "load_ac_predictor": "jepa_world.checkpoints.load",
+    "load_world_model": "jepa_world.checkpoints.load",
+    "export_checkpoint": "jepa_world.checkpoints.load",
+    "save_pretrained": "jepa_world.checkpoints.pretrained",
+    "from_pretrained": "jepa_world.checkpoints.pretrained",
     "pooled_features": "jepa_world.features",
     "intermediate_layers": "jepa_world.features",
     "encode_long_video": "jepa_world.features",

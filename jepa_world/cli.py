@@ -4,8 +4,12 @@ jepa-world pretrain [--config FILE ...] [key=value ...]
 jepa-world info
 jepa-world index DIR --output index.csv
 jepa-world export RUN --output DIR [--component target_encoder|encoder|predictor] [--format jepa_world|timm]
-jepa-world probe --checkpoint RUN_OR_CKPT|random [--data builtin|PATH] [--kind linear|attentive|both] [--epochs N]
-jepa-world plan --env two_rooms --checkpoint RUN [--episodes 50] [--planner cem|mppi] [--output DIR]
+jepa-world probe --checkpoint RUN_OR_CKPT|random [--config FILE ...] [probe.key=value ...]
+jepa-world plan --checkpoint RUN [--config FILE ...] [plan.key=value ...]
+
+Every command that is configured (pretrain, train-wm, probe, plan) reads the one typed schema of `jepa_world.config`:
+`--config FILE` recipes, then `key=value` overrides. The older flags of `probe` and `plan` (`--horizon 30`, ...) are
+aliases of their keys (`plan.horizon=30`); their defaults live in the schema only.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import sys
 def _pretrain_epilog() -> str:
     from jepa_world.config import defaults_table
 
-    rows = "\n".join(f"  {k} = {v}" for k, v in defaults_table())
+    rows = "\n".join(f"  {k} = {v}" for k, v in defaults_table() if not k.startswith(("plan.", "probe.")))
     return (
         "Overrides are key=value pairs (OmegaConf dotlist), applied after the --config files.\n"
         "Main keys: train.output_dir, train.max_steps, train.batch_size, seed, model.name, data.index.\n\n"
@@ -28,7 +32,7 @@ def _pretrain_epilog() -> str:
 
 def _train(args: argparse.Namespace, command: str) -> int:
     from jepa_world.config import load_config
-    from jepa_world.train import pretrain, train_world_model
+    from jepa_world.training import pretrain, train_world_model
 
     cfg = load_config(args.config, args.overrides, command=command)
     summary = (pretrain if command == "pretrain" else train_world_model)(cfg)
@@ -47,7 +51,7 @@ def _cmd_train_wm(args: argparse.Namespace) -> int:
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
-    from jepa_world.data.episodes import collect_episodes
+    from jepa_world.envs.collect import collect_episodes
 
     root = collect_episodes(env_name=args.env, num_episodes=args.episodes, steps=args.steps, output_dir=args.output,
                             policy=args.policy, seed=args.seed, image_size=args.image_size,
@@ -95,7 +99,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from jepa_world.hub import CheckpointError, export_checkpoint
+    from jepa_world.checkpoints import CheckpointError, export_checkpoint
 
     overrides = {k: v for k, v in (("num_heads", args.num_heads), ("num_frames", args.num_frames)) if v is not None}
     try:
@@ -114,68 +118,113 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+# Flag aliases of config keys: (flag, key, type, help). The defaults are the schema's (shown by --help).
+_PROBE_ALIASES = [
+    ("--component", "probe.component", str, "target_encoder or encoder"),
+    ("--data", "probe.data", str, "builtin, or a video index / a folder with one subfolder per class"),
+    ("--val-data", "probe.val_data", str, "validation split for --data PATH (else PATH is split)"),
+    ("--test-data", "probe.test_data", str, "test split for --data PATH"),
+    ("--kind", "probe.kind", str, "linear, attentive or both"),
+    ("--epochs", "probe.epochs", int, "probe epochs"),
+    ("--batch-size", "probe.batch_size", int, "probe batch size"),
+    ("--lrs", "probe.lrs", _floats, "learning rates, comma-separated"),
+    ("--wds", "probe.wds", _floats, "weight decays, comma-separated"),
+    ("--num-train", "probe.num_train", int, "built-in train clips"),
+    ("--num-val", "probe.num_val", int, "built-in val clips"),
+    ("--num-test", "probe.num_test", int, "built-in test clips"),
+    ("--seed", "seed", int, "probe init, batch order, data split, random encoders"),
+    ("--workers", "probe.num_workers", int, "DataLoader workers"),
+    ("--output", "probe.output", str, "also write the results as JSON"),
+]
+_PROBE_SWITCHES = [
+    ("--random-init", "probe.random_init", True, "same architecture as --checkpoint, random weights"),
+    ("--no-cache", "probe.cache", False, "re-encode every epoch instead of caching features"),
+]
+_PLAN_ALIASES = [
+    ("--env", "plan.env", str, "two_rooms or point_arena"),
+    ("--episodes", "plan.episodes", int, "episodes per agent"),
+    ("--planner", "plan.planner", str, "cem or mppi"),
+    ("--samples", "plan.samples", int, "samples per iteration"),
+    ("--elites", "plan.elites", int, "elites"),
+    ("--iterations", "plan.iterations", int, "planner iterations per replan"),
+    ("--horizon", "plan.horizon", int, "planning horizon in steps"),
+    ("--replan-every", "plan.replan_every", int, "steps between replans"),
+    ("--temperature", "plan.temperature", float, "MPPI temperature in cost units"),
+    ("--init-std", "plan.init_std", float, "initial sampling std"),
+    ("--reduce", "plan.reduce", str, "last, sum or last+mean"),
+    ("--stop-radius", "plan.stop_radius", float, "stop rule radius in px"),
+    ("--max-steps", "plan.max_steps", int, "steps per episode"),
+    ("--seed", "seed", int, "seed of the start/goal pairs and the planners"),
+    ("--gif-episodes", "plan.gif_episodes", int, "episodes shown in the GIF"),
+    ("--threads", "plan.threads", int, "torch threads while planning (0: leave)"),
+    ("--output", "plan.output", str, "write results.json, episodes.gif, landscape.png here"),
+]
+_PLAN_SWITCHES = [
+    ("--no-stop", "plan.stop_radius", None, "disable the stop rule"),
+    ("--no-ceiling", "plan.ceiling", False, "skip the CEM-on-true-simulator row"),
+]
+
+
+def _add_aliases(parser: argparse.ArgumentParser, aliases: list, switches: list) -> None:
+    for flag, key, kind, text in aliases:
+        parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=f"{text} (= {key}=...)")
+    for flag, key, value, text in switches:
+        parser.add_argument(flag, action="store_const", const=value, default=argparse.SUPPRESS,
+                            dest=flag.lstrip("-").replace("-", "_"), help=f"{text} (= {key}={value})")  # fmt: skip
+
+
+def _alias_values(args: argparse.Namespace, aliases: list, switches: list) -> dict:
+    """{config key: (flag, value)} for the alias flags given on the command line."""
+    values = {}
+    for flag, key, *_ in [*aliases, *switches]:
+        dest = flag.lstrip("-").replace("-", "_")
+        if hasattr(args, dest):
+            values[key] = (f"flag {flag}", getattr(args, dest))
+    return values
+
+
+def _section_epilog(section: str) -> str:
+    from jepa_world.config import defaults_table
+
+    rows = "\n".join(f"  {k} = {v}" for k, v in defaults_table(section))
+    return (
+        f"Keys of the {section}.* section and their defaults (set them as key=value, in a --config FILE, or with\n"
+        f"the flag aliases above):\n{rows}\n  seed = 0"
+    )
+
+
 def _cmd_probe(args: argparse.Namespace) -> int:
     import json
 
-    from jepa_world.hub import CheckpointError
-    from jepa_world.probe import format_results, probe_checkpoint, stderr_log
+    from jepa_world.checkpoints import CheckpointError
+    from jepa_world.config import load_config
+    from jepa_world.eval.probe import format_results
+    from jepa_world.eval.probe_command import probe_checkpoint, stderr_log
 
-    grid = {k: v for k, v in (("lrs", args.lrs), ("wds", args.wds)) if v is not None}
+    values = _alias_values(args, _PROBE_ALIASES, _PROBE_SWITCHES)
+    cfg = load_config(args.config, args.overrides, command="probe", values=values)
     try:
-        results, title = probe_checkpoint(
-            args.checkpoint,
-            component=args.component,
-            random_init=args.random_init,
-            config_files=args.config,
-            overrides=args.overrides,
-            data=args.data,
-            val_data=args.val_data,
-            test_data=args.test_data,
-            num_train=args.num_train,
-            num_val=args.num_val,
-            num_test=args.num_test,
-            seed=args.seed,
-            log=None if args.quiet else stderr_log,
-            kind=args.kind,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            cache=False if args.no_cache else "auto",
-            num_workers=args.workers,
-            **grid,
-        )
+        results, title = probe_checkpoint(args.checkpoint, cfg, log=None if args.quiet else stderr_log)
     except (CheckpointError, ValueError, TypeError) as err:
         print(f"jepa-world probe: error: {err}", file=sys.stderr)
         return 2
     print(format_results(results, title=title))
-    if args.output:
-        with open(args.output, "w") as f:
+    if cfg.probe.output:
+        with open(cfg.probe.output, "w") as f:
             json.dump(results, f, indent=1)
     return 0
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from jepa_world.control import PlannerSettings, run_plan_benchmark
-    from jepa_world.hub import CheckpointError
+    from jepa_world.checkpoints import CheckpointError
+    from jepa_world.config import load_config
+    from jepa_world.eval.plan_benchmark import plan_from_config
 
-    settings = PlannerSettings(planner=args.planner)
-    for key in ("samples", "elites", "iterations", "horizon", "replan_every", "temperature", "init_std"):
-        if getattr(args, key) is not None:
-            setattr(settings, key, getattr(args, key))
+    values = _alias_values(args, _PLAN_ALIASES, _PLAN_SWITCHES)
+    cfg = load_config(args.config, args.overrides, command="plan", values=values)
     try:
-        result = run_plan_benchmark(
-            args.checkpoint,
-            env_name=args.env,
-            episodes=args.episodes,
-            settings=settings,
-            max_steps=args.max_steps,
-            seed=args.seed,
-            output=args.output,
-            stop_radius=None if args.no_stop else args.stop_radius,
-            reduce=args.reduce,
-            simulator_ceiling=not args.no_ceiling,
-            gif_episodes=args.gif_episodes,
-            num_threads=args.threads or None,
-            log=None if args.quiet else lambda msg: print(msg, file=sys.stderr),
+        result = plan_from_config(
+            args.checkpoint, cfg, log=None if args.quiet else lambda msg: print(msg, file=sys.stderr)
         )
     except (CheckpointError, ValueError) as err:
         print(f"jepa-world plan: error: {err}", file=sys.stderr)
@@ -273,35 +322,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train probes on the frozen features of an encoder and print top-1 accuracy: the best head is "
         "chosen on val and reported on test. Built-in data: bouncing-shapes clips at the encoder's input size "
         "labelled with the motion direction of the largest shape (8 classes; images: the kind of the largest shape, "
-        "3 classes). A PATH is a video index (`path label` lines) or a folder with one subfolder per class.",
+        "3 classes). probe.data=PATH is a video index (`path label` lines) or a folder with one subfolder per class. "
+        "With --checkpoint random, the other config keys (model.*, data.*, ...) describe the random encoder.",
+        epilog=_section_epilog("probe"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     r.add_argument(
         "--checkpoint",
         required=True,
         metavar="RUN_OR_CKPT",
         help="run folder, checkpoint, export folder or official checkpoint; 'random': a random encoder built from "
-        "--config / key=value (the weights a pretraining run with that config and --seed starts from)",
+        "the config (the weights a pretraining run with that config and seed starts from)",
     )
-    r.add_argument(
-        "--component", choices=("target_encoder", "encoder"), default="target_encoder", help="default target_encoder"
-    )
-    r.add_argument("--random-init", action="store_true", help="same architecture as --checkpoint, random weights")
-    _add_config_args(r, purpose=" for --checkpoint random")
-    r.add_argument("--data", default="builtin", metavar="builtin|PATH", help="labelled data (default builtin)")
-    r.add_argument("--val-data", metavar="PATH", help="validation split for --data PATH (else PATH is split)")
-    r.add_argument("--test-data", metavar="PATH", help="test split for --data PATH")
-    r.add_argument("--kind", choices=("linear", "attentive", "both"), default="both", help="default both")
-    r.add_argument("--epochs", type=int, default=50, help="probe epochs (default 50)")
-    r.add_argument("--batch-size", type=int, default=64, help="probe batch size (default 64)")
-    r.add_argument("--lrs", type=_floats, metavar="LR,LR,...", help="learning rates (default 1e-3,3e-3,1e-2)")
-    r.add_argument("--wds", type=_floats, metavar="WD,WD,...", help="weight decays (default 0.001,0.05)")
-    r.add_argument("--num-train", type=int, default=2000, help="built-in train clips (default 2000)")
-    r.add_argument("--num-val", type=int, default=500, help="built-in val clips (default 500)")
-    r.add_argument("--num-test", type=int, default=1000, help="built-in test clips (default 1000)")
-    r.add_argument("--seed", type=int, default=0, help="probe init, batch order, data split, random encoders")
-    r.add_argument("--no-cache", action="store_true", help="re-encode every epoch instead of caching features")
-    r.add_argument("--workers", type=int, default=0, metavar="N", help="DataLoader workers (default 0)")
-    r.add_argument("--output", "-o", metavar="JSON", help="also write the results as JSON")
+    _add_config_args(r)
+    _add_aliases(r, _PROBE_ALIASES, _PROBE_SWITCHES)
     r.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
     r.set_defaults(func=_cmd_probe)
 
@@ -311,29 +345,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate `train-wm` checkpoint RUN on start/goal pairs in opposite rooms: the learned model + "
         "planner (pixels of the observation and the goal image only), random actions, no-op, straight line to "
         "the goal and the planner on the true simulator (ceiling), all on the same pairs. Success = final distance "
-        "< 4.5 px after --max-steps steps. Prints one table; with --output writes results.json, episodes.gif "
-        "and landscape.png (latent distance to a goal over dot positions).",
+        "< 4.5 px after plan.max_steps steps. Prints one table; with plan.output=DIR writes results.json, "
+        "episodes.gif and landscape.png (latent distance to a goal over dot positions).",
+        epilog=_section_epilog("plan"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    pl.add_argument("--env", default="two_rooms", choices=("two_rooms", "point_arena"), help="default two_rooms")
     pl.add_argument("--checkpoint", required=True, metavar="RUN", help="train-wm run folder or checkpoint file")
-    pl.add_argument("--episodes", type=int, default=50, help="episodes per agent (default 50)")
-    pl.add_argument("--planner", choices=("cem", "mppi"), default="cem", help="default cem")
-    pl.add_argument("--samples", type=int, help="samples per iteration (default 100)")
-    pl.add_argument("--elites", type=int, help="elites (default 10)")
-    pl.add_argument("--iterations", type=int, help="planner iterations per replan (default 4)")
-    pl.add_argument("--horizon", type=int, help="planning horizon in steps (default 40)")
-    pl.add_argument("--replan-every", type=int, help="steps between replans (default 4)")
-    pl.add_argument("--temperature", type=float, help="MPPI temperature in cost units (default 0.05)")
-    pl.add_argument("--init-std", type=float, help="initial sampling std (default 1.5)")
-    pl.add_argument("--reduce", choices=("last", "sum", "last+mean"), default="last+mean", help="default last+mean")
-    pl.add_argument("--stop-radius", type=float, default=2.5, help="stop rule radius in px (default 2.5)")
-    pl.add_argument("--no-stop", action="store_true", help="disable the stop rule")
-    pl.add_argument("--no-ceiling", action="store_true", help="skip the CEM-on-true-simulator row")
-    pl.add_argument("--max-steps", type=int, default=200, help="steps per episode (default 200)")
-    pl.add_argument("--seed", type=int, default=0, help="seed of the start/goal pairs and the planners")
-    pl.add_argument("--gif-episodes", type=int, default=4, help="episodes shown in the GIF (default 4)")
-    pl.add_argument("--threads", type=int, default=1, help="torch threads while planning (default 1; 0: leave)")
-    pl.add_argument("--output", "-o", metavar="DIR", help="write results.json, episodes.gif, landscape.png here")
+    _add_config_args(pl)
+    _add_aliases(pl, _PLAN_ALIASES, _PLAN_SWITCHES)
     pl.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
     pl.set_defaults(func=_cmd_plan)
     return parser

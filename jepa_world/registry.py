@@ -1,6 +1,8 @@
 """Model registry: a new size is one decorated function (timm style).
 
-`create_model("vit_small", patch_size=16)` builds a registered architecture; `list_models("vit_*")` lists names.
+This module is a leaf: it holds the table and imports no model file. The model files register their presets with
+`@register_model` when they are imported; `jepa_world.models` imports all of them and offers `create_model` /
+`list_models` (also at `jepa_world.create_model`).
 """
 
 from __future__ import annotations
@@ -22,30 +24,19 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     return fn
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names matching a shell-style pattern, sorted."""
-    _import_models()
+def registered(pattern: str = "*") -> list[str]:
+    """Names registered so far that match a shell-style pattern, sorted."""
     return sorted(name for name in _REGISTRY if fnmatch.fnmatch(name, pattern))
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
-    """Build a registered model.
-
-    Args:
-        name: registered name, e.g. "vit_tiny" or "predictor_small".
-        **kwargs: constructor overrides (patch_size, img_size, num_frames, depth, ...).
+def entrypoint(name: str) -> Callable[..., nn.Module]:
+    """The factory registered under `name`.
 
     Raises:
         ValueError: unknown name (the message suggests close names).
     """
-    _import_models()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=3)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(f"unknown model {name!r}{hint} (see jepa_world.list_models())")
-    return _REGISTRY[name](**kwargs)
-
-
-def _import_models() -> None:
-    # Importing the model modules runs their @register_model decorators.
-    from jepa_world.models import dynamics, predictor, vit  # noqa: F401
+    return _REGISTRY[name]

@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jepa_world.config import load_config
-from jepa_world.control import PlannerSettings, format_table, run_plan_benchmark
-from jepa_world.data.episodes import collect_episodes
-from jepa_world.train import train_world_model
+from jepa_world.config import PlannerSettings, load_config
+from jepa_world.envs.collect import collect_episodes
+from jepa_world.eval.plan_benchmark import run_plan_benchmark
+from jepa_world.eval.protocol import format_table
+from jepa_world.training import train_world_model
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "world_model" / "two_rooms.yaml"
 

@@ -4,10 +4,10 @@ encoder and of its own random initialisation on the built-in motion task.
 1. Calibrate: a short run measures the step time, and `train.max_steps` is set so that pretraining fits the budget
    (calibration, 20 steps, is not counted in the budget); `train.max_minutes` stops it at the budget if the machine
    slows down later (the steps done are reported).
-2. Pretrain with `jepa_world.train.pretrain` (default recipe `configs/pretrain/vjepa_vcr_nano_cpu.yaml`: V-JEPA
+2. Pretrain with `jepa_world.training.pretrain` (default recipe `configs/pretrain/vjepa_vcr_nano_cpu.yaml`: V-JEPA
    with variance-covariance regularisation of the context tokens, vit_nano patch 8, 8x64x64 bouncing-shapes clips,
    batch 16; `--config` picks another recipe, key=value overrides apply on top).
-3. Probe with the same protocol (`jepa_world.probe.probe`: linear and attentive sweeps, best head chosen on val,
+3. Probe with the same protocol (`jepa_world.eval.probe.probe`: linear and attentive sweeps, best head chosen on val,
    top-1 reported on test) the pretrained target encoder (loaded with `jepa_world.load_encoder` from the run) and
    the weights the run started from (the same config and seed, untrained). Probe data: `MovingShapeVideo` (the
    bouncing-shapes family of the pretraining data, with the labelled shape made unambiguous: the largest, in front,
@@ -38,17 +38,10 @@ import torch
 
 import jepa_world
 from jepa_world.config import load_config
-from jepa_world.probe import (
-    DEFAULT_LRS,
-    DEFAULT_WDS,
-    builtin_datasets,
-    encoder_input_size,
-    format_results,
-    load_probe_encoder,
-    probe,
-    stderr_log,
-)
-from jepa_world.train import pretrain
+from jepa_world.data.labelled import builtin_datasets
+from jepa_world.eval.probe import DEFAULT_LRS, DEFAULT_WDS, format_results, probe
+from jepa_world.eval.probe_command import encoder_input_size, load_probe_encoder, stderr_log
+from jepa_world.training import pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RECIPE = ROOT / "configs" / "pretrain" / "vjepa_vcr_nano_cpu.yaml"
@@ -159,9 +152,7 @@ def main() -> None:
 
     pretrained = jepa_world.load_encoder(out / "run", component=args.component)
     # The weights the run started from: same config, same seed.
-    random_init, _ = load_probe_encoder(
-        "random", component=args.component, config_files=files, overrides=base, seed=cfg.seed
-    )
+    random_init, _ = load_probe_encoder("random", component=args.component, cfg=cfg, seed=cfg.seed)
     num_frames, image_size = encoder_input_size(pretrained)
     tic = time.perf_counter()
     train, val, test, num_classes, what = builtin_datasets(

@@ -20,9 +20,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from jepa_world.config import load_config
-from jepa_world.ema import EMA
-from jepa_world.schedules import constant
-from jepa_world.train import build_jepa, build_masks, param_groups
+from jepa_world.factory import build_jepa, build_masks
+from jepa_world.objectives.ema import EMA
+from jepa_world.objectives.schedules import constant
+from jepa_world.training import param_groups
 
 CASES = {
     # name: (overrides, batch)

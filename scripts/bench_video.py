@@ -1,10 +1,10 @@
 """Video loading throughput next to the training step's consumption rate, measured in one run.
 
-Loader: decoded + augmented clips/s of `jepa_world.data.video.VideoClipDataset` (16 frames, 4 apart, random
+Loader: decoded + augmented clips/s of `jepa_world.data.video.dataset.VideoClipDataset` (16 frames, 4 apart, random
 resized crop to 224 px, flip, normalisation) through a DataLoader fed by `StepSampler`, with 0, 1 and 2 worker
 processes, for each installed reader. Model: clips/s consumed by a ViT-tiny video JEPA step (forward, backward,
-AdamW step, as in `jepa_world.train`) on random clips of the same shape. The issue's target: with 2 workers the loader
-delivers at least 2x what the model consumes.
+AdamW step, as in `jepa_world.training`) on random clips of the same shape. The issue's target: with 2 workers the
+loader delivers at least 2x what the model consumes.
 
 Without ``--videos`` a folder of synthetic H.264 videos (moving shapes over a gradient, 480x360, 30 fps, 5 s) is
 written first; pass ``--videos DIR`` for real files (the table names which).
@@ -28,8 +28,10 @@ from torch.utils.data import DataLoader
 from jepa_world.config import load_config
 from jepa_world.data.index import read_index
 from jepa_world.data.sampler import StepSampler
-from jepa_world.data.video import VideoClipDataset, reader_available
-from jepa_world.train import build_jepa, build_masks, param_groups
+from jepa_world.data.video.dataset import VideoClipDataset
+from jepa_world.data.video.readers import reader_available
+from jepa_world.factory import build_jepa, build_masks
+from jepa_world.training import param_groups
 
 
 def write_synthetic_videos(folder: Path, *, count: int, size: tuple[int, int], frames: int, fps: int) -> None:

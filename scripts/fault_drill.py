@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jepa_world import hub
+from jepa_world import checkpoints
 from jepa_world.config import ConfigError, load_config
-from jepa_world.train import check_batch_split, pretrain
+from jepa_world.training import check_batch_split, pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,8 +45,8 @@ def _steps_logged(run: Path) -> int:
 
 
 def _same(a: Path, b: Path) -> bool:
-    sa = hub.load_checkpoint(hub.list_checkpoints(a / "checkpoints")[-1])
-    sb = hub.load_checkpoint(hub.list_checkpoints(b / "checkpoints")[-1])
+    sa = checkpoints.load_checkpoint(checkpoints.list_checkpoints(a / "checkpoints")[-1])
+    sb = checkpoints.load_checkpoint(checkpoints.list_checkpoints(b / "checkpoints")[-1])
     return all(torch.equal(v, sb[part][k]) for part in ("encoder", "target_encoder", "predictor")
                for k, v in sa[part].items())  # fmt: skip
 
@@ -166,7 +166,7 @@ def corpus(work: Path) -> list[tuple[str, str, str]]:
     case(
         "checkpoint from another architecture",
         "error naming keys",
-        _raises(other_arch, hub.CheckpointError, "missing keys"),
+        _raises(other_arch, checkpoints.CheckpointError, "missing keys"),
     )
 
     class Evil:
@@ -174,7 +174,9 @@ def corpus(work: Path) -> list[tuple[str, str, str]]:
             return (os.system, (f"touch {work / 'pwned'}",))
 
     torch.save({"encoder": Evil()}, work / "evil.pt")
-    observed = _raises(lambda: hub.load_checkpoint(work / "evil.pt"), hub.CheckpointError, "arbitrary pickle")
+    observed = _raises(
+        lambda: checkpoints.load_checkpoint(work / "evil.pt"), checkpoints.CheckpointError, "arbitrary pickle"
+    )
     case(
         "pickle that would run code",
         "refused, not run",

@@ -1,4 +1,4 @@
-"""Planning protocol and agents (`jepa_world.control`), `load_world_model`, and the `plan` command."""
+"""The planning protocol and agents (`jepa_world.eval`), `load_world_model`, and the `plan` command."""
 
 from __future__ import annotations
 
@@ -10,24 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from jepa_world import hub
-from jepa_world.config import load_config
-from jepa_world.control import (
-    Observation,
-    PlannerSettings,
-    PolicyAgent,
-    SimulatorCEMAgent,
-    WorldModelAgent,
-    eval_pairs,
-    run_episodes,
-)
-from jepa_world.envs import TwoRoomsEnv, evaluate_policy, make_env, make_policy
+from jepa_world import checkpoints
+from jepa_world.config import PlannerSettings, load_config
+from jepa_world.envs import TwoRoomsEnv, make_env, make_policy
 from jepa_world.envs.two_rooms import MAX_ACTION_NORM
-from jepa_world.models.dynamics import PooledEncoder, WorldModel
-from jepa_world.registry import create_model
-from jepa_world.train import train_world_model
-
-from .conftest import ROOT
+from jepa_world.eval.agents import Observation, PolicyAgent, SimulatorCEMAgent, WorldModelAgent
+from jepa_world.eval.protocol import eval_pairs, evaluate_policy, run_episodes
+from jepa_world.models import create_model
+from jepa_world.models.small import PooledEncoder
+from jepa_world.models.world_model import WorldModel
+from jepa_world.training import train_world_model
+from tests.conftest import ROOT
 
 
 def _tiny_model(image_size: int = 32, seed: int = 0) -> WorldModel:
@@ -145,11 +138,11 @@ def test_stop_rule_gives_zero_actions_at_the_goal():
 
 
 def test_load_world_model_round_trips_a_trained_checkpoint(tiny_run):
-    from jepa_world.tasks import world_model_task
+    from jepa_world.training.tasks import world_model_task
 
     run, cfg = tiny_run
-    loaded = hub.load_world_model(run)
-    state = hub.load_checkpoint(hub.list_checkpoints(run / "checkpoints")[-1])
+    loaded = checkpoints.load_world_model(run)
+    state = checkpoints.load_checkpoint(checkpoints.list_checkpoints(run / "checkpoints")[-1])
     # An independent in-memory model: the task's own model with the checkpoint's tensors.
     task = world_model_task(cfg)
     fresh = task.model.eval()
@@ -171,9 +164,11 @@ def test_load_world_model_round_trips_a_trained_checkpoint(tiny_run):
 
 def test_load_world_model_refuses_a_pretraining_checkpoint(tmp_path):
     path = tmp_path / "step_00000001.pt"
-    hub.save_checkpoint(path, {"task": "pretrain", "target_encoder": {"w": torch.zeros(1)}, "config": "seed: 0\n"})
-    with pytest.raises(hub.CheckpointError, match="not a world-model checkpoint"):
-        hub.load_world_model(path)
+    checkpoints.save_checkpoint(
+        path, {"task": "pretrain", "target_encoder": {"w": torch.zeros(1)}, "config": "seed: 0\n"}
+    )
+    with pytest.raises(checkpoints.CheckpointError, match="not a world-model checkpoint"):
+        checkpoints.load_world_model(path)
 
 
 def test_plan_cli_end_to_end(tiny_run, tmp_path):

@@ -23,18 +23,9 @@ from torchvision import tv_tensors
 from jepa_world.config import ConfigError, load_config
 from jepa_world.data.build import RepeatFrames, build_dataset
 from jepa_world.data.sampler import StepSampler
-from jepa_world.data.transforms import apply_seeded
-from jepa_world.data.video import (
-    DecordReader,
-    PyAVReader,
-    VideoClipDataset,
-    VideoReader,
-    clip_indices,
-    frame_step_for,
-    make_clip_transform,
-    normalize_clip,
-    open_video,
-)
+from jepa_world.data.transforms import apply_seeded, normalize_clip
+from jepa_world.data.video.dataset import VideoClipDataset, clip_indices, frame_step_for, make_clip_transform
+from jepa_world.data.video.readers import DecordReader, PyAVReader, VideoReader, open_video
 from tests.conftest import tiny_overrides
 
 av = pytest.importorskip("av")
@@ -534,7 +525,7 @@ def _loss_records(run_dir: Path) -> list[dict]:
 
 
 def test_pretrain_on_a_folder_of_real_videos_loss_goes_down(tmp_path):
-    from jepa_world.train import pretrain
+    from jepa_world.training import pretrain
 
     folder = tmp_path / "videos"
     for i in range(6):

@@ -8,9 +8,9 @@ import socket
 import subprocess
 import sys
 
-from jepa_world import hub
+from jepa_world import checkpoints
 from jepa_world.config import load_config
-from jepa_world.train import pretrain
+from jepa_world.training import pretrain
 
 from .conftest import ROOT, tiny_overrides
 
@@ -37,7 +37,7 @@ def test_two_processes_match_one(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
 
     run_one, run_two = tmp_path / "one" / "run", tmp_path / "two" / "run"
-    state = hub.load_checkpoint(hub.list_checkpoints(run_two / "checkpoints")[-1])
+    state = checkpoints.load_checkpoint(checkpoints.list_checkpoints(run_two / "checkpoints")[-1])
     assert state["world_size"] == 2, "accelerate started one process: the test would prove nothing"
     one = [json.loads(line) for line in (run_one / "metrics.jsonl").read_text().splitlines()]
     two = [json.loads(line) for line in (run_two / "metrics.jsonl").read_text().splitlines()]

@@ -1,4 +1,4 @@
-"""Tests for jepa_world.models.dynamics: the action-conditioned predictor, the world-model verbs and the loss."""
+"""The action-conditioned predictor, the small pooled models, the world-model verbs, its loss and its loss terms."""
 
 from __future__ import annotations
 
@@ -10,21 +10,17 @@ import torch
 from jepa_world import create_model
 from jepa_world.data.episodes import load_npz_trajectory
 from jepa_world.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from jepa_world.models.dynamics import (
-    ActionConditionedPredictor,
-    PooledEncoder,
-    ResidualMlpDynamics,
-    RolloutCache,
-    WorldModel,
-    _token_coords,
-    block_causal_mask,
-)
+from jepa_world.models.ac_predictor import ActionConditionedPredictor, RolloutCache, _token_coords, block_causal_mask
+from jepa_world.models.small import PooledEncoder, ResidualMlpDynamics
 from jepa_world.models.vit import VisionTransformer
+from jepa_world.models.world_model import WorldModel
+from jepa_world.objectives.losses import CovarianceTerm, InverseDynamicsTerm, SmoothnessTerm, VarianceTerm
 from jepa_world.planning import CEMPlanner
+from jepa_world.planning.costs import rollout_cost
 
 torch.set_num_threads(1)  # tiny tensors: thread fan-out only adds latency on a shared 2-core machine
 
-FRANKA = Path(__file__).resolve().parents[2] / "shared" / "data" / "franka_example_traj.npz"
+FRANKA = Path(__file__).resolve().parents[3] / "shared" / "data" / "franka_example_traj.npz"
 D = 32
 
 
@@ -54,6 +50,18 @@ def _patch_wm(action_dim: int = 2, state_dim: int = 0, **kw) -> WorldModel:
     torch.manual_seed(0)
     pred = _predictor(action_dim, state_dim, grid_size=(4, 4))
     return WorldModel(encoder=_vit(), predictor=pred, pool=False, **kw)
+
+
+def _joint_terms(
+    action_dim: int = 2, *, var: float = 1.0, cov: float = 1.0, idm: float = 1.0, smooth: float = 0.0
+) -> list[torch.nn.Module]:
+    """The anti-collapse terms of joint training, as `factory.build_world_model_terms` builds them."""
+    terms = [VarianceTerm(weight=var), CovarianceTerm(weight=cov)]
+    if smooth > 0:
+        terms.append(SmoothnessTerm(weight=smooth))
+    if idm > 0:
+        terms.append(InverseDynamicsTerm(embed_dim=D, action_dim=action_dim, weight=idm))
+    return terms
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -246,7 +254,7 @@ def test_frozen_encoder_gets_no_gradient():
 
 
 def test_joint_training_adds_regularisers_and_idm():
-    wm = _pooled_wm(freeze_encoder=False, var_weight=0.5, cov_weight=0.25, idm_weight=2.0)
+    wm = _pooled_wm(freeze_encoder=False, terms=_joint_terms(var=0.5, cov=0.25, idm=2.0))
     b = _batch(8, 4, 16, 2)
     loss, m = wm(b)
     for key in ("loss_var", "loss_cov", "loss_idm"):
@@ -357,7 +365,7 @@ def test_franka_sample_encode_predict_plan():
     high = torch.tensor([0.1] * 3 + [0.2] * 3 + [1.0])
     planner = CEMPlanner(horizon=2, action_dim=A, num_samples=12, num_elites=3, iterations=2, low=low, high=high,
                          init_std=0.05)  # fmt: skip
-    cost_fn = wm.make_cost(z[:, :1], z[:, 1], states=states[None, :1])
+    cost_fn = rollout_cost(wm, z[:, :1], z[:, 1], states=states[None, :1])
     result = planner.plan(cost_fn, num_envs=1, generator=_gen(0))
     assert result.actions.shape == (1, 2, A) and torch.isfinite(result.actions).all()
     assert (result.actions >= low).all() and (result.actions <= high).all()
@@ -442,7 +450,7 @@ def _mlp_hidden(pred: ResidualMlpDynamics, z: torch.Tensor, a: torch.Tensor) -> 
 
 
 def test_mlp_world_model_trains_with_smoothness_term():
-    wm = _mlp_wm(freeze_encoder=False, var_weight=0.5, cov_weight=0.25, idm_weight=2.0, smooth_weight=3.0)
+    wm = _mlp_wm(freeze_encoder=False, terms=_joint_terms(var=0.5, cov=0.25, idm=2.0, smooth=3.0))
     loss, m = wm(_batch(8, 4, 16, 2))
     expected = (m["loss_tf"] + m["loss_rollout"] + 0.5 * m["loss_var"] + 0.25 * m["loss_cov"] + 2.0 * m["loss_idm"]
                 + 3.0 * m["loss_smooth"])  # fmt: skip
@@ -451,7 +459,7 @@ def test_mlp_world_model_trains_with_smoothness_term():
     torch.testing.assert_close(m["loss_smooth"], (z[:, 1:] - z[:, :-1]).pow(2).sum(-1).mean())
     loss.backward()
     assert sum(p.grad.abs().sum() for p in wm.predictor.parameters()) > 0
-    assert "loss_smooth" not in _mlp_wm(freeze_encoder=False)(_batch(8, 4, 16, 2))[1]  # weight 0: no term
+    assert "loss_smooth" not in _mlp_wm(freeze_encoder=False, terms=_joint_terms())(_batch(8, 4, 16, 2))[1]
 
 
 def test_mlp_dynamics_rejects_patch_tokens_and_bad_dims():

@@ -1,4 +1,4 @@
-"""Tests for jepa_world.ema: the fused update against the explicit formula, and the EMA module wrapper."""
+"""Tests for jepa_world.objectives.ema: the fused update against the explicit formula, and the EMA module wrapper."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from jepa_world.ema import EMA, ema_update_
-from jepa_world.schedules import constant, linear
+from jepa_world.objectives.ema import EMA, ema_update_
+from jepa_world.objectives.schedules import constant, linear
 
 
 def _random_tensors(shapes, dtype, seed):

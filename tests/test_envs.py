@@ -26,7 +26,6 @@ from jepa_world.envs import (  # noqa: E402
     StraightLinePolicy,
     TwoRoomsEnv,
     VonMisesRandomWalk,
-    evaluate_policy,
     make_env,
     register_envs,
 )
@@ -39,8 +38,9 @@ from jepa_world.envs.two_rooms import (  # noqa: E402
     WALL_X_MIN,
     move_point,
 )
+from jepa_world.eval.protocol import evaluate_policy  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _run(env: TwoRoomsEnv, start, action, steps: int) -> np.ndarray:

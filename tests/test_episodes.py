@@ -12,7 +12,6 @@ import torch
 from jepa_world.data.episodes import (
     FORMAT_VERSION,
     EpisodeDataset,
-    collect_episodes,
     episode_filename,
     load_npz_trajectory,
     read_metadata,
@@ -25,9 +24,10 @@ from jepa_world.data.transforms import IMAGENET_MEAN, IMAGENET_STD, uint8_to_flo
 gymnasium = pytest.importorskip("gymnasium")
 
 from jepa_world.envs import TwoRoomsEnv  # noqa: E402
+from jepa_world.envs.collect import collect_episodes  # noqa: E402
 from jepa_world.envs.two_rooms import MAX_ACTION_NORM  # noqa: E402
 
-FRANKA = Path(__file__).resolve().parents[2] / "shared" / "data" / "franka_example_traj.npz"
+FRANKA = Path(__file__).resolve().parents[3] / "shared" / "data" / "franka_example_traj.npz"
 NUM_EPISODES, STEPS = 3, 8
 
 

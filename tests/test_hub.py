@@ -11,10 +11,10 @@ import timm
 import torch
 
 import jepa_world
-from jepa_world import hub
+from jepa_world import checkpoints
+from jepa_world.checkpoints import CheckpointError
 from jepa_world.cli import main as cli_main
 from jepa_world.features import encode_long_video, intermediate_layers, pooled_features, window_starts
-from jepa_world.hub import CheckpointError
 from tests.conftest import ROOT, tiny_overrides
 
 
@@ -38,7 +38,7 @@ def _same_state(a: torch.nn.Module | dict, b: torch.nn.Module | dict) -> bool:
 def run_dir(tmp_path_factory):
     """A real 2-step video pretraining run (checkpoint at step 2)."""
     from jepa_world.config import load_config
-    from jepa_world.train import pretrain
+    from jepa_world.training import pretrain
 
     tmp = tmp_path_factory.mktemp("hub")
     pretrain(load_config([], tiny_overrides(tmp, **{"train.max_steps": 2, "train.ckpt_every": 2})))
@@ -59,11 +59,11 @@ ENCODERS = {
 def test_encoder_roundtrip_is_bit_exact(name, tmp_path):
     torch.manual_seed(0)
     enc = _randomized(jepa_world.create_model("vit_nano", **ENCODERS[name]), seed=1)
-    hub.save_pretrained(enc, tmp_path / name)
+    checkpoints.save_pretrained(enc, tmp_path / name)
     assert {p.name for p in (tmp_path / name).iterdir()} == {"config.json", "model.safetensors"}
     again = jepa_world.load_encoder(tmp_path / name)
     assert _same_state(enc, again) and not again.training
-    assert hub.module_config(again) == hub.module_config(enc)
+    assert checkpoints.module_config(again) == checkpoints.module_config(enc)
     assert again.pos_embed is None or not again.pos_embed.requires_grad  # the fixed table stays frozen
     shape = (2, 3, 4, 32, 48) if name == "video_rope" else (2, 3, 4, 32, 32) if enc.is_video else (2, 3, 32, 32)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(2))
@@ -76,7 +76,7 @@ def test_predictor_roundtrip_and_overrides(tmp_path):
     pred = _randomized(
         jepa_world.create_model("predictor_nano", grid_size=(2, 4, 4), embed_dim=128, num_mask_tokens=2, depth=2), 3
     )
-    hub.save_pretrained(pred, tmp_path / "p")
+    checkpoints.save_pretrained(pred, tmp_path / "p")
     again = jepa_world.load_predictor(tmp_path / "p")
     assert _same_state(pred, again)
     assert again.act_checkpoint is False
@@ -89,7 +89,7 @@ def test_predictor_roundtrip_and_overrides(tmp_path):
 
 
 def test_loading_draws_nothing_from_the_global_rng(tmp_path):
-    hub.save_pretrained(jepa_world.create_model("vit_nano", img_size=32, patch_size=8, depth=1), tmp_path / "e")
+    checkpoints.save_pretrained(jepa_world.create_model("vit_nano", img_size=32, patch_size=8, depth=1), tmp_path / "e")
     before = torch.get_rng_state()
     jepa_world.load_encoder(tmp_path / "e")
     assert torch.equal(before, torch.get_rng_state())
@@ -99,11 +99,11 @@ def test_loading_draws_nothing_from_the_global_rng(tmp_path):
 # Export of a real training run
 # --------------------------------------------------------------------------------------------------------------------
 def test_export_training_run_bit_exact(run_dir, tmp_path):
-    ckpt_file = hub.list_checkpoints(run_dir / "checkpoints")[-1]
-    state = hub.load_checkpoint(ckpt_file)
+    ckpt_file = checkpoints.list_checkpoints(run_dir / "checkpoints")[-1]
+    state = checkpoints.load_checkpoint(ckpt_file)
     assert not _same_state(state["encoder"], state["target_encoder"])  # so picking the component matters
     for component in ("target_encoder", "encoder", "predictor"):
-        out = hub.export_checkpoint(run_dir, tmp_path / component, component=component)
+        out = checkpoints.export_checkpoint(run_dir, tmp_path / component, component=component)
         loader = jepa_world.load_predictor if component == "predictor" else jepa_world.load_encoder
         assert _same_state(loader(out), state[component])
     direct = jepa_world.load_encoder(run_dir, component="encoder")  # a run folder loads without export
@@ -132,8 +132,8 @@ def test_cli_export(run_dir, tmp_path, capsys):
 def test_timm_loads_export_strictly_with_same_features(tmp_path):
     torch.manual_seed(0)
     enc = _randomized(jepa_world.create_model("vit_nano", img_size=32, patch_size=8, depth=2), seed=4)
-    model = timm.create_model("vit_small_patch16_224", pretrained=False, **hub.timm_model_kwargs(enc))
-    model.load_state_dict(hub.export_timm_state_dict(enc), strict=True)
+    model = timm.create_model("vit_small_patch16_224", pretrained=False, **checkpoints.timm_model_kwargs(enc))
+    model.load_state_dict(checkpoints.export_timm_state_dict(enc), strict=True)
     model.eval()
     x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
@@ -141,8 +141,8 @@ def test_timm_loads_export_strictly_with_same_features(tmp_path):
         torch.testing.assert_close(model(x), pooled_features(enc, x), atol=1e-5, rtol=0)  # head = mean of tokens
 
     # Through a folder: export_checkpoint reads our export and timm's local-dir loader reads its output.
-    hub.save_pretrained(enc, tmp_path / "ours")
-    hub.export_checkpoint(tmp_path / "ours", tmp_path / "timm", format="timm")
+    checkpoints.save_pretrained(enc, tmp_path / "ours")
+    checkpoints.export_checkpoint(tmp_path / "ours", tmp_path / "timm", format="timm")
     loaded = timm.create_model(f"local-dir:{tmp_path / 'timm'}", pretrained=True).eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded.forward_features(x), enc(x), atol=1e-5, rtol=0)
@@ -153,12 +153,12 @@ def test_timm_loads_export_strictly_with_same_features(tmp_path):
 def test_timm_refuses_video_and_rope_encoders():
     video = jepa_world.create_model("vit_nano", img_size=32, patch_size=8, depth=1, num_frames=4)
     with pytest.raises(ValueError, match="tubelet"):
-        hub.export_timm_state_dict(video)
+        checkpoints.export_timm_state_dict(video)
     rope = jepa_world.create_model("vit_nano", img_size=32, patch_size=8, depth=1, pos_embed="rope")
     with pytest.raises(ValueError, match="RoPE"):
-        hub.timm_model_kwargs(rope)
+        checkpoints.timm_model_kwargs(rope)
     with pytest.raises(ValueError, match="encoders only"):
-        hub.export_checkpoint("anything", "out", component="predictor", format="timm")
+        checkpoints.export_checkpoint("anything", "out", component="predictor", format="timm")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -176,7 +176,7 @@ def test_hubconf_has_one_entry_per_encoder_preset():
     for name in entries:
         with torch.device("meta"):  # architecture only: no memory for the big presets
             built, reference = getattr(hubconf, name)(patch_size=16), jepa_world.create_model(name, patch_size=16)
-        assert hub.module_config(built) == hub.module_config(reference)
+        assert checkpoints.module_config(built) == checkpoints.module_config(reference)
         with pytest.raises(ValueError, match="hosts no weights"):
             getattr(hubconf, name)(pretrained=True)
     local = torch.hub.load(str(ROOT), "vit_nano", source="local", img_size=32, patch_size=8)
@@ -245,7 +245,7 @@ def test_malicious_pickle_is_refused_and_not_executed(tmp_path):
     marker = tmp_path / "PWNED"
     path = tmp_path / "evil.pth.tar"
     torch.save({"encoder": _Payload(f"touch {marker}"), "epoch": 1}, path)
-    for load in (hub.load_checkpoint, jepa_world.load_encoder):
+    for load in (checkpoints.load_checkpoint, jepa_world.load_encoder):
         with pytest.raises(CheckpointError, match="arbitrary pickle code") as err:
             load(path)
         assert "weights_only=False" in str(err.value)  # says how to convert a trusted file
@@ -268,7 +268,9 @@ def test_paths_that_are_not_checkpoints(tmp_path):
     with pytest.raises(CheckpointError, match="holds a list"):
         jepa_world.load_encoder(tmp_path / "list.pt")
     (tmp_path / "bad").mkdir()
-    (tmp_path / "bad" / "config.json").write_text(json.dumps({"format": hub.PRETRAINED_FORMAT, "class": "os.system"}))
+    (tmp_path / "bad" / "config.json").write_text(
+        json.dumps({"format": checkpoints.PRETRAINED_FORMAT, "class": "os.system"})
+    )
     with pytest.raises(CheckpointError, match="names class 'os.system'"):
         jepa_world.load_encoder(tmp_path / "bad")
     with pytest.raises(ValueError, match="component='predictor'"):

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 
 import jepa_world
-from jepa_world import hub
-from jepa_world.hub import CheckpointError
-from jepa_world.models.dynamics import ActionConditionedPredictor, RolloutCache
-from jepa_world.registry import create_model
+from jepa_world import checkpoints
+from jepa_world.checkpoints import CheckpointError
+from jepa_world.models import create_model
+from jepa_world.models.ac_predictor import ActionConditionedPredictor, RolloutCache
 
 EPS = 1e-6
 EMBED, WIDTH, DEPTH, HEADS, ACT = 40, 32, 2, 2, 7  # head_dim 16: RoPE chunks of 4 channels, 4 channels not rotated
@@ -227,14 +227,14 @@ def test_column_scaling_of_a_non_square_grid_is_applied(tmp_path):
     sd = official_ac_predictor(torch.Generator().manual_seed(3))
     path = tmp_path / "ac.pt"
     official_file(path, sd)
-    model = hub.load_predictor(path, num_heads=HEADS, grid_size=(2, 3)).double()
+    model = checkpoints.load_predictor(path, num_heads=HEADS, grid_size=(2, 3)).double()
     gen = torch.Generator().manual_seed(4)
     z = torch.randn(1, 2, 6, EMBED, generator=gen, dtype=torch.float64)
     a, s = (torch.randn(1, 2, ACT, generator=gen, dtype=torch.float64) for _ in range(2))
     with torch.no_grad():
         out = model(z, a, s)
         # The same frames, passed as a non-nominal grid (integer positions), give another result.
-        other = hub.load_predictor(path, num_heads=HEADS, grid_size=(1, 1)).double()(z, a, s, grid_size=(2, 3))
+        other = checkpoints.load_predictor(path, num_heads=HEADS, grid_size=(1, 1)).double()(z, a, s, grid_size=(2, 3))
     assert not torch.allclose(out, other)
     ref = ref_ac_predictor(sd, z.flatten(1, 2), a, s, None, grid=(2, 3), heads=HEADS).view_as(out)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
@@ -246,26 +246,26 @@ def test_architecture_inferred_from_the_state_dict(ac_file):
     model = jepa_world.load_ac_predictor(path)  # heads and grid from the release: 16, 16 x 16
     assert (model.embed_dim, model.predictor_embed_dim, len(model.predictor_blocks)) == (EMBED, WIDTH, DEPTH)
     assert (model.action_dim, model.state_dim, model.extrinsics_dim) == (ACT, ACT, ACT - 1)
-    assert model.num_heads == hub.AC_PREDICTOR_HEADS == 16 and model.grid_size == (16, 16)
+    assert model.num_heads == checkpoints.AC_PREDICTOR_HEADS == 16 and model.grid_size == (16, 16)
     assert model.predictor_blocks[0].mlp.fc1.out_features == 4 * WIDTH
     loaded = model.state_dict()
     assert set(loaded) == set(sd)  # no extra buffers or tables on either side
     assert all(torch.equal(loaded[k], sd[k]) for k in sd)
     # Overrides win.
-    assert hub.load_ac_predictor(path, num_heads=4, grid_size=[4, 4]).num_heads == 4
+    assert checkpoints.load_ac_predictor(path, num_heads=4, grid_size=[4, 4]).num_heads == 4
     # Heads cannot be read from the weights: a width 16 does not divide needs num_heads=.
     path24 = path.with_name("w24.pt")
     official_file(path24, official_ac_predictor(torch.Generator().manual_seed(5), width=24))
     with pytest.raises(CheckpointError, match=r"num_heads.*width 24"):
-        hub.load_ac_predictor(path24)
-    assert hub.load_ac_predictor(path24, num_heads=2).num_heads == 2
+        checkpoints.load_ac_predictor(path24)
+    assert checkpoints.load_ac_predictor(path24, num_heads=2).num_heads == 2
 
 
 def test_released_shapes_infer_the_released_preset():
     with torch.device("meta"):
         preset = create_model("ac_predictor_vjepa2")
-    kwargs = hub.infer_ac_predictor_kwargs(preset.state_dict())
-    assert kwargs == {**hub.module_config(preset)["kwargs"], "grid_size": (16, 16)}
+    kwargs = checkpoints.infer_ac_predictor_kwargs(preset.state_dict())
+    assert kwargs == {**checkpoints.module_config(preset)["kwargs"], "grid_size": (16, 16)}
     assert (kwargs["embed_dim"], kwargs["predictor_embed_dim"], kwargs["depth"], kwargs["num_heads"]) == (
         1408, 1024, 24, 16
     )  # fmt: skip
@@ -277,22 +277,22 @@ def test_unexpected_missing_and_misshapen_keys_are_named(tmp_path, ac_file):
     extra = {**sd, "predictor_blocks.0.attn.q_norm.weight": torch.ones(WIDTH)}
     official_file(tmp_path / "extra.pt", extra)
     with pytest.raises(CheckpointError, match=r"unexpected keys \[predictor_blocks\.0\.attn\.q_norm\.weight\]"):
-        hub.load_ac_predictor(tmp_path / "extra.pt")
+        checkpoints.load_ac_predictor(tmp_path / "extra.pt")
     missing = {k: v for k, v in sd.items() if k != "predictor_blocks.1.mlp.fc2.bias"}
     official_file(tmp_path / "missing.pt", missing)
     with pytest.raises(CheckpointError, match=r"missing keys \[predictor_blocks\.1\.mlp\.fc2\.bias\]"):
-        hub.load_ac_predictor(tmp_path / "missing.pt")
+        checkpoints.load_ac_predictor(tmp_path / "missing.pt")
     with pytest.warns(UserWarning, match=r"predictor_blocks\.1\.mlp\.fc2\.bias"):
-        hub.load_ac_predictor(tmp_path / "missing.pt", strict=False)
+        checkpoints.load_ac_predictor(tmp_path / "missing.pt", strict=False)
     bad = {**sd, "predictor_blocks.1.attn.proj.weight": torch.zeros(WIDTH, WIDTH + 1)}
     official_file(tmp_path / "bad.pt", bad)
     with pytest.raises(
         CheckpointError, match=r"predictor_blocks\.1\.attn\.proj\.weight: checkpoint \(32, 33\) vs model \(32, 32\)"
     ):
-        hub.load_ac_predictor(tmp_path / "bad.pt")
+        checkpoints.load_ac_predictor(tmp_path / "bad.pt")
     # The mask-predictor inference refuses an AC state dict by name.
     with pytest.raises(CheckpointError, match="2-AC"):
-        hub.infer_predictor_kwargs(sd)
+        checkpoints.infer_predictor_kwargs(sd)
 
 
 @pytest.mark.parametrize("enc_prefix", ["module.backbone.", "module."])
@@ -305,29 +305,29 @@ def test_encoder_of_the_same_file_and_exports(tmp_path, enc_prefix):
     enc = {enc_prefix + k: v for k, v in vit.state_dict().items()}
     sd = official_ac_predictor(torch.Generator().manual_seed(6))
     official_file(tmp_path / "ac.pt", sd, encoder=enc)
-    encoder = hub.load_encoder(tmp_path / "ac.pt", component="encoder", num_heads=vit.num_heads)
+    encoder = checkpoints.load_encoder(tmp_path / "ac.pt", component="encoder", num_heads=vit.num_heads)
     assert all(torch.equal(v, vit.state_dict()[k]) for k, v in encoder.state_dict().items())
     # Read as V-JEPA 2 (its nominal 256 px; "generic" would give 224), so the V-JEPA 2 head table applies.
     assert encoder.grid_size[-1] * encoder.patch_size == 256 and encoder.uniform_power
-    out = hub.export_checkpoint(tmp_path / "ac.pt", tmp_path / "export", component="predictor", num_heads=HEADS)
+    out = checkpoints.export_checkpoint(tmp_path / "ac.pt", tmp_path / "export", component="predictor", num_heads=HEADS)
     again = jepa_world.load_predictor(out)
     assert isinstance(again, ActionConditionedPredictor) and again.num_heads == HEADS
     assert all(torch.equal(again.state_dict()[k], v) for k, v in sd.items())
     with pytest.raises(CheckpointError, match="not an encoder"):
-        hub.load_encoder(out)
+        checkpoints.load_encoder(out)
 
 
 def test_load_ac_predictor_refuses_a_mask_predictor(tmp_path):
     with torch.random.fork_rng():
         pred = create_model("predictor_nano", grid_size=(2, 2), embed_dim=32, depth=1)
-    hub.save_pretrained(pred, tmp_path / "p")
+    checkpoints.save_pretrained(pred, tmp_path / "p")
     with pytest.raises(CheckpointError, match="holds a MaskPredictor, not a V-JEPA 2-AC"):
-        hub.load_ac_predictor(tmp_path / "p")
+        checkpoints.load_ac_predictor(tmp_path / "p")
 
 
 def _save_world_model(tmp_path, overrides: list[str]):
     from jepa_world.config import load_config, to_yaml
-    from jepa_world.tasks import build_world_model
+    from jepa_world.factory import build_world_model
 
     cfg = load_config([], ["wm.embed_dim=16", *overrides], command="train-wm")
     with torch.random.fork_rng():
@@ -338,14 +338,16 @@ def _save_world_model(tmp_path, overrides: list[str]):
              "step": 1}  # fmt: skip
     if model.inverse_dynamics is not None:
         state["inverse_dynamics"] = model.inverse_dynamics.state_dict()
-    hub.save_checkpoint(tmp_path / "step_00000001.pt", state)
+    checkpoints.save_checkpoint(tmp_path / "step_00000001.pt", state)
     return tmp_path / "step_00000001.pt", model.predictor.eval()
 
 
 def test_our_world_model_checkpoint_rebuilds_its_preset(tmp_path):
     path, pred = _save_world_model(tmp_path, [])
-    loaded = hub.load_ac_predictor(path)
-    assert hub.module_config(loaded) == hub.module_config(pred)  # heads of the preset, not the release's 16
+    loaded = checkpoints.load_ac_predictor(path)
+    assert checkpoints.module_config(loaded) == checkpoints.module_config(
+        pred
+    )  # heads of the preset, not the release's 16
     z, a = torch.randn(2, 3, 1, 16), torch.randn(2, 3, 2)
     with torch.no_grad():
         torch.testing.assert_close(loaded(z, a), pred(z, a), rtol=0, atol=0)
@@ -358,11 +360,11 @@ def test_world_model_mlp_predictor_loads_through_load_predictor(tmp_path):
     with torch.no_grad():
         for p in pred.parameters():  # leave the zero-initialised output layers behind
             p.add_(0.1)
-        hub.save_checkpoint(path, {**torch.load(path, weights_only=True), "predictor": pred.state_dict()})
+        checkpoints.save_checkpoint(path, {**torch.load(path, weights_only=True), "predictor": pred.state_dict()})
         loaded = jepa_world.load_predictor(path)
         z, a = torch.randn(2, 3, 1, 16), torch.randn(2, 3, 2)
         torch.testing.assert_close(loaded(z, a), pred(z, a), rtol=0, atol=0)
-    with pytest.raises(hub.CheckpointError, match="overrides"):
+    with pytest.raises(checkpoints.CheckpointError, match="overrides"):
         jepa_world.load_predictor(path, depth=3)
-    with pytest.raises(hub.CheckpointError, match="holds a ResidualMlpDynamics, not a V-JEPA 2-AC"):
-        hub.load_ac_predictor(path)
+    with pytest.raises(checkpoints.CheckpointError, match="holds a ResidualMlpDynamics, not a V-JEPA 2-AC"):
+        checkpoints.load_ac_predictor(path)

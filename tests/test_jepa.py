@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from jepa_world.config import load_config
+from jepa_world.factory import build_jepa, build_masks
 from jepa_world.models.jepa import JEPA
-from jepa_world.tasks import build_jepa, build_masks
-from jepa_world.train import pretrain
+from jepa_world.training import pretrain
 
 from .conftest import tiny_overrides
 

@@ -1,4 +1,4 @@
-"""Tests for jepa_world.losses: the JEPA regression losses, target normalisation, collapse diagnostics, VICReg."""
+"""jepa_world.objectives.losses: the JEPA regression losses, target normalisation, collapse diagnostics, VICReg."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from jepa_world.losses import (
+from jepa_world.objectives.losses import (
     collapse_diagnostics,
     covariance_loss,
     effective_rank,

@@ -1,4 +1,4 @@
-"""Tests for jepa_world.masks: I-JEPA 2D multi-block masks, V-JEPA 3D tube masks, apply_masks, MaskSet."""
+"""Tests for jepa_world.objectives.masks: I-JEPA 2D multi-block masks, V-JEPA 3D tube masks, apply_masks, MaskSet."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import pickle
 import pytest
 import torch
 
-from jepa_world.masks import (
+from jepa_world.models.layers import apply_masks
+from jepa_world.objectives.masks import (
     VJEPA_MASKS,
     BlockSpec,
     MaskSet,
     MultiBlock2DMasks,
     MultiBlock3DMasks,
-    apply_masks,
     build_masks,
 )
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from jepa_world import hub
-from jepa_world.hub import CheckpointError
+from jepa_world import checkpoints
+from jepa_world.checkpoints import CheckpointError
 from jepa_world.models.predictor import MaskPredictor
 from jepa_world.models.vit import VisionTransformer
 
@@ -275,7 +275,7 @@ def test_strip_prefixes_removes_all_three_in_any_order():
         "_orig_mod.module.backbone.norm.bias": t,
         "patch_embed.proj.weight": t,
     }
-    out = hub.strip_prefixes(sd)
+    out = checkpoints.strip_prefixes(sd)
     assert sorted(out) == sorted(
         [
             "pos_embed",
@@ -287,33 +287,33 @@ def test_strip_prefixes_removes_all_three_in_any_order():
         ]
     )
     # A prefix in the middle of a name is not a wrapper prefix.
-    assert list(hub.strip_prefixes({"blocks.0.module.weight": t})) == ["blocks.0.module.weight"]
+    assert list(checkpoints.strip_prefixes({"blocks.0.module.weight": t})) == ["blocks.0.module.weight"]
 
 
 def test_release_detection(ijepa, vjepa, vjepa2):
-    assert hub.detect_release(ijepa[1]["encoder"]) == "ijepa"
-    assert hub.detect_release(ijepa[1]["predictor"]) == "ijepa"
-    assert hub.detect_release(vjepa[1]["target_encoder"]) == "vjepa"
-    assert hub.detect_release(vjepa[1]["predictor"]) == "vjepa"
-    assert hub.detect_release(vjepa2[1]["encoder"]) == "vjepa2"
-    assert hub.detect_release(vjepa2[1]["predictor"]) == "vjepa2"
-    assert hub.detect_release(hub.strip_prefixes(ijepa[1]["encoder"])) == "generic"
+    assert checkpoints.detect_release(ijepa[1]["encoder"]) == "ijepa"
+    assert checkpoints.detect_release(ijepa[1]["predictor"]) == "ijepa"
+    assert checkpoints.detect_release(vjepa[1]["target_encoder"]) == "vjepa"
+    assert checkpoints.detect_release(vjepa[1]["predictor"]) == "vjepa"
+    assert checkpoints.detect_release(vjepa2[1]["encoder"]) == "vjepa2"
+    assert checkpoints.detect_release(vjepa2[1]["predictor"]) == "vjepa2"
+    assert checkpoints.detect_release(checkpoints.strip_prefixes(ijepa[1]["encoder"])) == "generic"
 
 
 def test_heads_table_by_release():
-    assert hub.default_num_heads(1408, "ijepa") == 16
-    assert hub.default_num_heads(1408, "vjepa2") == 22  # V-JEPA 2 released ViT-g
-    assert hub.default_num_heads(1280, "vjepa") == 16
-    assert hub.default_num_heads(1408, "ijepa", predictor=True) == 16  # I-JEPA predictor: encoder heads
-    assert hub.default_num_heads(1408, "vjepa2", predictor=True) == 12
+    assert checkpoints.default_num_heads(1408, "ijepa") == 16
+    assert checkpoints.default_num_heads(1408, "vjepa2") == 22  # V-JEPA 2 released ViT-g
+    assert checkpoints.default_num_heads(1280, "vjepa") == 16
+    assert checkpoints.default_num_heads(1408, "ijepa", predictor=True) == 16  # I-JEPA predictor: encoder heads
+    assert checkpoints.default_num_heads(1408, "vjepa2", predictor=True) == 12
     with pytest.raises(CheckpointError, match="num_heads"):
-        hub.default_num_heads(200, "vjepa")
+        checkpoints.default_num_heads(200, "vjepa")
 
 
 def test_ijepa_encoder_matches_reference(ijepa):
     path, ckpt = ijepa
-    enc = hub.load_encoder(path)  # default: target_encoder
-    kwargs = hub.module_config(enc)["kwargs"]
+    enc = checkpoints.load_encoder(path)  # default: target_encoder
+    kwargs = checkpoints.module_config(enc)["kwargs"]
     assert (kwargs["embed_dim"], kwargs["depth"], kwargs["patch_size"], kwargs["img_size"]) == (WIDTH, 2, PATCH, IMG)
     assert (kwargs["num_heads"], kwargs["pos_embed"], kwargs["sincos_layout"], enc.is_video) == (
         3,
@@ -330,14 +330,14 @@ def test_ijepa_encoder_matches_reference(ijepa):
     x = torch.randn(2, 3, IMG, IMG, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert_close(enc(x), ref_encoder(ckpt["target_encoder"], "module.", x, heads=3))
-        other = hub.load_encoder(path, component="encoder")
+        other = checkpoints.load_encoder(path, component="encoder")
         assert_close(other(x), ref_encoder(ckpt["encoder"], "module.", x, heads=3))
         assert not torch.allclose(other(x), enc(x), atol=1e-3)
 
 
 def test_ijepa_predictor_matches_reference(ijepa):
     path, ckpt = ijepa
-    pred = hub.load_predictor(path)
+    pred = checkpoints.load_predictor(path)
     assert isinstance(pred, MaskPredictor)
     assert (pred.num_heads, len(pred.mask_tokens), pred.grid_size) == (3, 1, (GRID, GRID))
     assert torch.equal(pred.mask_tokens[0], ckpt["predictor"]["module.mask_token"])
@@ -353,8 +353,8 @@ def test_ijepa_predictor_matches_reference(ijepa):
 
 def test_vjepa_video_uniform_power(vjepa):
     path, ckpt = vjepa
-    enc = hub.load_encoder(path, num_heads=4)  # width 200 is no release width: heads must be given
-    kwargs = hub.module_config(enc)["kwargs"]
+    enc = checkpoints.load_encoder(path, num_heads=4)  # width 200 is no release width: heads must be given
+    kwargs = checkpoints.module_config(enc)["kwargs"]
     assert (kwargs["num_frames"], kwargs["tubelet_size"], kwargs["img_size"], kwargs["uniform_power"]) == (
         16,
         2,
@@ -371,7 +371,7 @@ def test_vjepa_video_uniform_power(vjepa):
         assert_close(enc(x), ref_encoder(ckpt["target_encoder"], "module.backbone.", x, heads=4))
         assert_close(enc(x, idx), ref_encoder(ckpt["target_encoder"], "module.backbone.", x, heads=4, idx=idx))
 
-    pred = hub.load_predictor(path, num_heads=4)
+    pred = checkpoints.load_predictor(path, num_heads=4)
     assert (len(pred.mask_tokens), pred.grid_size) == (2, (8, GRID, GRID))
     ctx, tgt = idx[:, :30], idx[:, 30:]
     z = torch.randn(2, 30, 200, generator=gen)
@@ -383,7 +383,7 @@ def test_vjepa_video_uniform_power(vjepa):
 
 def test_vjepa2_rope_encoder_and_predictor(vjepa2):
     path, ckpt = vjepa2
-    enc = hub.load_encoder(path, component="encoder")
+    enc = checkpoints.load_encoder(path, component="encoder")
     assert enc.pos_embed is None and enc.pos_embed_kind == "rope" and enc.num_heads == 3
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(2, 3, 4, IMG, IMG, generator=gen)  # RoPE: any clip length / size
@@ -392,7 +392,7 @@ def test_vjepa2_rope_encoder_and_predictor(vjepa2):
         assert_close(enc(x), ref_encoder(ckpt["encoder"], "module.backbone.", x, heads=3))
         assert_close(enc(x, idx), ref_encoder(ckpt["encoder"], "module.backbone.", x, heads=3, idx=idx))
 
-    pred = hub.load_predictor(path)
+    pred = checkpoints.load_predictor(path)
     assert pred.predictor_pos_embed is None and pred.num_heads == 12 and len(pred.mask_tokens) == 2
     tgt = torch.stack([torch.tensor([i for i in range(32) if i not in set(row.tolist())])[:10] for row in idx])
     z = torch.randn(2, 12, WIDTH, generator=gen)
@@ -411,7 +411,7 @@ def test_num_frames_override_and_non_square_grid(tmp_path):
     path = tmp_path / "short.pt"
     pred = predictor_state(0, enc_width=WIDTH, width=96, depth=1, mask_keys=["mask_tokens.0"], pos=None)
     release_file(path, "module.backbone.", enc, enc, pred)
-    model = hub.load_encoder(path, num_frames=4)
+    model = checkpoints.load_encoder(path, num_frames=4)
     assert model.grid_size == (2, GRID, GRID)
     x = torch.randn(1, 3, 4, IMG, IMG)
     with torch.no_grad():
@@ -420,13 +420,13 @@ def test_num_frames_override_and_non_square_grid(tmp_path):
     enc3 = encoder_state(9, width=WIDTH, depth=1, kernel=(2, PATCH, PATCH), pos=torch.zeros(1, 48, WIDTH))
     torch.save({"target_encoder": {"module.backbone." + k: v for k, v in enc3.items()}}, tmp_path / "odd.pt")
     with pytest.raises(CheckpointError, match=r"48 tokens.*num_frames="):
-        hub.load_encoder(tmp_path / "odd.pt")
-    assert hub.load_encoder(tmp_path / "odd.pt", num_frames=6).grid_size == (3, GRID, GRID)
+        checkpoints.load_encoder(tmp_path / "odd.pt")
+    assert checkpoints.load_encoder(tmp_path / "odd.pt", num_frames=6).grid_size == (3, GRID, GRID)
 
 
 def test_unknown_width_needs_num_heads(vjepa):
     with pytest.raises(CheckpointError, match=r"width 200.*num_heads"):
-        hub.load_encoder(vjepa[0])
+        checkpoints.load_encoder(vjepa[0])
 
 
 def test_strict_load_names_missing_unexpected_and_shapes(ijepa, tmp_path):
@@ -436,7 +436,7 @@ def test_strict_load_names_missing_unexpected_and_shapes(ijepa, tmp_path):
     sd["module.blocks.1.extra.weight"] = torch.zeros(3)
     torch.save(ckpt, tmp_path / "broken.pth.tar")
     with pytest.raises(CheckpointError) as err:
-        hub.load_encoder(tmp_path / "broken.pth.tar")
+        checkpoints.load_encoder(tmp_path / "broken.pth.tar")
     assert "blocks.1.norm2.bias" in str(err.value) and "blocks.1.extra.weight" in str(err.value)
 
     sd = dict(ijepa[1]["target_encoder"])
@@ -445,25 +445,25 @@ def test_strict_load_names_missing_unexpected_and_shapes(ijepa, tmp_path):
     with pytest.raises(
         CheckpointError, match=r"blocks\.1\.attn\.proj\.weight: checkpoint \(192, 193\) vs model \(192, 192\)"
     ):
-        hub.load_encoder(tmp_path / "shape.pth.tar")
+        checkpoints.load_encoder(tmp_path / "shape.pth.tar")
     # Not strict: missing / unexpected keys become a warning, a wrong shape stays an error.
     with pytest.warns(UserWarning, match="blocks.1.norm2.bias"):
-        hub.load_encoder(tmp_path / "broken.pth.tar", strict=False)
+        checkpoints.load_encoder(tmp_path / "broken.pth.tar", strict=False)
     with pytest.raises(CheckpointError, match="shape mismatch"):
-        hub.load_encoder(tmp_path / "shape.pth.tar", strict=False)
+        checkpoints.load_encoder(tmp_path / "shape.pth.tar", strict=False)
 
 
 def test_unknown_format_says_what_was_found(tmp_path):
     torch.save({"model_state": {"fc.weight": torch.zeros(2, 2)}, "epoch": 1}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError) as err:
-        hub.load_encoder(tmp_path / "other.pt")
+        checkpoints.load_encoder(tmp_path / "other.pt")
     msg = str(err.value)
     assert "no known checkpoint format" in msg and "model_state" in msg and "epoch" in msg and "fc.weight" in msg
     torch.save({"target_encoder": {"module.fc.weight": torch.zeros(2, 2)}}, tmp_path / "notvit.pt")
     with pytest.raises(CheckpointError, match=r"not a ViT encoder.*fc\.weight"):
-        hub.load_encoder(tmp_path / "notvit.pt")
+        checkpoints.load_encoder(tmp_path / "notvit.pt")
     with pytest.raises(CheckpointError, match=r"it holds \['target_encoder'\]"):
-        hub.load_predictor(tmp_path / "notvit.pt")
+        checkpoints.load_predictor(tmp_path / "notvit.pt")
 
 
 def test_incomplete_ac_predictor_and_swiglu_are_refused(tmp_path, ijepa):
@@ -474,25 +474,25 @@ def test_incomplete_ac_predictor_and_swiglu_are_refused(tmp_path, ijepa):
     }
     torch.save({"predictor": ac}, tmp_path / "ac.pt")
     with pytest.raises(CheckpointError, match=r"not a V-JEPA 2-AC predictor state dict: no \[predictor_proj\.weight"):
-        hub.load_predictor(tmp_path / "ac.pt")
+        checkpoints.load_predictor(tmp_path / "ac.pt")
     sd = dict(ijepa[1]["target_encoder"])
     sd["module.blocks.0.mlp.fc3.weight"] = torch.zeros(WIDTH, 4 * WIDTH)
     torch.save({"target_encoder": sd}, tmp_path / "silu.pt")
     with pytest.raises(CheckpointError, match="SwiGLU"):
-        hub.load_encoder(tmp_path / "silu.pt")
+        checkpoints.load_encoder(tmp_path / "silu.pt")
 
 
 def test_official_checkpoint_exports_bit_exact(vjepa2, ijepa, tmp_path):
     for (path, _), component in ((vjepa2, "encoder"), (vjepa2, "predictor"), (ijepa, "target_encoder")):
-        out = hub.export_checkpoint(path, tmp_path / component, component=component)
-        loader = hub.load_predictor if component == "predictor" else hub.load_encoder
+        out = checkpoints.export_checkpoint(path, tmp_path / component, component=component)
+        loader = checkpoints.load_predictor if component == "predictor" else checkpoints.load_encoder
         original = loader(path) if component == "predictor" else loader(path, component=component)
         again = loader(out)
         assert type(again) is type(original)
         a, b = original.state_dict(), again.state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # The I-JEPA predictor's table layout is read back from the table itself.
-    hub.export_checkpoint(ijepa[0], tmp_path / "ipred", component="predictor")
-    assert hub.from_pretrained(tmp_path / "ipred").predictor_pos_embed is not None
-    cfg = hub._read_pretrained_config(tmp_path / "ipred")
+    checkpoints.export_checkpoint(ijepa[0], tmp_path / "ipred", component="predictor")
+    assert checkpoints.from_pretrained(tmp_path / "ipred").predictor_pos_embed is not None
+    cfg = checkpoints.pretrained.read_pretrained_config(tmp_path / "ipred")
     assert cfg["kwargs"]["sincos_layout"] == "ijepa"

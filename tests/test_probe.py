@@ -12,20 +12,12 @@ from torch import nn
 
 from jepa_world.cli import main
 from jepa_world.config import load_config
+from jepa_world.data.labelled import builtin_datasets, user_datasets
+from jepa_world.eval.probe import probe
+from jepa_world.eval.probe_command import random_encoder_like
+from jepa_world.eval.probe_heads import AttentiveProbe, LinearProbe, ProbeSweep, probe_inputs, sweep_loss, train_sweeps
 from jepa_world.models.vit import VisionTransformer
-from jepa_world.probe import (
-    AttentiveProbe,
-    LinearProbe,
-    ProbeSweep,
-    builtin_datasets,
-    probe,
-    probe_inputs,
-    random_encoder_like,
-    sweep_loss,
-    train_sweeps,
-    user_datasets,
-)
-from jepa_world.train import pretrain
+from jepa_world.training import pretrain
 
 from .conftest import tiny_overrides
 

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from jepa_world import hub
+from jepa_world import checkpoints
 from jepa_world.config import load_config
 from jepa_world.data.build import build_dataset
-from jepa_world.tasks import pretrain_task
-from jepa_world.train import fit, pretrain
+from jepa_world.training import fit, pretrain
+from jepa_world.training.tasks import pretrain_task
 
 from .conftest import ROOT, tiny_overrides
 
@@ -39,7 +39,7 @@ def _lines(run: Path) -> list[dict]:
 
 
 def _final(run: Path) -> dict:
-    return hub.load_checkpoint(hub.list_checkpoints(run / "checkpoints")[-1])
+    return checkpoints.load_checkpoint(checkpoints.list_checkpoints(run / "checkpoints")[-1])
 
 
 def _assert_same_weights(a: dict, b: dict) -> None:
@@ -115,10 +115,10 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path):
     pretrain(load_config([], tiny_overrides(tmp_path / "a", **over)))
     run = tmp_path / "a" / "run"
     reference = _final(run)
-    latest = hub.list_checkpoints(run / "checkpoints")[-1]
+    latest = checkpoints.list_checkpoints(run / "checkpoints")[-1]
     latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 3])  # truncated, as by a full disk
-    with pytest.raises(hub.CheckpointError, match="not a readable checkpoint"):
-        hub.load_checkpoint(latest)
+    with pytest.raises(checkpoints.CheckpointError, match="not a readable checkpoint"):
+        checkpoints.load_checkpoint(latest)
     with pytest.warns(UserWarning, match="falling back to the previous one"):
         pretrain(load_config([], tiny_overrides(tmp_path / "a", **over)))
     _assert_same_weights(reference, _final(run))
@@ -134,12 +134,12 @@ def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device")
         return real_save(obj, f, *args, **kwargs)
 
-    monkeypatch.setattr(hub.torch, "save", failing_save)
+    monkeypatch.setattr(checkpoints.io.torch, "save", failing_save)
     with pytest.raises(OSError, match="No space left"):
         pretrain(load_config([], tiny_overrides(tmp_path, **over)))
     ckpt_dir = tmp_path / "run" / "checkpoints"
     assert [p.name for p in ckpt_dir.iterdir()] == ["step_00000002.pt"]  # no half-written file left behind
-    assert hub.load_checkpoint(ckpt_dir / "step_00000002.pt")["step"] == 2
+    assert checkpoints.load_checkpoint(ckpt_dir / "step_00000002.pt")["step"] == 2
 
 
 class _PoisonedData(torch.utils.data.Dataset):
@@ -163,7 +163,9 @@ def test_nonfinite_loss_stops_naming_the_step_or_is_skipped(tmp_path):
     data = _PoisonedData(build_dataset(cfg.data, seed=cfg.seed), poisoned=set(range(64)))
     with pytest.raises(FloatingPointError, match="non-finite loss or gradient at step 0"):
         fit(cfg, lambda: pretrain_task(cfg, dataset=data))
-    assert not (tmp_path / "run" / "checkpoints").exists() or not hub.list_checkpoints(tmp_path / "run" / "checkpoints")
+    assert not (tmp_path / "run" / "checkpoints").exists() or not checkpoints.list_checkpoints(
+        tmp_path / "run" / "checkpoints"
+    )
 
     cfg = load_config([], tiny_overrides(tmp_path / "skip", **{"train.max_steps": 4, "train.skip_nonfinite": True}))
     half = _PoisonedData(build_dataset(cfg.data, seed=cfg.seed), poisoned=set(range(0, 64, 2)))
@@ -181,6 +183,6 @@ def test_untrusted_pickle_is_refused_and_not_run(tmp_path):
 
     path = tmp_path / "evil.pt"
     torch.save({"encoder": Evil()}, path)
-    with pytest.raises(hub.CheckpointError, match="arbitrary pickle code"):
-        hub.load_checkpoint(path)
+    with pytest.raises(checkpoints.CheckpointError, match="arbitrary pickle code"):
+        checkpoints.load_checkpoint(path)
     assert not marker.exists()

@@ -1,4 +1,4 @@
-"""Tests for jepa_world.schedules: endpoints, shapes of the curves, clamping, validation, dispatch, pickling."""
+"""jepa_world.objectives.schedules: endpoints, shapes of the curves, clamping, validation, dispatch, pickling."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from jepa_world import schedules as S
+from jepa_world.objectives import schedules as S
 
 
 def _values(schedule: S.Schedule, n: int) -> np.ndarray:

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from jepa_world import hub
+from jepa_world import checkpoints
 from jepa_world.config import load_config
-from jepa_world.ema import EMA
-from jepa_world.train import check_batch_split, pretrain
+from jepa_world.objectives.ema import EMA
+from jepa_world.training import check_batch_split, pretrain
 
 from .conftest import ROOT, tiny_overrides
 
@@ -24,7 +24,7 @@ def _metrics(run: Path) -> list[dict]:
 
 
 def _weights(run: Path) -> dict:
-    return hub.load_checkpoint(hub.list_checkpoints(run / "checkpoints")[-1])
+    return checkpoints.load_checkpoint(checkpoints.list_checkpoints(run / "checkpoints")[-1])
 
 
 def test_run_writes_config_checkpoint_and_logs(tmp_path):
@@ -32,9 +32,9 @@ def test_run_writes_config_checkpoint_and_logs(tmp_path):
     summary = pretrain(cfg)
     run = tmp_path / "run"
     assert (run / "config.yaml").read_text().count("max_steps: 4") == 1
-    ckpts = hub.list_checkpoints(run / "checkpoints")
+    ckpts = checkpoints.list_checkpoints(run / "checkpoints")
     assert [p.name for p in ckpts] == ["step_00000002.pt", "step_00000004.pt"]
-    state = hub.load_checkpoint(ckpts[-1])
+    state = checkpoints.load_checkpoint(ckpts[-1])
     assert {"encoder", "target_encoder", "predictor", "opt", "step", "rng", "config"} <= set(state)
     assert state["step"] == 4
     records = _metrics(run)
@@ -78,7 +78,7 @@ def test_ema_steps_once_per_optimizer_step(tmp_path, monkeypatch):
 
 def test_grad_accumulation_matches_big_batch_gradient(tmp_path):
     """With accumulation the optimizer sees the mean gradient of the micro-batches (loss scaled by 1 / accum)."""
-    from jepa_world.train import build_jepa, build_masks
+    from jepa_world.factory import build_jepa, build_masks
 
     cfg = load_config([], tiny_overrides(tmp_path))
     torch.manual_seed(0)

@@ -8,10 +8,10 @@ import sys
 
 import torch
 
-from jepa_world import hub
+from jepa_world import checkpoints
 from jepa_world.config import load_config
-from jepa_world.data.episodes import collect_episodes
-from jepa_world.train import train_world_model
+from jepa_world.envs.collect import collect_episodes
+from jepa_world.training import train_world_model
 
 from .conftest import ROOT
 
@@ -28,7 +28,7 @@ def test_train_wm_collects_trains_and_checkpoints(tmp_path):
     summary = train_world_model(load_config([], _over(tmp_path), command="train-wm"))
     run = tmp_path / "run"
     assert (run / "episodes" / "metadata.json").exists()
-    state = hub.load_checkpoint(hub.list_checkpoints(run / "checkpoints")[-1])
+    state = checkpoints.load_checkpoint(checkpoints.list_checkpoints(run / "checkpoints")[-1])
     assert state["task"] == "world_model" and state["step"] == 4
     assert state["meta"]["action_dim"] == 2 and state["meta"]["state_dim"] == 0
     assert {"encoder", "predictor", "inverse_dynamics"} <= set(state)
@@ -38,7 +38,7 @@ def test_train_wm_collects_trains_and_checkpoints(tmp_path):
 
 
 def test_frozen_pretrained_encoder_is_not_trained(tmp_path):
-    from jepa_world.train import pretrain
+    from jepa_world.training import pretrain
 
     from .conftest import tiny_overrides
 
@@ -46,8 +46,8 @@ def test_frozen_pretrained_encoder_is_not_trained(tmp_path):
     encoder_run = tmp_path / "pre" / "run"
     over = _over(tmp_path, **{"wm.encoder_checkpoint": encoder_run, "train.max_steps": 2})
     train_world_model(load_config([], over, command="train-wm"))
-    pre = hub.load_checkpoint(hub.list_checkpoints(encoder_run / "checkpoints")[-1])["target_encoder"]
-    wm = hub.load_checkpoint(hub.list_checkpoints(tmp_path / "run" / "checkpoints")[-1])
+    pre = checkpoints.load_checkpoint(checkpoints.list_checkpoints(encoder_run / "checkpoints")[-1])["target_encoder"]
+    wm = checkpoints.load_checkpoint(checkpoints.list_checkpoints(tmp_path / "run" / "checkpoints")[-1])
     assert "inverse_dynamics" not in wm  # frozen encoder: no anti-collapse heads
     for key, value in pre.items():
         assert torch.equal(value, wm["encoder"][key]), key

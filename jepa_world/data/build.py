@@ -6,7 +6,10 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from jepa_world.data.images import ImageFolderDataset
+from jepa_world.data.index import detect_kind, split_index_spec
 from jepa_world.data.synthetic import BouncingShapesVideo, ShapesImages
+from jepa_world.data.video.dataset import VideoClipDataset
 
 
 class RepeatFrames(Dataset):
@@ -26,8 +29,6 @@ class RepeatFrames(Dataset):
 
 def _video_dataset(data_cfg) -> Dataset:
     """`VideoClipDataset` for the `data.*` keys (clip length = data.num_frames)."""
-    from jepa_world.data.video import VideoClipDataset
-
     return VideoClipDataset(
         index=data_cfg.index,
         index_weights=list(data_cfg.index_weights) or None,
@@ -52,7 +53,7 @@ def build_dataset(data_cfg, *, seed: int) -> Dataset:
 
     `data.num_frames > 1` means a video model: image sources are repeated over the clip. A `data.index` takes
     precedence over `data.source`; one that holds videos (a folder with video files, a video list or V-JEPA CSV,
-    several comma-separated indexes) builds a `jepa_world.data.video.VideoClipDataset`.
+    several comma-separated indexes) builds a `VideoClipDataset`.
 
     Raises:
         ValueError / FileNotFoundError: the index points at nothing or at a folder with no usable files.
@@ -61,8 +62,6 @@ def build_dataset(data_cfg, *, seed: int) -> Dataset:
     if data_cfg.index is not None or data_cfg.source == "index":
         if data_cfg.index is None:
             raise ValueError("data.source=index needs data.index=PATH (a folder of images or an index file)")
-        from jepa_world.data.index import detect_kind, split_index_spec
-
         for part in split_index_spec(data_cfg.index):
             if not part.exists():
                 what = f"data.index={data_cfg.index!r}" + (f" ({part})" if str(part) != data_cfg.index else "")
@@ -73,8 +72,6 @@ def build_dataset(data_cfg, *, seed: int) -> Dataset:
             return _video_dataset(data_cfg)
         path = Path(data_cfg.index).expanduser()
         # Images work for both model kinds (repeated over the clip for a video model).
-        from jepa_world.data.images import ImageFolderDataset
-
         dataset: Dataset = ImageFolderDataset(
             index=path,
             image_size=data_cfg.image_size,

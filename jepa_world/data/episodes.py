@@ -1,4 +1,4 @@
-"""Offline episodes on disk: the format, collection from pixel environments, and a lazy windowed dataset.
+"""Offline episodes on disk: the format and a lazy windowed dataset (collection: `jepa_world.envs.collect`).
 
 On-disk format (version 1)
 --------------------------
@@ -16,7 +16,7 @@ A dataset is a directory holding
   whether ``states`` is present (and ``S``), and on ``H, W`` unless the dataset resizes (``image_size``).
 - ``metadata.json`` at the root, a JSON object with at least ``format_version`` (1), ``env_name``,
   ``image_size``, ``action_dim``, ``state_dim`` (null without states), ``num_episodes``, ``steps`` (T per episode),
-  ``policy`` and ``seed``. ``collect_episodes`` also writes ``episode_lengths``, ``env_kwargs``,
+  ``policy`` and ``seed``. ``jepa_world.envs.collect.collect_episodes`` also writes ``episode_lengths``, ``env_kwargs``,
   ``policy_kwargs`` and ``actions_note``. The dataset only requires the episode files; ``read_metadata`` loads this.
 
 To store your own robot's data, call ``write_episode(root / episode_filename(i), frames=..., actions=...,
@@ -39,10 +39,9 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 import warnings
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,13 +50,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from jepa_world.data.npz import NpzMember, read_npz_header, read_rows
 from jepa_world.data.transforms import frames_to_tensor, split_key
 
 FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
 EPISODE_GLOB = "episode_*.npz"
 _FRAME_KEYS = ("frames", "observations", "obs", "images", "pixels")
-_ZIP_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # zip local file header; fields 10/11: name and extra lengths
 
 
 def episode_filename(index: int) -> str:
@@ -180,212 +179,6 @@ def read_metadata(root: str | Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     return json.loads(path.read_text())
-
-
-# ---------------------------------------------------------------------------------------------------------- collection
-def _make_collection_env(env_name: str, image_size: int, steps: int, env_kwargs: dict[str, Any]) -> Any:
-    """A pixel env for ``env_name``: Two-Rooms aliases directly, other gymnasium ids through the pixel adapter."""
-    from jepa_world.envs import ENV_ALIASES, PixelObservationAdapter, TwoRoomsEnv, make_env
-
-    if env_name in ENV_ALIASES or env_name in ENV_ALIASES.values():
-        wall = env_name in ("two_rooms", ENV_ALIASES["two_rooms"])
-        return TwoRoomsEnv(wall=wall, image_size=image_size, max_steps=max(steps, 1), **env_kwargs)
-    env = make_env(env_name, render_mode="rgb_array", **env_kwargs)
-    space = env.observation_space
-    is_frame = getattr(space, "dtype", None) == np.uint8 and getattr(space, "shape", None) == (
-        image_size,
-        image_size,
-        3,
-    )
-    return env if is_frame else PixelObservationAdapter(env, image_size=image_size)
-
-
-def _state_from_info(info: dict[str, Any]) -> np.ndarray | None:
-    state = info.get("state", info.get("proprio"))
-    return None if state is None else np.asarray(state, dtype=np.float32).reshape(-1)
-
-
-def collect_episodes(
-    *,
-    env_name: str,
-    num_episodes: int,
-    steps: int,
-    output_dir: str | Path,
-    policy: str | Callable[..., np.ndarray] = "von_mises",
-    seed: int = 0,
-    image_size: int = 64,
-    progress: bool = True,
-    policy_kwargs: dict[str, Any] | None = None,
-    env_kwargs: dict[str, Any] | None = None,
-    compress: bool = True,
-    overwrite: bool = False,
-) -> Path:
-    """Roll out a behaviour policy and write episodes plus ``metadata.json`` to ``output_dir``.
-
-    Episode ``i`` draws everything (reset seed, then policy noise) from ``numpy.random.default_rng((seed, i))``,
-    so a dataset is reproducible from ``seed`` and each episode independently of ``num_episodes``.
-
-    Args:
-        env_name: ``"two_rooms"``, ``"point_arena"`` or a gymnasium id (rendered through ``PixelObservationAdapter``).
-        num_episodes: Number of episodes.
-        steps: Actions per episode T (frames T+1). An env that ends earlier gives a shorter episode.
-        output_dir: Target directory (created).
-        policy: A policy name of ``jepa_world.envs.policies`` (Two-Rooms; ``"random"`` samples the action space of
-            other envs) or a callable ``policy(state, goal, rng) -> action`` (``goal`` is None; an object with
-            ``reset()`` is reset every episode).
-        seed: Base seed.
-        image_size: Frame side in pixels.
-        progress: Show a tqdm progress bar.
-        policy_kwargs: Constructor arguments for a named policy (e.g. ``{"kappa": 5.0}``).
-        env_kwargs: Extra environment constructor arguments.
-        compress: Compressed episode files (see the module docstring).
-        overwrite: Replace episodes already in ``output_dir`` instead of refusing.
-
-    Returns:
-        ``output_dir`` as a Path.
-
-    Stored actions are those the environment applied: for Two-Rooms after the rescale to norm <= 2.45, for other
-    Box action spaces clipped to the bounds.
-    """
-    from tqdm.auto import tqdm
-
-    from jepa_world.envs import TwoRoomsEnv, make_policy
-    from jepa_world.envs.two_rooms import clip_action_norm
-
-    if num_episodes < 1:
-        raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    out = Path(output_dir)
-    existing = sorted(out.glob(EPISODE_GLOB)) if out.is_dir() else []
-    if existing and not overwrite:
-        raise ValueError(f"output_dir={str(out)!r} already holds {len(existing)} episodes; pass overwrite=True")
-    for old in existing:
-        old.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    env_kwargs = dict(env_kwargs or {})
-    policy_kwargs = dict(policy_kwargs or {})
-    env = _make_collection_env(env_name, image_size, steps, env_kwargs)
-    two_rooms = isinstance(env, TwoRoomsEnv)
-    if callable(policy):
-        policy_fn, policy_name = policy, getattr(policy, "__qualname__", type(policy).__qualname__)
-    elif two_rooms:
-        policy_fn, policy_name = make_policy(policy, **policy_kwargs), policy
-    elif policy == "random":
-        policy_fn, policy_name = None, policy
-    else:
-        raise ValueError(f"policy={policy!r} is only defined for Two-Rooms envs; use 'random' or a callable")
-    box = getattr(env.action_space, "low", None) is not None
-
-    lengths: list[int] = []
-    action_dim = state_dim = None
-    for i in tqdm(range(num_episodes), desc=f"collect {env_name}", disable=not progress):
-        rng = np.random.default_rng((seed, i))
-        reset_seed = int(rng.integers(2**31 - 1))
-        reset_kwargs: dict[str, Any] = {"seed": reset_seed}
-        if two_rooms:
-            reset_kwargs["options"] = {"goal": None}
-        obs, info = env.reset(**reset_kwargs)
-        if policy_fn is None:
-            env.action_space.seed(int(rng.integers(2**31 - 1)))
-        elif hasattr(policy_fn, "reset"):
-            policy_fn.reset()
-        frames, actions, states = [np.asarray(obs)], [], [_state_from_info(info)]
-        for _ in range(steps):
-            raw = env.action_space.sample() if policy_fn is None else policy_fn(states[-1], None, rng)
-            a = np.asarray(raw, dtype=np.float64).reshape(-1)
-            if two_rooms:
-                a = clip_action_norm(a)
-            elif box:
-                a = np.clip(a, env.action_space.low.reshape(-1), env.action_space.high.reshape(-1))
-            obs, _, terminated, truncated, info = env.step(a.reshape(np.shape(raw)).astype(np.float32))
-            frames.append(np.asarray(obs))
-            actions.append(a.astype(np.float32))
-            states.append(_state_from_info(info))
-            if terminated or truncated:
-                break
-        has_states = all(s is not None for s in states)
-        write_episode(
-            out / episode_filename(i),
-            frames=np.stack(frames),
-            actions=np.stack(actions),
-            states=np.stack(states) if has_states else None,
-            compress=compress,
-        )
-        lengths.append(len(actions))
-        action_dim = len(actions[0])
-        state_dim = len(states[0]) if has_states else None
-    env.close()
-    write_metadata(
-        out,
-        {
-            "env_name": env_name,
-            "env_kwargs": env_kwargs,
-            "image_size": image_size,
-            "action_dim": action_dim,
-            "state_dim": state_dim,
-            "num_episodes": num_episodes,
-            "steps": steps,
-            "episode_lengths": lengths,
-            "policy": policy_name,
-            "policy_kwargs": policy_kwargs,
-            "seed": seed,
-            "actions_note": "actions as applied by the env (Two-Rooms: rescaled to norm <= 2.45)",
-        },
-    )
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------------- reading
-@dataclass(frozen=True)
-class NpzMember:
-    """Header of one array inside an ``.npz``: shape, dtype, and the byte offset of its data when memory-mappable."""
-
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    fortran_order: bool
-    offset: int | None  # None: compressed member, must be read whole
-
-
-def _read_npy_header(fh: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
-    version = np.lib.format.read_magic(fh)
-    if version == (1, 0):
-        return np.lib.format.read_array_header_1_0(fh)
-    return np.lib.format.read_array_header_2_0(fh)
-
-
-def read_npz_header(path: str | Path) -> dict[str, NpzMember]:
-    """Shapes and dtypes of every array in an ``.npz`` without reading the arrays' data."""
-    path = Path(path)
-    members: dict[str, NpzMember] = {}
-    with zipfile.ZipFile(path) as zf, open(path, "rb") as raw:
-        for info in zf.infolist():
-            if not info.filename.endswith(".npy"):
-                continue
-            name = info.filename[: -len(".npy")]
-            if info.compress_type == zipfile.ZIP_STORED:
-                raw.seek(info.header_offset)
-                fields = _ZIP_LOCAL_HEADER.unpack(raw.read(_ZIP_LOCAL_HEADER.size))
-                raw.seek(info.header_offset + _ZIP_LOCAL_HEADER.size + fields[10] + fields[11])
-                shape, fortran, dtype = _read_npy_header(raw)
-                offset: int | None = raw.tell()
-            else:
-                with zf.open(info) as member:
-                    shape, fortran, dtype = _read_npy_header(member)
-                offset = None
-            members[name] = NpzMember(tuple(shape), np.dtype(dtype), bool(fortran), offset)
-    return members
-
-
-def _read_rows(path: Path, name: str, member: NpzMember, rows: np.ndarray) -> np.ndarray:
-    """Rows ``rows`` of one array, memory-mapped when possible so only those rows are read."""
-    if member.offset is not None and not member.fortran_order and not member.dtype.hasobject:
-        mm = np.memmap(path, dtype=member.dtype, mode="r", offset=member.offset, shape=member.shape)
-        out = np.array(mm[rows])
-        del mm
-        return out
-    with np.load(path, allow_pickle=False) as data:
-        return np.asarray(data[name][rows])
 
 
 def _squeeze_batch(x: np.ndarray, ndim: int, name: str, path: Path) -> np.ndarray:
@@ -550,7 +343,7 @@ class EpisodeDataset(Dataset):
         ep = self.episodes[index]
         if self._arrays is not None:
             return self._arrays[index][name][rows]
-        return _read_rows(ep.path, name, getattr(ep, name), rows)
+        return read_rows(ep.path, name, getattr(ep, name), rows)
 
     @staticmethod
     def _inspect(path: Path) -> _Episode:

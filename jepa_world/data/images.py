@@ -15,7 +15,6 @@ Items: ``{"x": [3, S, S] float32 ImageNet-normalised, "skipped": int}``; keys fo
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 from pathlib import Path
@@ -24,50 +23,10 @@ from typing import Any
 from PIL import Image
 from torch.utils.data import Dataset
 
-from jepa_world.data.index import scan_media_folder
+from jepa_world.data.index import IMAGE_EXTENSIONS, read_index_file, scan_media_folder
 from jepa_world.data.transforms import apply_seeded, make_eval_transform, make_train_transform, split_key
 
 logger = logging.getLogger("jepa_world.data")
-
-IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
-# A first entry equal to one of these is a CSV header, not a file.
-_HEADER_NAMES = frozenset({"path", "paths", "file", "filename", "filepath", "image", "image_path", "img"})
-
-
-def _first_field(line: str, root: Path) -> str:
-    """The path on an index line: the whole line, or the first field of ``path,label`` / ``path label``."""
-    if "," not in line and not any(c.isspace() for c in line):
-        return line
-    # A separator may also be part of a file name: prefer the whole line when it names a file.
-    if (root / line).is_file():
-        return line
-    if "," in line:
-        return next(csv.reader([line]))[0].strip()
-    return line.split(maxsplit=1)[0]
-
-
-def _read_index_file(index_file: Path) -> list[Path]:
-    """Paths listed in a text file; relative ones are taken relative to the file's folder."""
-    if index_file.suffix.lower() in IMAGE_EXTENSIONS:
-        raise ValueError(f"index {index_file} is an image; pass a folder or a text file listing images")
-    try:
-        text = index_file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"index file {index_file} is not UTF-8 text: {err}") from err
-    root = index_file.parent
-    paths: list[Path] = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        entry = _first_field(line, root)
-        if not paths and entry.lower() in _HEADER_NAMES:
-            continue
-        path = Path(entry).expanduser()
-        paths.append(path if path.is_absolute() else root / path)
-    if not paths:
-        raise ValueError(f"index file {index_file} lists no images (only blank lines, comments or a header)")
-    return paths
 
 
 class ImageFolderDataset(Dataset):
@@ -75,8 +34,9 @@ class ImageFolderDataset(Dataset):
 
     Args:
         index: A folder (scanned recursively for files with an extension in `IMAGE_EXTENSIONS`, any case), or a text
-            file with one path per line: relative paths are relative to the file's folder, blank lines and lines
-            starting with ``#`` are ignored, and for ``path,label`` or ``path label`` lines the first field is used.
+            file with one path per line, read by `jepa_world.data.index.read_index_file` (the video indexes' reader):
+            relative paths are relative to the file's folder, blank lines and ``#`` lines are ignored, and for
+            ``path,label`` or ``path label`` lines the path is used.
         image_size: Output side ``S``.
         train: Random resized crop + flip seeded by the key's ``aug_seed`` if True; resize + center crop if False.
         scale: Area range of the random crop, as fractions of the image.
@@ -109,7 +69,7 @@ class ImageFolderDataset(Dataset):
         self.paths = (
             scan_media_folder(self.index, extensions=IMAGE_EXTENSIONS, kind="images")
             if self.index.is_dir()
-            else _read_index_file(self.index)
+            else [entry.path for entry in read_index_file(self.index, kind="image")]
         )
         self.image_size = image_size
         self.train = train

@@ -1,4 +1,5 @@
-"""Video indexes: read a folder, a list file or a V-JEPA CSV; write a V-JEPA-compatible CSV (`jepa-world index`).
+"""Indexes of media files: the one reader of folders, list files and V-JEPA CSVs, for videos and for images; and
+the writer of V-JEPA-compatible CSVs (`jepa-world index`).
 
 Formats (examples in ``data/README.md`` at the repository root):
 
@@ -10,7 +11,9 @@ Formats (examples in ``data/README.md`` at the repository root):
   relative paths are relative to the index file's folder. A path that contains spaces is read correctly when it
   ends with a video extension (the official V-JEPA code would split it);
 - several of the above, comma-separated (``"a.csv,b.csv"``) or as a list: each is read on its own (and mixed with
-  weights by `jepa_world.data.video.VideoClipDataset`).
+  weights by `jepa_world.data.video.dataset.VideoClipDataset`).
+
+Image lists (`jepa_world.data.images.ImageFolderDataset`) are read by the same `read_index_file(..., kind="image")`.
 
 `write_index` writes the V-JEPA form, two space-separated columns ``path label`` and nothing else, so the official
 loaders read it unchanged, and a sidecar ``<name>.meta.csv`` (comma CSV with a header) with the frame count, frame
@@ -26,6 +29,8 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from jepa_world.data.video.readers import probe_video
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (
     ".3gp",
@@ -44,10 +49,11 @@ VIDEO_EXTENSIONS: tuple[str, ...] = (
     ".webm",
     ".wmv",
 )
-# Kept in sync with jepa_world.data.images.IMAGE_EXTENSIONS (not imported: that module pulls in PIL + torchvision).
-_IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 # A first entry equal to one of these is a CSV header, not a file.
-_HEADER_NAMES = frozenset({"path", "paths", "file", "filename", "filepath", "video", "video_path", "fname"})
+_HEADER_NAMES = frozenset(
+    {"path", "paths", "file", "filename", "filepath", "fname", "video", "video_path", "image", "image_path", "img"}
+)
 META_COLUMNS: tuple[str, ...] = (
     "path",
     "label",
@@ -63,8 +69,8 @@ META_COLUMNS: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
-class VideoEntry:
-    """One video of an index.
+class IndexEntry:
+    """One file of an index (a video, or an image of an image list).
 
     Attributes:
         path: Absolute or CWD-relative path of the file.
@@ -164,7 +170,7 @@ def scan_video_folder(folder: Path) -> list[Path]:
 
 def _media_suffix(text: str) -> bool:
     suffix = os.path.splitext(text)[1].lower()
-    return suffix in VIDEO_EXTENSIONS or suffix in _IMAGE_EXTENSIONS
+    return suffix in VIDEO_EXTENSIONS or suffix in IMAGE_EXTENSIONS
 
 
 def parse_index_line(line: str) -> tuple[str, str | None]:
@@ -213,19 +219,27 @@ def _read_meta(index_file: Path) -> dict[str, tuple[int | None, int | None]]:
     return sizes
 
 
-def read_index_file(index_file: Path) -> list[VideoEntry]:
+def read_index_file(index_file: Path, *, kind: str = "video") -> list[IndexEntry]:
     """Entries of a list file or V-JEPA CSV; relative paths are taken relative to the file's folder.
 
+    Args:
+        index_file: the text file.
+        kind: "video" or "image" (what the entries are; only the messages and the sidecar differ).
+
     Raises:
-        ValueError: If the file is not UTF-8 text or lists nothing.
+        ValueError: If the file is not UTF-8 text, lists nothing, or is itself a media file.
     """
+    if kind not in ("video", "image"):
+        raise ValueError(f"kind={kind!r}; expected 'video' or 'image'")
+    if kind == "image" and index_file.suffix.lower() in IMAGE_EXTENSIONS:
+        raise ValueError(f"index {index_file} is an image; pass a folder or a text file listing images")
     try:
         text = index_file.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise ValueError(f"index file {index_file} is not UTF-8 text: {err}") from err
     root = index_file.parent
-    sizes = _read_meta(index_file)
-    entries: list[VideoEntry] = []
+    sizes = _read_meta(index_file) if kind == "video" else {}
+    entries: list[IndexEntry] = []
     for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -235,13 +249,13 @@ def read_index_file(index_file: Path) -> list[VideoEntry]:
             continue
         path = Path(entry).expanduser()
         width, height = sizes.get(entry, (None, None))
-        entries.append(VideoEntry(path if path.is_absolute() else root / path, label, width, height))
+        entries.append(IndexEntry(path if path.is_absolute() else root / path, label, width, height))
     if not entries:
-        raise ValueError(f"index file {index_file} lists no videos (only blank lines, comments or a header)")
+        raise ValueError(f"index file {index_file} lists no {kind}s (only blank lines, comments or a header)")
     return entries
 
 
-def read_index(index: str | Path) -> list[VideoEntry]:
+def read_index(index: str | Path) -> list[IndexEntry]:
     """Entries of one index: a folder, a single video file, or a list / CSV file.
 
     Raises:
@@ -252,9 +266,9 @@ def read_index(index: str | Path) -> list[VideoEntry]:
     if not path.exists():
         raise FileNotFoundError(f"index {path} does not exist (expected a folder of videos or an index file)")
     if path.is_dir():
-        return [VideoEntry(p) for p in scan_video_folder(path)]
+        return [IndexEntry(p) for p in scan_video_folder(path)]
     if has_video_extension(path):
-        return [VideoEntry(path)]
+        return [IndexEntry(path)]
     return read_index_file(path)
 
 
@@ -283,7 +297,7 @@ def detect_kind(index: str | Path | Sequence[str | Path]) -> str:
         return "image"
     if has_video_extension(path):
         return "video"
-    if os.path.splitext(path.name)[1].lower() in _IMAGE_EXTENSIONS:
+    if os.path.splitext(path.name)[1].lower() in IMAGE_EXTENSIONS:
         return "image"
     videos = images = 0
     try:
@@ -296,7 +310,7 @@ def detect_kind(index: str | Path | Sequence[str | Path]) -> str:
                     entry = parse_index_line(line)[0]
                     ext = os.path.splitext(entry)[1].lower()
                     videos += ext in VIDEO_EXTENSIONS
-                    images += ext in _IMAGE_EXTENSIONS
+                    images += ext in IMAGE_EXTENSIONS
     except OSError:
         return "image"
     return "video" if videos > images else "image"
@@ -305,7 +319,7 @@ def detect_kind(index: str | Path | Sequence[str | Path]) -> str:
 # --------------------------------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------------------------------
-def _class_of(path: Path, root: Path) -> str:
+def class_of(path: Path, root: Path) -> str:
     """The top-level subfolder under ``root`` ("" for files directly in ``root``)."""
     parts = path.relative_to(root).parts
     return parts[0] if len(parts) > 1 else ""
@@ -313,8 +327,6 @@ def _class_of(path: Path, root: Path) -> str:
 
 def _probe_one(path: Path, reader: str, check_decode: bool, num_threads: int) -> tuple[Path, dict | None, str]:
     """(path, info dict or None, failure reason)."""
-    from jepa_world.data.video import probe_video
-
     try:
         info = probe_video(path, reader=reader, check_decode=check_decode, num_threads=num_threads)
     except Exception as err:  # any decoder failure means: leave the file out and report it
@@ -374,7 +386,7 @@ def write_index(
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     output = Path(output).expanduser()
     paths = scan_video_folder(root)
-    classes = sorted({_class_of(p, root) for p in paths})
+    classes = sorted({class_of(p, root) for p in paths})
     class_id = {name: i for i, name in enumerate(classes)}
     report = IndexReport(index_path=output, meta_path=meta_path_for(output), classes=classes)
 
@@ -387,7 +399,7 @@ def write_index(
             written = Path(os.path.relpath(path.resolve(), output.resolve().parent)).as_posix()
         else:
             written = path.resolve().as_posix()
-        name = _class_of(path, root)
+        name = class_of(path, root)
         rows.append((written, class_id[name], name, info))
 
     output.parent.mkdir(parents=True, exist_ok=True)

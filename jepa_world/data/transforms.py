@@ -29,13 +29,26 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 _SEED_MASK = (1 << 64) - 1
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# ImageNet normalisation: every path (float images, uint8 frames, uint8 clips, resized frames) goes through these two
+# --------------------------------------------------------------------------------------------------------------------
+def _imagenet_stats(view: tuple[int, ...], dtype: torch.dtype, device: torch.device | str) -> tuple[torch.Tensor, ...]:
+    """ImageNet (mean, std) shaped `view` (3 at the channel axis, 1 elsewhere)."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=dtype, device=device).view(view)
+    std = torch.tensor(IMAGENET_STD, dtype=dtype, device=device).view(view)
+    return mean, std
+
+
+def _uint8_affine(view: tuple[int, ...], device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) with `x_uint8 * scale + shift == (x / 255 - mean) / std`, derived in float64, float32 out."""
+    mean, std = _imagenet_stats(view, torch.float64, "cpu")
+    return (1.0 / (255.0 * std)).float().to(device), (-mean / std).float().to(device)
+
+
 def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if x.dim() < 1 or x.shape[0] != 3:
         raise ValueError(f"x must be channel-first with 3 channels [3, ...], got shape {tuple(x.shape)}")
-    view = (3,) + (1,) * (x.dim() - 1)
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(view)
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(view)
-    return mean, std
+    return _imagenet_stats((3,) + (1,) * (x.dim() - 1), x.dtype, x.device)
 
 
 def normalize(x: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
@@ -64,11 +77,20 @@ def uint8_to_float(x: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
         raise ValueError(f"x must be uint8 [..., 3, H, W], got {x.dtype} {tuple(x.shape)}")
     if not normalize:
         return x.float().mul_(1.0 / 255.0)
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float64)
-    scale = (1.0 / (255.0 * std)).float().view(3, 1, 1).to(x.device)
-    bias = (-mean / std).float().view(3, 1, 1).to(x.device)
+    scale, bias = _uint8_affine((3, 1, 1), x.device)
     return torch.addcmul(bias, x.float(), scale)
+
+
+def normalize_clip(clip: torch.Tensor) -> torch.Tensor:
+    """``uint8 [T, 3, S, S]`` -> ``[3, T, S, S]`` float32, ImageNet-normalised (what the tubelet encoder takes).
+
+    One copy into a fresh float tensor, then in-place scale and shift: about 5x faster than ToDtype + Normalize
+    on the channels-last tensors the crop returns.
+    """
+    x = torch.empty((clip.shape[1], clip.shape[0], *clip.shape[2:]), dtype=torch.float32)
+    x.copy_(clip.as_subclass(torch.Tensor).permute(1, 0, 2, 3))
+    scale, shift = _uint8_affine((3, 1, 1, 1), "cpu")
+    return x.mul_(scale).add_(shift)
 
 
 def frames_to_tensor(frames: np.ndarray, *, normalize: bool = True, image_size: int | None = None) -> torch.Tensor:
@@ -92,7 +114,8 @@ def frames_to_tensor(frames: np.ndarray, *, normalize: bool = True, image_size: 
     x = torch.nn.functional.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True)
     x = x.clamp_(0.0, 1.0)
     if normalize:
-        x = x.sub_(torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)).div_(torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        mean, std = _imagenet_stats((1, 3, 1, 1), x.dtype, x.device)
+        x = x.sub_(mean).div_(std)
     return x.contiguous()
 
 

@@ -4,7 +4,7 @@
   registered as ``jepa_world/TwoRooms-v0``; with ``wall=False`` it is the empty point arena,
   ``jepa_world/PointArena-v0``.
 - ``PixelObservationAdapter``: any ``render_mode="rgb_array"`` gymnasium env -> ``uint8 [S, S, 3]`` observations.
-- Baseline / behaviour policies in ``jepa_world.envs.policies``.
+- Baseline / behaviour policies in ``jepa_world.envs.policies``; offline collection in ``jepa_world.envs.collect``.
 
 ``make_env("two_rooms")`` / ``make_env("point_arena")`` return the bare ``TwoRoomsEnv`` (so helpers such as
 ``render_state`` and ``sample_eval_pair`` are directly reachable); any other name is passed to ``gymnasium.make``.
@@ -22,7 +22,6 @@ from jepa_world.envs.policies import (
     RandomPolicy,
     StraightLinePolicy,
     VonMisesRandomWalk,
-    evaluate_policy,
     make_policy,
 )
 from jepa_world.envs.two_rooms import MAX_ACTION_NORM, SUCCESS_THRESHOLD, TwoRoomsEnv
@@ -76,7 +75,6 @@ __all__ = [
     "StraightLinePolicy",
     "TwoRoomsEnv",
     "VonMisesRandomWalk",
-    "evaluate_policy",
     "make_env",
     "make_policy",
     "register_envs",

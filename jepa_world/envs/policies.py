@@ -2,13 +2,14 @@
 
 Every policy is a callable ``policy(state, goal, rng) -> action`` with ``state`` and ``goal`` float ``[..., 2]`` in
 arena units (``goal`` may be None for goal-free policies), ``rng`` a ``numpy.random.Generator``, and the action a
-float32 displacement ``[..., 2]`` of norm <= 2.45. Policies with memory (``VonMisesRandomWalk``) have ``reset()``;
+float32 displacement ``[..., 2]`` of norm <= ``MAX_ACTION_NORM``. Policies with memory (``VonMisesRandomWalk``)
+have ``reset()``;
 call it at the start of every episode. These baselines read the TRUE state: they are the floors and ceilings of
 the protocol table (random, no-op, straight line, door oracle), not learned planners. Data-collection behaviour
 comes from ``VonMisesRandomWalk`` (smooth random walks as in PLDM).
 
-``evaluate_policy`` runs the protocol of ``world-models.md`` section 3: start and goal in opposite rooms,
-``env.max_steps`` steps (200 by default), success if the final distance is < 4.5 units.
+The protocol that compares them (start and goal in opposite rooms, ``env.max_steps`` steps, final-distance success)
+is ``jepa_world.eval.protocol`` (``evaluate_policy``, ``run_episodes``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from jepa_world.envs.two_rooms import (
     WALL_CENTER_X,
     WALL_X_MAX,
     WALL_X_MIN,
-    TwoRoomsEnv,
     clip_action_norm,
 )
 
@@ -174,36 +174,3 @@ def make_policy(name: str, **kwargs: Any) -> Policy:
     if name not in POLICIES:
         raise ValueError(f"unknown policy {name!r}; known: {sorted(POLICIES)}")
     return POLICIES[name](**kwargs)
-
-
-def evaluate_policy(env: TwoRoomsEnv, policy: Policy, *, num_episodes: int = 50, seed: int = 0) -> dict[str, Any]:
-    """Protocol evaluation of a true-state policy: opposite-room pairs, ``env.max_steps`` steps, final-state success.
-
-    All episodes run together in the true state through ``env.transition`` (no rendering), so ``policy`` must
-    accept batched ``[E, 2]`` states and goals (every policy here does). Pairs come from ``env.sample_eval_pair``
-    with ``numpy.random.default_rng(seed)``, so every policy evaluated with the same seed sees the same pairs; the
-    policy draws from ``numpy.random.default_rng((seed, 1))``. ``env``'s own episode state is not touched.
-
-    Returns:
-        ``{"success_rate": float, "successes": bool [E], "final_distance": float [E], "final_state": float [E, 2],
-        "pairs": float32 [E, 2, 2]}`` with ``pairs[:, 0]`` the starts and ``pairs[:, 1]`` the goals.
-    """
-    if num_episodes < 1:
-        raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
-    pair_rng = np.random.default_rng(seed)
-    policy_rng = np.random.default_rng((seed, 1))
-    pairs = np.stack([np.stack(env.sample_eval_pair(pair_rng)) for _ in range(num_episodes)])  # [E, 2, 2]
-    states = pairs[:, 0].astype(np.float64)  # [E, 2]
-    goals = pairs[:, 1].astype(np.float64)  # [E, 2]
-    if hasattr(policy, "reset"):
-        policy.reset()
-    for _ in range(env.max_steps):
-        states = env.transition(states, policy(states, goals, policy_rng))
-    successes = np.asarray(env.success(states, goals), dtype=bool).reshape(num_episodes)
-    return {
-        "success_rate": float(successes.mean()),
-        "successes": successes,
-        "final_distance": np.linalg.norm(states - goals, axis=-1),
-        "final_state": states,
-        "pairs": pairs.astype(np.float32),
-    }

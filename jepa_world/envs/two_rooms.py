@@ -1,6 +1,6 @@
 """Two-Rooms: a dot in a walled arena with one door, rendered to pixels (numpy only).
 
-Geometry and protocol follow PLDM / EB-JEPA (facts sheet ``world-models.md`` section 3). All coordinates are in
+Geometry and protocol follow PLDM / EB-JEPA. All coordinates are in
 arena units of a 64 x 64 arena; one unit is one pixel at ``image_size=64`` and frames of other sizes are scaled.
 ``x`` grows to the right (image columns) and ``y`` grows downwards (image rows), so a state ``(x, y)`` sits at
 pixel column ``x * image_size / 64`` and row ``y * image_size / 64``. Pixel ``i`` covers ``[i, i + 1)``.

@@ -24,7 +24,10 @@ import copy
 import torch
 from torch import nn
 
-from jepa_world.losses import (
+from jepa_world.models.layers import apply_masks
+from jepa_world.models.predictor import MaskPredictor
+from jepa_world.models.vit import VisionTransformer
+from jepa_world.objectives.losses import (
     collapse_diagnostics,
     covariance_loss,
     feature_std,
@@ -32,9 +35,6 @@ from jepa_world.losses import (
     layer_norm_targets,
     variance_loss,
 )
-from jepa_world.masks import MaskSet, apply_masks
-from jepa_world.models.predictor import MaskPredictor
-from jepa_world.models.vit import VisionTransformer
 
 
 class JEPA(nn.Module):
@@ -60,6 +60,7 @@ class JEPA(nn.Module):
         cov_weight: float = 0.0,
     ):
         super().__init__()
+        self.config = dict(loss=loss, var_weight=var_weight, cov_weight=cov_weight)  # encoder / predictor: their own
         self.encoder = encoder
         self.predictor = predictor
         self.target_encoder = target_encoder if target_encoder is not None else copy.deepcopy(encoder)
@@ -75,7 +76,7 @@ class JEPA(nn.Module):
         """Compute the JEPA loss for one batch.
 
         Args:
-            batch: {"x": input, "masks": list[MaskSet], optional "diagnostics": bool (add effective rank etc.)}.
+            batch: {"x": input, "masks": list of `MaskSet` (`objectives.masks`), optional "diagnostics": bool}.
 
         Returns:
             (loss, metrics) with scalar tensors; metrics has "loss", "loss_mask{i}" per mask config and "target_std".
@@ -91,7 +92,6 @@ class JEPA(nn.Module):
         metrics: dict[str, torch.Tensor] = {}
         losses = []
         for i, m in enumerate(masks):
-            m: MaskSet
             z = self.encoder(x, m.context_idx)  # [B, Kc, D]
             reg = self._regulariser(z, metrics, suffix=f"_mask{i}")
             z = self.predictor(z, m.context_idx, m.target_idx, mask_index=i, grid_size=grid)  # [B, M, Kt, D]

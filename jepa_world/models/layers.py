@@ -9,7 +9,7 @@ Shape conventions:
     then row, then column: index = t * H * W + r * W + c. Image grids are (H, W), row-major.
 
 Numeric conventions follow the official releases so their weights load and compute the same outputs
-(see `shared/reference/jepa.md`): LayerNorm eps 1e-6, fused qkv, `[sin | cos]` 1-D tables, the I-JEPA vs V-JEPA 2-D
+(the official code's conventions): LayerNorm eps 1e-6, fused qkv, `[sin | cos]` 1-D tables, the I-JEPA vs V-JEPA 2-D
 channel order, the V-JEPA 3-D `uniform_power` split and the V-JEPA 2 RoPE frequency layout.
 """
 
@@ -280,3 +280,38 @@ def run_blocks(
         else:
             x = blk(x, rope=rope, attn_mask=attn_mask)
     return x
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Small helpers every model uses
+# --------------------------------------------------------------------------------------------------------------------
+def constructor_config(local_vars: dict) -> dict:
+    """The keyword arguments a constructor was called with: call as `constructor_config(locals())` first in `__init__`.
+
+    Every model keeps this as `self.config`, so saving an architecture needs no introspection of its attributes.
+    """
+    return {k: v for k, v in local_vars.items() if k not in ("self", "__class__")}
+
+
+def apply_masks(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Gather tokens by index along the token axis.
+
+    Args:
+        x: Tokens ``# [B, N, D]``.
+        idx: Token indices ``# [B, K]`` or ``# [B, M, K]`` (int64) into ``[0, N)``.
+
+    Returns:
+        ``# [B, K, D]`` for a 2D ``idx``, ``# [B, M, K, D]`` for a 3D ``idx``.
+    """
+    if x.dim() != 3:
+        raise ValueError(f"x must be [B, N, D], got shape {tuple(x.shape)}")
+    if idx.dim() not in (2, 3):
+        raise ValueError(f"idx must be [B, K] or [B, M, K], got shape {tuple(idx.shape)}")
+    if idx.shape[0] != x.shape[0]:
+        raise ValueError(f"idx batch size {idx.shape[0]} does not match x batch size {x.shape[0]}")
+    if idx.dtype != torch.long:
+        raise TypeError(f"idx must be int64, got {idx.dtype}")
+    B, _, D = x.shape
+    flat = idx.reshape(B, -1)  # [B, M*K]
+    out = torch.gather(x, 1, flat.unsqueeze(-1).expand(-1, -1, D))  # [B, M*K, D]
+    return out.reshape(*idx.shape, D)

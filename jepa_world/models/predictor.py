@@ -18,10 +18,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from jepa_world.masks import apply_masks
 from jepa_world.models.layers import (
     LN_EPS,
     Block,
+    apply_masks,
+    constructor_config,
     grid_coords,
     init_weights_,
     rescale_blocks_,
@@ -73,7 +74,9 @@ class MaskPredictor(nn.Module):
         act_checkpoint: bool = False,
         init_std: float = 0.02,
     ):
+        config = constructor_config(locals())
         super().__init__()
+        self.config = config
         if pos_embed not in ("sincos", "rope"):
             raise ValueError(f"pos_embed={pos_embed!r}; expected 'sincos' or 'rope'")
         if num_mask_tokens < 1:

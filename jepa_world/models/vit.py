@@ -18,12 +18,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from jepa_world.masks import apply_masks
 from jepa_world.models.layers import (
     LN_EPS,
     Block,
     PatchEmbed,
     PatchEmbed3D,
+    apply_masks,
+    constructor_config,
     grid_coords,
     init_weights_,
     rescale_blocks_,
@@ -86,7 +87,9 @@ class VisionTransformer(nn.Module):
         act_checkpoint: bool = False,
         init_std: float = 0.02,
     ):
+        config = constructor_config(locals())
         super().__init__()
+        self.config = config
         if pos_embed not in POS_EMBED_KINDS:
             raise ValueError(f"pos_embed={pos_embed!r}; expected one of {POS_EMBED_KINDS}")
         if num_frames < 1 or (num_frames > 1 and num_frames % tubelet_size):

@@ -2,8 +2,9 @@
 
 A `Task` bundles a model whose `forward(batch) -> (loss, metrics)`, its dataset, the optimizer's parameter groups,
 the named modules a checkpoint holds, a function that turns a DataLoader item into a model batch, and a hook run once
-per optimizer step (the EMA update). The loop in `train.py` knows nothing else about the task, and the tasks know
-nothing about processes or devices.
+per optimizer step (the EMA update). The loop in `loop.py` knows nothing else about the task, and the tasks know
+nothing about processes or devices. Modules come from `jepa_world.factory`; a pretrained encoder is read through
+`jepa_world.checkpoints`.
 """
 
 from __future__ import annotations
@@ -17,15 +18,14 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import Dataset
 
+from jepa_world.checkpoints.load import load_encoder
+from jepa_world.checkpoints.pretrained import module_config
 from jepa_world.data.build import build_dataset
-from jepa_world.data.episodes import EpisodeDataset, collect_episodes
+from jepa_world.data.episodes import EpisodeDataset
 from jepa_world.data.transforms import uint8_to_float
-from jepa_world.ema import EMA
-from jepa_world.masks import BlockSpec, MultiBlock2DMasks, MultiBlock3DMasks
-from jepa_world.models.dynamics import WorldModel
-from jepa_world.models.jepa import JEPA
-from jepa_world.registry import create_model
-from jepa_world.schedules import constant, linear
+from jepa_world.factory import build_jepa, build_masks, build_world_model, ema_schedule
+from jepa_world.models.world_model import WorldModel
+from jepa_world.objectives.ema import EMA
 
 
 @dataclass
@@ -69,63 +69,6 @@ def param_groups(modules: list[nn.Module], *, lr_scale: float = 1.0) -> list[dic
 # --------------------------------------------------------------------------------------------------------------------
 # JEPA pretraining
 # --------------------------------------------------------------------------------------------------------------------
-def build_jepa(cfg: DictConfig) -> JEPA:
-    """Encoder + predictor + EMA target from the registry names and a few kwargs."""
-    m, p = cfg.model, cfg.predictor
-    enc_kwargs = dict(
-        img_size=cfg.data.image_size,
-        patch_size=m.patch_size,
-        num_frames=cfg.data.num_frames,
-        tubelet_size=m.tubelet_size,
-        pos_embed=m.pos_embed,
-        drop_path_rate=m.drop_path_rate,
-        act_checkpoint=m.act_checkpoint,
-    )
-    if m.depth is not None:
-        enc_kwargs["depth"] = m.depth
-    encoder = create_model(m.name, **enc_kwargs)
-    pred_kwargs = dict(
-        grid_size=encoder.grid_size,
-        embed_dim=encoder.embed_dim,
-        num_mask_tokens=len(cfg.masks.num_blocks) if cfg.data.num_frames > 1 else 1,
-        pos_embed=m.pos_embed,
-        act_checkpoint=m.act_checkpoint,
-    )
-    overrides = {"predictor_embed_dim": p.embed_dim, "depth": p.depth, "num_heads": p.num_heads}
-    pred_kwargs.update({k: v for k, v in overrides.items() if v is not None})
-    predictor = create_model(p.name, **pred_kwargs)
-    return JEPA(
-        encoder=encoder, predictor=predictor, loss=cfg.loss, var_weight=cfg.var_weight, cov_weight=cfg.cov_weight
-    )
-
-
-def build_masks(cfg: DictConfig, grid_size: tuple[int, ...]) -> MultiBlock2DMasks | MultiBlock3DMasks:
-    """I-JEPA multi-block masks for image grids, V-JEPA tubes for video grids."""
-    mc = cfg.masks
-    if len(grid_size) == 2:
-        return MultiBlock2DMasks(
-            grid_size=tuple(grid_size),
-            num_targets=mc.num_targets,
-            target_scale=tuple(mc.target_scale),
-            target_aspect=tuple(mc.target_aspect),
-            context_scale=tuple(mc.context_scale),
-            min_keep=mc.min_keep,
-            seed=cfg.seed,
-        )
-    specs = [
-        BlockSpec(num_blocks=n, spatial_scale=s, temporal_scale=t, aspect_ratio=tuple(mc.target_aspect))
-        for n, s, t in zip(mc.num_blocks, mc.spatial_scale, mc.temporal_scale)
-    ]
-    return MultiBlock3DMasks(grid_size=tuple(grid_size), specs=specs, seed=cfg.seed)
-
-
-def ema_schedule(cfg: DictConfig):
-    o = cfg.optim
-    if o.ema_schedule == "linear":
-        return linear(start=o.ema[0], end=o.ema[1], total_steps=cfg.train.max_steps)
-    return constant(o.ema[0])
-
-
 def pretrain_task(cfg: DictConfig, *, dataset: Dataset | None = None) -> Task:
     """I-JEPA / V-JEPA: masks are a pure function of (seed, micro-step), made for the global batch then sliced."""
     dataset = dataset if dataset is not None else build_dataset(cfg.data, seed=cfg.seed)
@@ -151,49 +94,14 @@ def pretrain_task(cfg: DictConfig, *, dataset: Dataset | None = None) -> Task:
 # --------------------------------------------------------------------------------------------------------------------
 # World model (action-conditioned latent dynamics)
 # --------------------------------------------------------------------------------------------------------------------
-def build_world_model(
-    cfg: DictConfig, *, action_dim: int, state_dim: int, encoder: nn.Module | None = None
-) -> WorldModel:
-    """Encoder + action-conditioned predictor as configured by `wm.*`.
-
-    Args:
-        cfg: resolved config.
-        action_dim: action width of the data (x frameskip: action blocks).
-        state_dim: state width of the data (0: no state tokens).
-        encoder: an already built encoder (when loading a checkpoint); otherwise from `wm.encoder_checkpoint` or
-            the registered `wm.encoder` preset.
-    """
-    w = cfg.wm
-    if encoder is None:
-        if w.encoder_checkpoint is not None:
-            from jepa_world.hub import load_encoder
-
-            encoder = load_encoder(w.encoder_checkpoint, component="target_encoder")
-        else:
-            encoder = create_model(w.encoder, img_size=cfg.data.image_size, embed_dim=w.embed_dim, **w.encoder_kwargs)
-    frozen = w.encoder_checkpoint is not None and not w.finetune_encoder
-    predictor = create_model(
-        w.predictor, embed_dim=encoder.embed_dim, action_dim=action_dim, state_dim=state_dim, **w.predictor_kwargs
-    )
-    return WorldModel(
-        encoder=encoder,
-        predictor=predictor,
-        pool=w.pool,
-        freeze_encoder=frozen,
-        rollout_steps=w.rollout_steps,
-        loss=cfg.loss,
-        var_weight=w.var_weight,
-        cov_weight=w.cov_weight,
-        idm_weight=w.idm_weight,
-        smooth_weight=w.smooth_weight,
-    )
-
-
 def world_model_task(cfg: DictConfig) -> Task:
     """Teacher forcing + multi-step rollout on windows of offline episodes (collected first if wm.episodes is null)."""
     w = cfg.wm
     root = Path(w.episodes) if w.episodes is not None else Path(cfg.train.output_dir) / "episodes"
     if w.episodes is None and not (root / "metadata.json").exists():
+        # The environments (gymnasium) are an optional dependency: imported only when episodes must be collected.
+        from jepa_world.envs.collect import collect_episodes
+
         collect_episodes(env_name=w.env, num_episodes=w.num_episodes, steps=w.episode_steps, output_dir=root,
                          seed=cfg.seed, image_size=cfg.data.image_size, progress=cfg.train.progress)  # fmt: skip
     if not root.is_dir():
@@ -207,9 +115,12 @@ def world_model_task(cfg: DictConfig) -> Task:
         uint8=True,  # collate uint8 frames, convert once per batch in prepare
     )
     state_dim = (dataset.state_dim or 0) if w.use_states else 0
-    model = build_world_model(cfg, action_dim=dataset.action_dim, state_dim=state_dim)
+    encoder = (
+        load_encoder(w.encoder_checkpoint, component="target_encoder") if w.encoder_checkpoint is not None else None
+    )
+    model = build_world_model(cfg, action_dim=dataset.action_dim, state_dim=state_dim, encoder=encoder)
 
-    groups = param_groups([model.predictor] + ([model.inverse_dynamics] if model.inverse_dynamics else []))
+    groups = param_groups([model.predictor, *model.terms])  # the inverse-dynamics head is a loss term's
     if not model.freeze_encoder:
         scale = w.encoder_lr_scale if w.encoder_checkpoint is not None else 1.0
         groups += param_groups([model.encoder], lr_scale=scale)
@@ -236,8 +147,6 @@ def world_model_task(cfg: DictConfig) -> Task:
 
 
 def _encoder_config(model: WorldModel) -> dict:
-    from jepa_world.hub import module_config
-
     try:
         return module_config(model.encoder)
     except TypeError:  # a registered non-ViT encoder: rebuilt from the config's wm.encoder / wm.embed_dim

@@ -4,7 +4,8 @@ JEPA regresses predictor outputs onto features of a target encoder whose weights
 encoder: ``target <- m * target + (1 - m) * online``. The momentum ``m`` comes from a ``Schedule``:
     - I-JEPA: linear 0.996 -> 1.0 over training; V-JEPA: linear 0.998 -> 1.0.
     - V-JEPA 2: constant 0.99925.
-Maintainers report tuning ``m`` in [0.99, 0.9995] against representation collapse (see ``jepa_world.losses``).
+Maintainers report tuning ``m`` in [0.99, 0.9995] against representation collapse (see
+``jepa_world.objectives.losses``).
 
 The update is ``torch._foreach_lerp_`` over all parameters at once (``lerp(target, online, 1 - m)`` is the same
 formula), grouped by (device, dtype) so that each group is one fused multi-tensor kernel instead of one kernel per
@@ -23,7 +24,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from jepa_world.schedules import Schedule
+from jepa_world.objectives.schedules import Schedule
 
 __all__ = ["EMA", "ema_update_"]
 

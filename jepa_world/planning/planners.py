@@ -1,4 +1,4 @@
-"""Sampling-based model-predictive-control planners over action sequences.
+"""Sampling-based planners over action sequences: CEM and MPPI behind one interface.
 
 Planners only see a cost function over batched action sequences; they know nothing about encoders, world models or
 environments. The caller closes over its model (encode observation and goal, roll the predictor out over the sampled
@@ -18,75 +18,21 @@ Shape conventions:
 
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = [
-    "CEMPlanner",
-    "CostFn",
-    "MPCAgent",
-    "MPPIPlanner",
-    "PlanResult",
-    "Planner",
-    "latent_distance",
-    "shift_plan",
-]
+__all__ = ["CEMPlanner", "CostFn", "MPPIPlanner", "PlanResult", "Planner", "SamplingPlanner", "shift_plan"]
 
 CostFn = Callable[[Tensor], Tensor]
-
-_REDUCE_MODES = ("last", "sum", "last+mean")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def latent_distance(z: Tensor, z_goal: Tensor, *, p: int = 1, reduce: str = "last") -> Tensor:
-    """Distance of predicted latents along the horizon to a goal latent, reduced to one cost per sample.
-
-    The per-step distance is ``mean |z - z_goal|^p`` over all latent dims (``p=1``: mean L1, ``p=2``: mean squared
-    L2, i.e. MSE).
-
-    Args:
-        z: Predicted latents ``# [E, S, H, ...]``.
-        z_goal: Goal latents ``# [E, ...]`` (same trailing shape as ``z``).
-        p: Exponent of the elementwise absolute difference (> 0).
-        reduce: ``"last"`` (last step only), ``"sum"`` (sum over steps) or ``"last+mean"`` (last step plus mean over
-            steps, the best variant on Two-Rooms).
-
-    Returns:
-        Cost ``# [E, S]``.
-    """
-    if reduce not in _REDUCE_MODES:
-        raise ValueError(f"reduce must be one of {_REDUCE_MODES}, got {reduce!r}")
-    if p <= 0:
-        raise ValueError(f"p must be > 0, got {p}")
-    if z.dim() < 3:
-        raise ValueError(f"z must have shape [E, S, H, ...], got shape {tuple(z.shape)}")
-    e, s, h = z.shape[:3]
-    if z_goal.shape != (e, *z.shape[3:]):
-        raise ValueError(
-            f"z_goal must have shape {(e, *z.shape[3:])} to match z of shape {tuple(z.shape)}, "
-            f"got {tuple(z_goal.shape)}"
-        )
-    g = z_goal.reshape(e, 1, 1, *z.shape[3:])  # [E, 1, 1, ...]
-    diff = (z - g).abs()
-    if p != 1:
-        diff = diff.pow(p)
-    d = diff.reshape(e, s, h, -1).mean(dim=-1)  # [E, S, H]
-    if reduce == "last":
-        return d[..., -1]
-    if reduce == "sum":
-        return d.sum(dim=-1)
-    return d[..., -1] + d.mean(dim=-1)
 
 
 def shift_plan(actions: Tensor, *, steps: int = 1, fill: float | Tensor | str = 0.0) -> Tensor:
@@ -184,26 +130,49 @@ class Planner(ABC):
         """
 
 
-class _SamplingPlanner(Planner):
-    """Shared machinery of CEM and MPPI: Gaussian sampling around a mean, projection onto the feasible set."""
+@dataclass(kw_only=True, eq=False)
+class SamplingPlanner(Planner):
+    """Settings and machinery CEM and MPPI share: Gaussian sampling around a mean, projection onto the feasible set.
 
-    def __init__(
-        self,
-        *,
-        horizon: int,
-        action_dim: int,
-        num_samples: int,
-        iterations: int,
-        low: float | Sequence[float] | Tensor,
-        high: float | Sequence[float] | Tensor,
-        init_std: float | Sequence[float] | Tensor,
-        min_std: float,
-        momentum: float,
-        fixed_dims: dict[int, float] | None,
-        keep_mean: bool,
-        max_norm: float | None,
-        device: str | torch.device,
-    ) -> None:
+    The settings are dataclass fields, declared once here; `CEMPlanner` and `MPPIPlanner` add their own (elites,
+    temperature) and their own defaults for the budget. After construction `low`, `high` and `init_std` are float32
+    tensors `[A]` on `device`.
+
+    Attributes:
+        horizon: Planning horizon H (>= 1).
+        action_dim: Action dimension A (>= 1).
+        num_samples: Samples per episode and iteration S.
+        iterations: Distribution updates (= cost_fn calls) per plan.
+        low: Lower action bound, scalar or per dimension `[A]`.
+        high: Upper action bound, scalar or per dimension `[A]`; must exceed `low` everywhere.
+        init_std: Initial sampling std, scalar or per dimension `[A]`.
+        min_std: Floor on the std after each update.
+        momentum: `new = momentum * old + (1 - momentum) * refit` for mean and std (V-JEPA 2-AC: 0.15).
+        fixed_dims: `{dim: value}` held constant in every sample (e.g. a gripper), never sampled.
+        keep_mean: Put the current mean in as sample 0, so a good warm start is never lost.
+        max_norm: Shrink each sampled action vector (over the non-fixed dims) to at most this L2 norm; needs
+            `low <= 0 <= high` on those dims.
+        device: Device of the samples handed to `cost_fn`.
+    """
+
+    horizon: int
+    action_dim: int
+    num_samples: int = 300
+    iterations: int = 10
+    low: float | Sequence[float] | Tensor = -1.0
+    high: float | Sequence[float] | Tensor = 1.0
+    init_std: float | Sequence[float] | Tensor = 1.0
+    min_std: float = 1e-3
+    momentum: float = 0.0
+    fixed_dims: dict[int, float] | None = None
+    keep_mean: bool = True
+    max_norm: float | None = None
+    device: str | torch.device = "cpu"
+
+    def __post_init__(self) -> None:
+        horizon, action_dim, num_samples, iterations = self.horizon, self.action_dim, self.num_samples, self.iterations
+        low, high, init_std, min_std, momentum = self.low, self.high, self.init_std, self.min_std, self.momentum
+        fixed_dims, keep_mean, max_norm, device = self.fixed_dims, self.keep_mean, self.max_norm, self.device
         for name, val, lo in (("horizon", horizon, 1), ("action_dim", action_dim, 1), ("num_samples", num_samples, 1)):
             if not isinstance(val, int) or isinstance(val, bool) or val < lo:
                 raise ValueError(f"{name} must be an int >= {lo}, got {val!r}")
@@ -370,66 +339,27 @@ class _SamplingPlanner(Planner):
         return PlanResult(actions=best_actions, cost=best_cost, iterations=self.iterations, history=history)
 
 
-class CEMPlanner(_SamplingPlanner):
-    """Cross-entropy method: refit a diagonal Gaussian to the ``num_elites`` lowest-cost samples per episode.
+@dataclass(kw_only=True, eq=False)
+class CEMPlanner(SamplingPlanner):
+    """Cross-entropy method: refit a diagonal Gaussian to the `num_elites` lowest-cost samples per episode.
 
     Settings in the literature (samples / elites / iterations, horizon): V-JEPA 2-AC 400/10/10, H=2, momentum 0.15,
-    std = 0.05 on xyz; DINO-WM 300/30/10-30, H=5; PlaNet 1000/100/10, H=12.
+    std = 0.05 on xyz; DINO-WM 300/30/10-30, H=5; PlaNet 1000/100/10, H=12. The shared settings are those of
+    `SamplingPlanner`.
 
-    Args:
-        horizon: Planning horizon H (>= 1).
-        action_dim: Action dimension A (>= 1).
-        num_samples: Samples per episode and iteration S.
+    Attributes:
         num_elites: Elites per episode (<= num_samples).
-        iterations: Refits (= cost_fn calls) per plan.
-        low: Lower action bound, scalar or per dimension ``[A]``.
-        high: Upper action bound, scalar or per dimension ``[A]``; must exceed ``low`` everywhere.
-        init_std: Initial sampling std, scalar or per dimension ``[A]``.
-        min_std: Floor on the std after each update.
-        momentum: ``new = momentum * old + (1 - momentum) * elite_stat`` for mean and std (V-JEPA 2-AC: 0.15).
-        fixed_dims: ``{dim: value}`` held constant in every sample (e.g. a gripper), never sampled.
-        keep_mean: Put the current mean in as sample 0, so a good warm start is never lost.
-        max_norm: Shrink each sampled action vector (over the non-fixed dims) to at most this L2 norm; needs
-            ``low <= 0 <= high`` on those dims.
-        device: Device of the samples handed to ``cost_fn``.
     """
 
-    def __init__(
-        self,
-        *,
-        horizon: int,
-        action_dim: int,
-        num_samples: int = 300,
-        num_elites: int = 30,
-        iterations: int = 10,
-        low: float | Sequence[float] | Tensor = -1.0,
-        high: float | Sequence[float] | Tensor = 1.0,
-        init_std: float | Sequence[float] | Tensor = 1.0,
-        min_std: float = 1e-3,
-        momentum: float = 0.0,
-        fixed_dims: dict[int, float] | None = None,
-        keep_mean: bool = True,
-        max_norm: float | None = None,
-        device: str | torch.device = "cpu",
-    ) -> None:
-        super().__init__(
-            horizon=horizon,
-            action_dim=action_dim,
-            num_samples=num_samples,
-            iterations=iterations,
-            low=low,
-            high=high,
-            init_std=init_std,
-            min_std=min_std,
-            momentum=momentum,
-            fixed_dims=fixed_dims,
-            keep_mean=keep_mean,
-            max_norm=max_norm,
-            device=device,
-        )
+    num_samples: int = 300
+    num_elites: int = 30
+    iterations: int = 10
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        num_elites, num_samples = self.num_elites, self.num_samples
         if not isinstance(num_elites, int) or isinstance(num_elites, bool) or not 1 <= num_elites <= num_samples:
             raise ValueError(f"num_elites must be an int in [1, num_samples={num_samples}], got {num_elites!r}")
-        self.num_elites = num_elites
 
     def _update(self, samples: Tensor, cost: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         elite_cost, idx = torch.topk(cost, self.num_elites, dim=1, largest=False)  # [E, K]
@@ -438,64 +368,27 @@ class CEMPlanner(_SamplingPlanner):
         return elites.mean(dim=1), elites.std(dim=1, unbiased=False), elite_cost.mean(dim=1)
 
 
-class MPPIPlanner(_SamplingPlanner):
-    """MPPI: refit mean and std to all samples (or the top ``num_elites``) weighted by ``softmax(-cost / temperature)``.
+@dataclass(kw_only=True, eq=False)
+class MPPIPlanner(SamplingPlanner):
+    """MPPI: refit mean and std to all samples (or the top `num_elites`) weighted by `softmax(-cost / temperature)`.
 
     Note the temperature divides the cost (larger = flatter weights). TD-MPC2 multiplies its score by 0.5, which
-    corresponds to ``temperature=2`` here; its 512 samples / 64 elites / 6 iterations, H=3, are a good start.
+    corresponds to `temperature=2` here; its 512 samples / 64 elites / 6 iterations, H=3, are a good start. The shared
+    settings are those of `SamplingPlanner`.
 
-    Args:
-        horizon: Planning horizon H (>= 1).
-        action_dim: Action dimension A (>= 1).
-        num_samples: Samples per episode and iteration S.
-        iterations: Updates (= cost_fn calls) per plan.
+    Attributes:
         temperature: Softmax temperature (> 0), in units of the cost.
-        num_elites: If set, only the lowest-cost ``num_elites`` samples get weight (TD-MPC2); None uses all samples.
-        low: Lower action bound, scalar or per dimension ``[A]``.
-        high: Upper action bound, scalar or per dimension ``[A]``; must exceed ``low`` everywhere.
-        init_std: Initial sampling std, scalar or per dimension ``[A]``.
-        min_std: Floor on the std after each update.
-        momentum: ``new = momentum * old + (1 - momentum) * weighted_stat`` for mean and std.
-        fixed_dims: ``{dim: value}`` held constant in every sample, never sampled.
-        keep_mean: Put the current mean in as sample 0.
-        max_norm: Shrink each sampled action vector (over the non-fixed dims) to at most this L2 norm.
-        device: Device of the samples handed to ``cost_fn``.
+        num_elites: If set, only the lowest-cost `num_elites` samples get weight (TD-MPC2); None uses all samples.
     """
 
-    def __init__(
-        self,
-        *,
-        horizon: int,
-        action_dim: int,
-        num_samples: int = 512,
-        iterations: int = 6,
-        temperature: float = 0.5,
-        num_elites: int | None = None,
-        low: float | Sequence[float] | Tensor = -1.0,
-        high: float | Sequence[float] | Tensor = 1.0,
-        init_std: float | Sequence[float] | Tensor = 1.0,
-        min_std: float = 1e-3,
-        momentum: float = 0.0,
-        fixed_dims: dict[int, float] | None = None,
-        keep_mean: bool = True,
-        max_norm: float | None = None,
-        device: str | torch.device = "cpu",
-    ) -> None:
-        super().__init__(
-            horizon=horizon,
-            action_dim=action_dim,
-            num_samples=num_samples,
-            iterations=iterations,
-            low=low,
-            high=high,
-            init_std=init_std,
-            min_std=min_std,
-            momentum=momentum,
-            fixed_dims=fixed_dims,
-            keep_mean=keep_mean,
-            max_norm=max_norm,
-            device=device,
-        )
+    num_samples: int = 512
+    iterations: int = 6
+    temperature: float = 0.5
+    num_elites: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        temperature, num_elites, num_samples = self.temperature, self.num_elites, self.num_samples
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if num_elites is not None and (
@@ -503,7 +396,6 @@ class MPPIPlanner(_SamplingPlanner):
         ):
             raise ValueError(f"num_elites must be None or an int in [1, num_samples={num_samples}], got {num_elites!r}")
         self.temperature = float(temperature)
-        self.num_elites = num_elites
 
     def _update(self, samples: Tensor, cost: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         if self.num_elites is not None:
@@ -515,118 +407,3 @@ class MPPIPlanner(_SamplingPlanner):
         mean = (w4 * samples).sum(dim=1)  # [E, H, A]
         var = (w4 * (samples - mean.unsqueeze(1)).square()).sum(dim=1)
         return mean, var.sqrt(), (w * cost).sum(dim=1)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# MPC agent
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def _as_bound_array(value: np.ndarray | Tensor | None, name: str) -> np.ndarray | None:
-    if value is None:
-        return None
-    if isinstance(value, Tensor):
-        value = value.detach().cpu().numpy()
-    arr = np.asarray(value, dtype=np.float32)
-    if arr.ndim > 1:
-        raise ValueError(f"{name} must be a scalar or a 1-D array [A], got shape {arr.shape}")
-    return arr
-
-
-class MPCAgent:
-    """Model-predictive control around a ``Planner``.
-
-    Every ``replan_every`` calls to ``act`` it builds a cost for the current observations and goals with
-    ``make_cost(obs, goal)`` and plans (warm-started from the previous plan shifted by the executed steps); in between
-    it executes the next actions of the current plan.
-
-    Args:
-        planner: Any ``Planner``.
-        make_cost: ``make_cost(obs_batch, goal_batch) -> CostFn`` for the current state (the caller encodes obs and
-            goal with its world model and returns a function of the sampled actions).
-        replan_every: Env steps between replans (1 <= replan_every <= planner.horizon).
-        warm_start: Initialise each plan from the previous one shifted by ``replan_every`` steps.
-        action_low: Lower env action bound (scalar or ``[A]``) for clipping the returned actions, or None.
-        action_high: Upper env action bound (scalar or ``[A]``), or None.
-        shift_fill: Padding for the warm start (see ``shift_plan``): a float, a tensor ``[A]`` or ``"last"``.
-        generator: Torch generator passed to every ``plan`` call for reproducible episodes.
-
-    Attributes:
-        last_plan_time: Wall-clock seconds of the last replan (``make_cost`` + ``plan``, device synchronised).
-        last_result: ``PlanResult`` of the last replan, or None.
-        num_plans: Replans since the last ``reset``.
-    """
-
-    def __init__(
-        self,
-        *,
-        planner: Planner,
-        make_cost: Callable[[Any, Any], CostFn],
-        replan_every: int = 1,
-        warm_start: bool = True,
-        action_low: np.ndarray | Tensor | None = None,
-        action_high: np.ndarray | Tensor | None = None,
-        shift_fill: float | Tensor | str = 0.0,
-        generator: torch.Generator | None = None,
-    ) -> None:
-        if not isinstance(replan_every, int) or isinstance(replan_every, bool) or replan_every < 1:
-            raise ValueError(f"replan_every must be an int >= 1, got {replan_every!r}")
-        if replan_every > planner.horizon:
-            raise ValueError(f"replan_every={replan_every} exceeds the planner horizon {planner.horizon}")
-        self.planner = planner
-        self.make_cost = make_cost
-        self.replan_every = replan_every
-        self.warm_start = bool(warm_start)
-        self.action_low = _as_bound_array(action_low, "action_low")
-        self.action_high = _as_bound_array(action_high, "action_high")
-        if (
-            self.action_low is not None
-            and self.action_high is not None
-            and np.any(np.broadcast_to(self.action_low, self.action_high.shape) > self.action_high)
-        ):
-            raise ValueError(f"action_low must be <= action_high, got {self.action_low} and {self.action_high}")
-        self.shift_fill = shift_fill
-        self.generator = generator
-        self.last_plan_time = 0.0
-        self.reset()
-
-    def reset(self, num_envs: int = 1) -> None:
-        """Start new episodes: forget the current plan (no warm start for the next one)."""
-        if not isinstance(num_envs, int) or isinstance(num_envs, bool) or num_envs < 1:
-            raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
-        self.num_envs = num_envs
-        self.last_result: PlanResult | None = None
-        self.num_plans = 0
-        self._plan: Tensor | None = None  # [E, H, A] on the planner's device
-        self._plan_np: np.ndarray | None = None  # [E, H, A]
-        self._t = 0  # actions of the current plan executed so far
-
-    def _replan(self, obs: Any, goal: Any) -> None:
-        start = time.perf_counter()
-        init = None
-        if self.warm_start and self._plan is not None:
-            init = shift_plan(self._plan, steps=self._t, fill=self.shift_fill)
-        cost_fn = self.make_cost(obs, goal)
-        result = self.planner.plan(cost_fn, num_envs=self.num_envs, init=init, generator=self.generator)
-        self._plan = result.actions
-        # The host copy synchronises the device, so the timing covers the whole search.
-        self._plan_np = result.actions.detach().float().cpu().numpy()
-        self.last_plan_time = time.perf_counter() - start
-        self.last_result = result
-        self.num_plans += 1
-        self._t = 0
-
-    def act(self, obs: Any, goal: Any) -> np.ndarray:
-        """Return the next actions ``# [E, A]`` (float32), replanning if ``replan_every`` steps have passed.
-
-        Args:
-            obs: Current observations, batched over ``num_envs`` in whatever form ``make_cost`` accepts.
-            goal: Goals, batched the same way.
-        """
-        if self._plan_np is None or self._t >= self.replan_every:
-            self._replan(obs, goal)
-        a = self._plan_np[:, self._t].astype(np.float32, copy=True)  # [E, A]
-        self._t += 1
-        if self.action_low is not None or self.action_high is not None:
-            a = np.clip(a, self.action_low, self.action_high).astype(np.float32, copy=False)
-        return a

@@ -20,7 +20,6 @@ References:
       (I-JEPA multi-block masking: 4 targets, scale [0.15, 0.2], aspect [0.75, 1.5]; context scale [0.85, 1.0]).
     - Bardes et al., "Revisiting Feature Prediction for Learning Visual Representations from Video", 2024
       (V-JEPA 3D multi-block: 8 blocks at 0.15 and 2 blocks at 0.7 spatial scale, tubes through the clip).
-    - /work/shared/reference/jepa.md, section 3.
 """
 
 from __future__ import annotations
@@ -40,7 +39,6 @@ __all__ = [
     "MaskSet",
     "MultiBlock2DMasks",
     "MultiBlock3DMasks",
-    "apply_masks",
     "build_masks",
 ]
 
@@ -109,7 +107,7 @@ def _check_scale(name: str, value: Any) -> float:
 def _generator(seed: int, step: int) -> torch.Generator:
     # A hash rather than ``seed * C + step``: nearby (seed, step) pairs never collide and the result always fits the
     # 63 bits that ``manual_seed`` accepts, whatever the sign or size of seed.
-    digest = hashlib.blake2b(f"jepa_world.masks:{seed}:{step}".encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(f"jepa_world.objectives.masks:{seed}:{step}".encode(), digest_size=8).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
 
 
@@ -205,30 +203,6 @@ def _split_to_shortest(g: torch.Generator, targets: torch.Tensor) -> tuple[torch
 # ----------------------------------------------------------------------------------------------------------------------
 # Public API
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def apply_masks(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Gather tokens by index along the token axis.
-
-    Args:
-        x: Tokens ``# [B, N, D]``.
-        idx: Token indices ``# [B, K]`` or ``# [B, M, K]`` (int64) into ``[0, N)``.
-
-    Returns:
-        ``# [B, K, D]`` for a 2D ``idx``, ``# [B, M, K, D]`` for a 3D ``idx``.
-    """
-    if x.dim() != 3:
-        raise ValueError(f"x must be [B, N, D], got shape {tuple(x.shape)}")
-    if idx.dim() not in (2, 3):
-        raise ValueError(f"idx must be [B, K] or [B, M, K], got shape {tuple(idx.shape)}")
-    if idx.shape[0] != x.shape[0]:
-        raise ValueError(f"idx batch size {idx.shape[0]} does not match x batch size {x.shape[0]}")
-    if idx.dtype != torch.long:
-        raise TypeError(f"idx must be int64, got {idx.dtype}")
-    B, _, D = x.shape
-    flat = idx.reshape(B, -1)  # [B, M*K]
-    out = torch.gather(x, 1, flat.unsqueeze(-1).expand(-1, -1, D))  # [B, M*K, D]
-    return out.reshape(*idx.shape, D)
 
 
 # eq=False: a field-wise == on tensors is elementwise and would raise in ``bool()``; identity semantics are clearer.

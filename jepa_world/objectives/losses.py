@@ -1,6 +1,6 @@
 """JEPA objective pieces and representation-collapse diagnostics.
 
-Objective (see /work/shared/reference/jepa.md, section 4): the predictor outputs ``z`` for the masked target tokens
+Objective (the releases' recipe): the predictor outputs ``z`` for the masked target tokens
 are regressed onto ``h``, the target-encoder features at those tokens, LayerNorm-ed over the feature dim without
 affine parameters (``layer_norm_targets``) and computed without gradient. I-JEPA uses smooth-L1, V-JEPA and V-JEPA 2
 use L1 (``jepa_loss``).
@@ -10,6 +10,11 @@ target features falling to 0, the mean pairwise cosine similarity rising to 1 an
 1; ``collapse_diagnostics`` logs all three cheaply. ``variance_loss`` / ``covariance_loss`` are the VICReg
 regularisers, optional add-ons against collapse.
 
+World-model loss terms (`VarianceTerm`, `CovarianceTerm`, `SmoothnessTerm`, `InverseDynamicsTerm`) are small modules
+passed to `WorldModel(terms=...)` (as EB-JEPA does): each maps the per-frame latents `z [B, T, HW, D]` and the actions
+`[B, T-1, A]` to `(weighted loss, {metric: raw value})`, so the world model keeps only its verbs and its prediction
+loss, and a new regulariser is one more module here.
+
 Shapes: features are ``[..., D]`` (e.g. ``[B, N, D]`` tokens); diagnostics flatten all leading dims to rows
 ``[rows, D]``. Diagnostics and VICReg terms are computed in at least float32 (bf16 inputs are upcast).
 
@@ -18,6 +23,8 @@ References:
     - Bardes et al., "Revisiting Feature Prediction for Learning Visual Representations from Video", 2024.
     - Roy & Vetterli, "The effective rank: A measure of effective dimensionality", EUSIPCO 2007.
     - Bardes, Ponce & LeCun, "VICReg: Variance-Invariance-Covariance Regularization", ICLR 2022.
+    - Sobal et al., "Learning from Reward-Free Offline Data: A Case for Planning with Latent Dynamics Models", 2025
+      (PLDM: per-frame VICReg, temporal smoothness and inverse dynamics when encoder and dynamics train jointly).
 """
 
 from __future__ import annotations
@@ -26,9 +33,15 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+
+from jepa_world.models.layers import Mlp
 
 __all__ = [
+    "CovarianceTerm",
+    "InverseDynamicsTerm",
+    "SmoothnessTerm",
+    "VarianceTerm",
     "collapse_diagnostics",
     "covariance_loss",
     "effective_rank",
@@ -216,3 +229,87 @@ def covariance_loss(z: Tensor) -> Tensor:
     cov = (z.T @ z) / (n - 1)  # [D, D]
     off_diagonal = cov.square().sum() - cov.diagonal().square().sum()
     return off_diagonal / d
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# World-model loss terms: `term(z [B, T, HW, D], actions [B, T-1, A]) -> (weighted loss, metrics)`
+# --------------------------------------------------------------------------------------------------------------------
+class _Term(nn.Module):
+    """A weighted loss term on the per-frame latents of a jointly trained world model."""
+
+    metric = "loss"
+
+    def __init__(self, *, weight: float = 1.0):
+        super().__init__()
+        if not weight >= 0:
+            raise ValueError(f"{type(self).__name__}: weight must be >= 0, got {weight}")
+        self.weight = float(weight)
+
+    def value(self, z: Tensor, actions: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, z: Tensor, actions: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        raw = self.value(z, actions)
+        return self.weight * raw, {self.metric: raw.detach()}
+
+    def extra_repr(self) -> str:
+        return f"weight={self.weight:g}"
+
+
+def _per_frame(z: Tensor) -> Tensor:
+    # Statistics over the batch for each frame (PLDM): a latent that only varies over time still collapses.
+    return z.transpose(0, 1).flatten(1, 2)  # [T, B*HW, D]
+
+
+class VarianceTerm(_Term):
+    """VICReg variance of each frame's latents over the batch (`variance_loss`, averaged over frames)."""
+
+    metric = "loss_var"
+
+    def value(self, z: Tensor, actions: Tensor) -> Tensor:
+        return torch.stack([variance_loss(f) for f in _per_frame(z)]).mean()
+
+
+class CovarianceTerm(_Term):
+    """VICReg covariance of each frame's latents over the batch (`covariance_loss`, averaged over frames)."""
+
+    metric = "loss_cov"
+
+    def value(self, z: Tensor, actions: Tensor) -> Tensor:
+        return torch.stack([covariance_loss(f) for f in _per_frame(z)]).mean()
+
+
+class SmoothnessTerm(_Term):
+    """Temporal smoothness `mean |z_{t+1} - z_t|^2` (PLDM): a small move gets a small latent step."""
+
+    metric = "loss_smooth"
+
+    def value(self, z: Tensor, actions: Tensor) -> Tensor:
+        return (z[:, 1:] - z[:, :-1]).pow(2).sum(-1).mean()
+
+
+class InverseDynamicsTerm(_Term):
+    """MSE of an MLP head that predicts the action between consecutive latents (PLDM's anti-collapse head).
+
+    The head's parameters are this module's (`mlp.*`): the training loop optimises them with the predictor, and
+    checkpoints keep them as the `inverse_dynamics` component.
+
+    Args:
+        embed_dim: latent width D.
+        action_dim: action width A.
+        hidden_dim: MLP hidden width.
+        weight: loss weight.
+    """
+
+    metric = "loss_idm"
+
+    def __init__(self, *, embed_dim: int, action_dim: int, hidden_dim: int = 256, weight: float = 1.0):
+        super().__init__(weight=weight)
+        self.mlp = Mlp(dim=2 * embed_dim, hidden_dim=hidden_dim, out_dim=action_dim)
+
+    def predict_action(self, z_t: Tensor, z_t1: Tensor) -> Tensor:
+        """`(z_t, z_t1) [..., HW, D] -> [..., A]`: the action that moved z_t to z_t1."""
+        return self.mlp(torch.cat([z_t.mean(-2), z_t1.mean(-2)], dim=-1))
+
+    def value(self, z: Tensor, actions: Tensor) -> Tensor:
+        return F.mse_loss(self.predict_action(z[:, :-1], z[:, 1:]), actions)

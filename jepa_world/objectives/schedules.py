@@ -4,7 +4,7 @@ Every schedule is a pure function of the optimizer step: it holds no counter, so
 it resumes from. Schedules are small frozen dataclasses rather than closures so that they pickle (DataLoader workers,
 checkpoints) and print readably in logs.
 
-Schedules used by the reference recipes (see /work/shared/reference/jepa.md, section 4):
+Schedules used by the releases' recipes:
     - I-JEPA / V-JEPA LR: ``warmup_cosine`` (linear warmup start -> peak, half-cosine peak -> final).
     - I-JEPA / V-JEPA weight decay: ``cosine`` 0.04 -> 0.4.
     - I-JEPA / V-JEPA EMA momentum: ``linear`` 0.996 (0.998) -> 1.0.

@@ -1,0 +1,91 @@
+"""Training-checkpoint file I/O: the only part of `checkpoints/` the training loop needs.
+
+Training checkpoints are `torch.save` dicts with the keys users of the releases recognise (`encoder`,
+`target_encoder`, `predictor`, `opt`, `step`) plus what exact resumption needs (`rng`, `config`). They hold only
+tensors, numbers, strings, lists and dicts, so they load with `torch.load(..., weights_only=True)`: nothing in a
+checkpoint is ever executed. Writes are atomic (temporary file, fsync, rename), so a crash during a save never
+destroys the previous checkpoint. Run folders keep them as `checkpoints/step_XXXXXXXX.pt`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_FORMAT = "jepa_world/train/v1"
+_STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be read or does not fit the model; the message says which file or key."""
+
+
+def atomic_write(path: Path, write: Callable[[Any], None]) -> Path:
+    """Call `write(binary_file)` on a temporary file in the same folder, fsync, then rename it to `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write `state` atomically to `path` (temporary file in the same folder, fsync, rename)."""
+    return atomic_write(Path(path), lambda f: torch.save({"format": CHECKPOINT_FORMAT, **state}, f))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint with `weights_only=True` (never runs code from the file).
+
+    Raises:
+        CheckpointError: the file is missing, truncated, not a checkpoint, or needs arbitrary pickle code.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the damage
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if "weights_only" in str(err) or "Unsupported global" in str(err):
+            raise CheckpointError(
+                f"{path} needs arbitrary pickle code to load, which jepa_world refuses (it could run anything). "
+                "If you trust the file, convert it once: `torch.load(path, weights_only=False)` in a separate "
+                f"session, then save only its tensors / state dicts. ({msg})"
+            ) from None
+        raise CheckpointError(f"{path} is not a readable checkpoint: {msg}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a checkpoint dict")
+    return state
+
+
+def list_checkpoints(directory: str | Path) -> list[Path]:
+    """`step_*.pt` files in a directory, oldest step first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _STEP_FILE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def checkpoint_path(directory: str | Path, step: int) -> Path:
+    return Path(directory) / f"step_{step:08d}.pt"
+
+
+def prune_checkpoints(directory: str | Path, keep_last: int) -> None:
+    """Delete all but the newest `keep_last` step checkpoints."""
+    for old in list_checkpoints(directory)[:-keep_last]:
+        old.unlink(missing_ok=True)

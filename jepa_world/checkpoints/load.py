@@ -1,0 +1,339 @@
+"""The front doors: `load_encoder`, `load_predictor`, `load_ac_predictor`, `load_world_model`, `export_checkpoint`.
+
+What they read (see `docs/hub.md`):
+    - a pretrained folder written by `save_pretrained` (`pretrained.py`);
+    - a run folder (its newest `checkpoints/step_*.pt`) or one of our training checkpoints: the modules are rebuilt
+      from the config saved in it (`jepa_world.factory`, never the training layer);
+    - an official I-JEPA / V-JEPA / V-JEPA 2 / V-JEPA 2-AC checkpoint or a bare state dict (`official.py`).
+Every load is strict (`state_dict.py`): missing, unexpected and wrongly shaped keys are reported by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from jepa_world.checkpoints.io import CheckpointError, list_checkpoints, load_checkpoint
+from jepa_world.checkpoints.official import (
+    detect_release,
+    infer_ac_predictor_kwargs,
+    infer_encoder_kwargs,
+    infer_predictor_kwargs,
+    is_ac_predictor,
+    official_state_dict,
+)
+from jepa_world.checkpoints.pretrained import (
+    CONFIG_NAME,
+    MODEL_CLASSES,
+    WEIGHTS_NAME,
+    decode_kwargs,
+    from_pretrained,
+    module_config,
+    save_pretrained,
+)
+from jepa_world.checkpoints.state_dict import abbrev, instantiate, is_state_dict, load_state_dict_strict
+from jepa_world.checkpoints.timm import save_timm
+from jepa_world.factory import build_jepa, build_world_model
+from jepa_world.models.ac_predictor import ActionConditionedPredictor
+from jepa_world.models.predictor import MaskPredictor
+from jepa_world.models.small import ResidualMlpDynamics
+from jepa_world.models.vit import VisionTransformer
+from jepa_world.models.world_model import WorldModel
+
+COMPONENTS = ("target_encoder", "encoder", "predictor")
+ENCODER_COMPONENTS = ("target_encoder", "encoder")
+EXPORT_FORMATS = ("jepa_world", "timm")
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The file or pretrained folder a path stands for.
+
+    A pretrained folder (config.json) is returned as is; a run folder gives its newest `checkpoints/step_*.pt`, a
+    checkpoints folder its newest `step_*.pt`; `config.json` / `model.safetensors` give their folder; other files are
+    returned as they are.
+
+    Raises:
+        CheckpointError: the path does not exist, or is a folder with nothing loadable in it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if (path / CONFIG_NAME).is_file():
+            return path
+        found = list_checkpoints(path / "checkpoints") or list_checkpoints(path)
+        if found:
+            return found[-1]
+        listing = sorted(p.name for p in path.iterdir())
+        raise CheckpointError(
+            f"{path} is neither a pretrained folder ({CONFIG_NAME} + {WEIGHTS_NAME}) nor a run folder "
+            f"(checkpoints/step_*.pt); it holds {abbrev(listing)}"
+        )
+    if path.is_file():
+        return path.parent if path.name == CONFIG_NAME or path.suffix == ".safetensors" else path
+    raise CheckpointError(f"checkpoint not found: {path}")
+
+
+def _first_param_keys(state: Mapping) -> str:
+    parts = []
+    for key, value in state.items():
+        if isinstance(value, Mapping) and value:
+            parts.append(f"{key!r}: {abbrev([str(k) for k in value], 3)}")
+    return "; first keys of its dicts: " + "; ".join(parts) if parts else ""
+
+
+def _ours_kwargs(state: Mapping, component: str, path: Path) -> tuple[type[nn.Module], dict]:
+    """Constructor kwargs of a component of one of our training checkpoints, rebuilt from its saved config."""
+    try:
+        with torch.device("meta"):
+            jepa = build_jepa(OmegaConf.create(state["config"]))
+    except Exception as err:  # a config from another version or task: say so rather than guess
+        raise CheckpointError(
+            f"{path}: cannot rebuild the model from the config saved in the checkpoint ({type(err).__name__}: {err})"
+        ) from None
+    module = {"encoder": jepa.encoder, "target_encoder": jepa.target_encoder, "predictor": jepa.predictor}[component]
+    config = module_config(module)
+    return MODEL_CLASSES[config["class"]], config["kwargs"]
+
+
+def _load_component(path: str | Path, *, component: str, strict: bool, overrides: dict) -> nn.Module:
+    source = resolve_checkpoint(path)
+    if source.is_dir():
+        return from_pretrained(source, strict=strict, **overrides)
+    state = load_checkpoint(source)
+    what = f"{source} [{component}]"
+    if str(state.get("format", "")).startswith("jepa_world/train/") and "config" in state:
+        if component not in state:
+            raise CheckpointError(f"{source} has no {component!r}; it holds {abbrev(sorted(map(str, state)))}")
+        if state.get("task", "pretrain") == "pretrain":
+            cls, kwargs = _ours_kwargs(state, component, source)
+            return instantiate(cls, {**kwargs, **overrides}, state[component], strict=strict, what=what)
+        if component == "predictor" and state.get("task") == "world_model":
+            if overrides:
+                raise CheckpointError(
+                    f"{source}: a world model's predictor is rebuilt from the config saved with it; overrides "
+                    f"{sorted(overrides)} are not supported"
+                )
+            return _world_model_from_state(state, source).predictor
+        # Other tasks (world models) keep a pretrained encoder: infer it like any state dict below.
+    if is_state_dict(state):
+        raw, encoder_raw, what = state, None, str(source)
+    elif isinstance(state.get(component), Mapping):
+        raw = state[component]
+        encoder_raw = next((state[k] for k in ENCODER_COMPONENTS if isinstance(state.get(k), Mapping)), None)
+    else:
+        present = [k for k in COMPONENTS if k in state]
+        hint = f"; it holds {present}" if present else ""
+        raise CheckpointError(
+            f"{source} matches no known checkpoint format: no {component!r} entry and not a state dict{hint}; "
+            f"top-level keys {abbrev(sorted(map(str, state)), 10)}{_first_param_keys(state)}"
+        )
+    if not is_state_dict(raw):
+        raise CheckpointError(f"{what} is not a dict of tensors (found {type(raw).__name__})")
+    release = detect_release(raw)
+    if release == "generic" and encoder_raw is not None:
+        release = detect_release(encoder_raw)
+    official = not str(state.get("format", "")).startswith("jepa_world/")
+    if release == "generic" and official and isinstance(state.get("predictor"), Mapping):
+        # Only V-JEPA 2-AC has this predictor; its encoder keys carry `module.` alone (no `backbone.` to tell).
+        release = "vjepa2" if is_ac_predictor(state["predictor"]) else release
+    state_dict = official_state_dict(raw)
+    if component == "predictor" and is_ac_predictor(state_dict):
+        kwargs = infer_ac_predictor_kwargs(state_dict, what=what, **overrides)
+        return instantiate(ActionConditionedPredictor, kwargs, state_dict, strict=strict, what=what)
+    if component == "predictor":
+        enc = official_state_dict(encoder_raw) if encoder_raw is not None else None
+        kwargs = infer_predictor_kwargs(state_dict, release=release, encoder_state_dict=enc, what=what, **overrides)
+        return instantiate(MaskPredictor, kwargs, state_dict, strict=strict, what=what)
+    kwargs = infer_encoder_kwargs(state_dict, release=release, what=what, **overrides)
+    return instantiate(VisionTransformer, kwargs, state_dict, strict=strict, what=what)
+
+
+def load_encoder(
+    path_or_dir: str | Path, *, component: str = "target_encoder", strict: bool = True, **overrides
+) -> VisionTransformer:
+    """Load an encoder from any supported source (see the module docstring and docs/hub.md).
+
+    Args:
+        path_or_dir: pretrained folder, run folder, our training checkpoint, an official I-JEPA / V-JEPA /
+            V-JEPA 2 checkpoint, or a bare state dict file.
+        component: "target_encoder" (the EMA encoder the releases evaluate; default) or "encoder" (the context
+            encoder, which the V-JEPA 2 hub and HF's I-JEPA conversion load). Ignored for pretrained folders.
+        strict: missing / unexpected keys are an error (False: a warning). Wrong shapes are always an error.
+        **overrides: VisionTransformer kwargs (e.g. `num_heads=22`, `num_frames=64`, `act_checkpoint=True`).
+
+    Returns:
+        The encoder in eval mode.
+
+    Raises:
+        CheckpointError: unreadable file, unknown format, or weights that do not fit (keys and shapes named).
+        ValueError: bad `component`.
+    """
+    if component not in ENCODER_COMPONENTS:
+        raise ValueError(f"component={component!r}; load_encoder expects one of {ENCODER_COMPONENTS}")
+    module = _load_component(path_or_dir, component=component, strict=strict, overrides=overrides)
+    if not isinstance(module, VisionTransformer):
+        raise CheckpointError(f"{path_or_dir} holds a {type(module).__name__}, not an encoder; use load_predictor")
+    return module
+
+
+def load_predictor(path_or_dir: str | Path, *, strict: bool = True, **overrides) -> nn.Module:
+    """Load the predictor a checkpoint holds: a mask predictor, or a V-JEPA 2-AC action-conditioned one.
+
+    Reads our checkpoints and folders, official I-JEPA / V-JEPA / V-JEPA 2 checkpoints (a `MaskPredictor`), the
+    official V-JEPA 2-AC checkpoint `vjepa2-ac-vitg.pt` (an `ActionConditionedPredictor`; its keys
+    `action_encoder.*`, ... tell which) and our world-model checkpoints (the predictor preset of their saved config:
+    an `ActionConditionedPredictor` or a `ResidualMlpDynamics`). `load_ac_predictor` insists on the transformer.
+
+    Args:
+        path_or_dir: as for `load_encoder`.
+        strict: missing / unexpected keys are an error (False: a warning).
+        **overrides: kwargs of the class built (e.g. `num_heads=`, `grid_size=`), plus, for a mask predictor,
+            `num_frames=` (clip length used to read the grid of a video position table).
+
+    Returns:
+        The predictor in eval mode.
+    """
+    module = _load_component(path_or_dir, component="predictor", strict=strict, overrides=overrides)
+    if not isinstance(module, MaskPredictor | ActionConditionedPredictor | ResidualMlpDynamics):
+        raise CheckpointError(f"{path_or_dir} holds a {type(module).__name__}, not a predictor; use load_encoder")
+    return module
+
+
+def load_ac_predictor(path_or_dir: str | Path, *, strict: bool = True, **overrides) -> ActionConditionedPredictor:
+    """Load a V-JEPA 2-AC action-conditioned predictor (official `vjepa2-ac-vitg.pt`, our world models, exports).
+
+    The official file holds `encoder` and `predictor` (keys `module.` / `backbone.`-prefixed; both stripped). Widths
+    and action / state / extrinsics dims come from the shapes; heads (16) and the frame grid (16 x 16) from the
+    release (see `infer_ac_predictor_kwargs`).
+
+    Args:
+        path_or_dir: as for `load_encoder`.
+        strict: missing / unexpected keys are an error (False: a warning).
+        **overrides: ActionConditionedPredictor kwargs (e.g. `num_heads=`, `grid_size=(H', W')`).
+
+    Returns:
+        The predictor in eval mode: `model(z [B, T, HW, D], actions [B, T, A], states [B, T, S])`.
+
+    Raises:
+        CheckpointError: unreadable file, weights that do not fit (keys and shapes named), or a checkpoint whose
+            predictor is a mask predictor.
+    """
+    module = load_predictor(path_or_dir, strict=strict, **overrides)
+    if not isinstance(module, ActionConditionedPredictor):
+        raise CheckpointError(
+            f"{path_or_dir} holds a {type(module).__name__}, not a V-JEPA 2-AC action-conditioned predictor; use "
+            "load_predictor"
+        )
+    return module
+
+
+def load_world_model(path_or_run: str | Path, *, device: str | torch.device = "cpu") -> WorldModel:
+    """Load a world model (encoder + action-conditioned predictor) written by `jepa-world train-wm`.
+
+    The model is rebuilt from the config and data dims saved in the checkpoint (`config`, `meta`): a ViT encoder from
+    `meta["encoder_config"]`, a registered encoder (e.g. the pooled one) from `wm.encoder`; then every component
+    (`encoder`, `predictor`, `inverse_dynamics` when trained) is loaded strictly.
+
+    Args:
+        path_or_run: run folder (its newest `checkpoints/step_*.pt`) or a checkpoint file.
+        device: where to put the model.
+
+    Returns:
+        The `WorldModel` in eval mode.
+
+    Raises:
+        CheckpointError: unreadable file, a pretraining checkpoint or export folder instead of a world model, or
+            weights that do not fit (keys and shapes named).
+    """
+    source = resolve_checkpoint(path_or_run)
+    if source.is_dir():
+        raise CheckpointError(
+            f"{source} is an exported single-module folder, not a world model; pass the train-wm run folder or "
+            "its checkpoints/step_*.pt"
+        )
+    return _world_model_from_state(load_checkpoint(source), source).to(device).eval()
+
+
+def _world_model_from_state(state: Mapping, source: Path) -> WorldModel:
+    """Rebuild a `WorldModel` from a train-wm checkpoint's config and meta, then load every component strictly."""
+    task = state.get("task", "pretrain" if "target_encoder" in state else None)
+    if task != "world_model" or "config" not in state or "meta" not in state:
+        hint = " (a pretraining checkpoint: use load_encoder, or wm.encoder_checkpoint=... in train-wm)"
+        raise CheckpointError(
+            f"{source} is not a world-model checkpoint (task={task!r}){hint if task == 'pretrain' else ''}; "
+            f"it holds {abbrev(sorted(map(str, state)))}"
+        )
+    meta = state["meta"]
+    cfg = OmegaConf.create(state["config"])
+    encoder = None
+    enc_cfg = meta.get("encoder_config") or {}
+    with torch.random.fork_rng(devices=[]):  # random init that the loaded weights replace: keep the caller's RNG
+        if enc_cfg:
+            if enc_cfg.get("class") not in MODEL_CLASSES:
+                raise CheckpointError(f"{source}: unknown encoder class {enc_cfg.get('class')!r} in meta")
+            cls = MODEL_CLASSES[enc_cfg["class"]]
+            encoder = instantiate(cls, decode_kwargs(enc_cfg["kwargs"]), state["encoder"], strict=True,
+                                   what=f"{source} [encoder]")  # fmt: skip
+        else:
+            cfg.wm.encoder_checkpoint = None  # the registered encoder trained jointly; its weights are below
+        try:
+            model = build_world_model(
+                cfg, action_dim=int(meta["action_dim"]), state_dim=int(meta["state_dim"]), encoder=encoder
+            )
+        except Exception as err:
+            raise CheckpointError(
+                f"{source}: cannot rebuild the world model from its saved config ({type(err).__name__}: {err})"
+            ) from None
+    parts = {"encoder": model.encoder, "predictor": model.predictor}
+    if model.inverse_dynamics is not None:
+        parts["inverse_dynamics"] = model.inverse_dynamics
+    for name in ("encoder", "predictor", "inverse_dynamics"):
+        if name in parts and name not in state:
+            raise CheckpointError(f"{source} has no {name!r}; it holds {abbrev(sorted(map(str, state)))}")
+        if name in state and name not in parts:
+            raise CheckpointError(f"{source} holds {name!r}, which the model rebuilt from its config does not have")
+    for name, module in parts.items():
+        load_state_dict_strict(module, state[name], what=f"{source} [{name}]")
+    return model.eval()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def export_checkpoint(
+    run_or_ckpt: str | Path,
+    output_dir: str | Path,
+    *,
+    component: str = "target_encoder",
+    format: str = "jepa_world",
+    **overrides,
+) -> Path:
+    """Turn a run folder, training checkpoint (ours or official) or pretrained folder into an export folder.
+
+    Args:
+        run_or_ckpt: anything `load_encoder` reads (a run folder uses its newest checkpoint).
+        output_dir: folder to write config.json + model.safetensors to.
+        component: "target_encoder", "encoder" or "predictor".
+        format: "jepa_world" (`from_pretrained` / `load_encoder` read it) or "timm" (image encoders only).
+        **overrides: passed to the loader (e.g. `num_heads=`, `num_frames=` for official checkpoints).
+
+    Returns:
+        The output folder.
+    """
+    if component not in COMPONENTS:
+        raise ValueError(f"component={component!r}; expected one of {COMPONENTS}")
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"format={format!r}; expected one of {EXPORT_FORMATS}")
+    if format == "timm" and component == "predictor":
+        raise ValueError("format='timm' exports encoders only; use component='target_encoder' or 'encoder'")
+    if component == "predictor":
+        module: nn.Module = load_predictor(run_or_ckpt, **overrides)
+    else:
+        module = load_encoder(run_or_ckpt, component=component, **overrides)
+    if format == "timm":
+        return save_timm(module, output_dir)
+    source = resolve_checkpoint(run_or_ckpt)
+    return save_pretrained(module, output_dir, source=f"{source.name} [{component}]")

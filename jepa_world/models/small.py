@@ -1,0 +1,159 @@
+"""Small CPU-friendly modules for pooled latents: a pooled-pixel frame encoder and a residual-MLP dynamics model.
+
+References:
+    Sobal et al. 2025 (PLDM) and the EB-JEPA Two-Rooms setup: a small encoder trained jointly with Markov latent
+    dynamics over one pooled latent per frame, the practical choice for planning on a CPU.
+
+Shapes:
+    frames `[B, C, H, W]` -> latents `[B, 1, D]`; dynamics over `[B, T, 1, D]` with actions `[B, T, A]` (same call as
+    `ActionConditionedPredictor`, so the world model and the planners use either).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from jepa_world.models.ac_predictor import RolloutCache, check_dims, check_shape, check_states
+from jepa_world.models.layers import LN_EPS, Mlp, constructor_config, init_weights_
+from jepa_world.registry import register_model
+
+
+class PooledEncoder(nn.Module):
+    """CPU-friendly frame encoder: average-pool, flatten, standardise, MLP to one vector. `[B, C, H, W] -> [B, 1, D]`.
+
+    Args:
+        img_size: input side (H = W).
+        in_chans: input channels.
+        pool: average-pool factor applied first (64 px -> 32 px with 2).
+        hidden_dim: MLP hidden width.
+        embed_dim: output width D.
+        input_norm: standardise every pooled pixel over the batch (BatchNorm without affine; running statistics in
+            eval mode). It removes the static background, which otherwise swamps the few pixels that move: measured
+            on Two-Rooms, without it even a supervised inverse-dynamics head on this encoder does not learn (MSE
+            0.88 after 600 steps, latent std falling to 6e-4), with it the MSE reaches 0.19.
+    """
+
+    def __init__(
+        self,
+        *,
+        img_size: int = 64,
+        in_chans: int = 3,
+        pool: int = 2,
+        hidden_dim: int = 256,
+        embed_dim: int = 64,
+        input_norm: bool = True,
+    ):
+        config = constructor_config(locals())
+        super().__init__()
+        self.config = config
+        if img_size % pool:
+            raise ValueError(f"pool={pool} does not divide img_size={img_size}")
+        self.img_size, self.pool, self.embed_dim = img_size, pool, embed_dim
+        dim = in_chans * (img_size // pool) ** 2
+        self.input_norm = nn.BatchNorm1d(dim, affine=False) if input_norm else None
+        self.mlp = Mlp(dim=dim, hidden_dim=hidden_dim, out_dim=embed_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 4 or x.shape[-2:] != (self.img_size, self.img_size):
+            raise ValueError(f"expected [B, C, {self.img_size}, {self.img_size}] frames, got {tuple(x.shape)}")
+        x = F.avg_pool2d(x, self.pool) if self.pool > 1 else x
+        x = x.flatten(1)  # [B, C * H/pool * W/pool]
+        if self.input_norm is not None:
+            x = self.input_norm(x)
+        return self.mlp(x)[:, None]  # [B, 1, D]
+
+
+class ResidualMlpDynamics(nn.Module):
+    """Markov latent dynamics for one pooled latent per frame: `z_{t+1} = z_t + f([z_t, a_t, (s_t)])`.
+
+    The practical predictor for planning on CPU (PLDM-style): a CEM step over thousands of sequences costs a few
+    small matrix products, against a transformer pass per frame for `ActionConditionedPredictor`. Same call as that
+    predictor (frames `[B, T, 1, D]`, output t predicts frame t+1, optional rollout cache), so `WorldModel` and the
+    planners use either. Each output depends on its own frame only, which is block-causal by construction.
+
+    Args:
+        embed_dim: latent width D (input and output).
+        action_dim: A, taken from the data.
+        state_dim: S, taken from the data; 0 = no state input.
+        hidden_dim: width of the residual MLP.
+        depth: residual blocks (LayerNorm -> Linear -> GELU -> Linear).
+        init_std: std of the truncated-normal init (the last layer of each block and the output start at zero, so
+            the untrained model predicts "nothing moves").
+    """
+
+    grid_size = (1, 1)
+
+    def __init__(
+        self,
+        *,
+        embed_dim: int,
+        action_dim: int,
+        state_dim: int = 0,
+        hidden_dim: int = 256,
+        depth: int = 2,
+        init_std: float = 0.02,
+    ):
+        config = constructor_config(locals())
+        super().__init__()
+        self.config = config
+        check_dims(embed_dim=(embed_dim, 1), action_dim=(action_dim, 1), state_dim=(state_dim, 0),
+                    hidden_dim=(hidden_dim, 1), depth=(depth, 0))  # fmt: skip
+        self.embed_dim, self.action_dim, self.state_dim = embed_dim, action_dim, state_dim
+        self.inp = nn.Linear(embed_dim + action_dim + state_dim, hidden_dim)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(hidden_dim, eps=LN_EPS), Mlp(dim=hidden_dim, hidden_dim=hidden_dim))
+            for _ in range(depth)
+        )
+        self.out = nn.Sequential(nn.LayerNorm(hidden_dim, eps=LN_EPS), nn.GELU(), nn.Linear(hidden_dim, embed_dim))
+        init_weights_(self, std=init_std)
+        with torch.no_grad():
+            for blk in self.blocks:
+                blk[1].fc2.weight.zero_()
+            self.out[-1].weight.zero_()
+
+    def forward(
+        self, z: Tensor, actions: Tensor, states: Tensor | None = None, *, cache: RolloutCache | None = None
+    ) -> Tensor:
+        """Predict the next latent of every input frame.
+
+        Args:
+            z: `[B, T, 1, D]` frame latents.
+            actions: `[B, T, A]`; action t moves frame t to frame t+1.
+            states: `[B, T, S]`, required iff state_dim > 0.
+            cache: rollout bookkeeping (only its frame count changes: the model is Markov).
+
+        Returns:
+            `[B, T, 1, D]`: output t predicts frame t+1 from frame t.
+        """
+        if z.ndim != 4 or z.shape[2] != 1 or z.shape[-1] != self.embed_dim:
+            raise ValueError(
+                f"z must have shape [B, T, 1, {self.embed_dim}] (one pooled latent per frame; use a transformer "
+                f"preset such as dynamics_nano for patch tokens), got {tuple(z.shape)}"
+            )
+        B, T = z.shape[:2]
+        check_shape(actions, (B, T, self.action_dim), "actions")
+        parts = [z[:, :, 0], actions.to(z.dtype)]
+        if check_states(states, (B, T, self.state_dim), self.state_dim):
+            parts.append(states.to(z.dtype))
+        x = self.inp(torch.cat(parts, dim=-1))  # [B, T, hidden]
+        for blk in self.blocks:
+            x = x + blk(x)
+        if cache is not None:
+            cache.num_frames += T
+        return (z[:, :, 0] + self.out(x))[:, :, None]  # [B, T, 1, D]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Presets. embed_dim / action_dim / state_dim of the dynamics come from the encoder and the data.
+# --------------------------------------------------------------------------------------------------------------------
+@register_model
+def pooled_encoder(**kwargs) -> PooledEncoder:
+    return PooledEncoder(**kwargs)
+
+
+@register_model
+def dynamics_mlp(**kwargs) -> ResidualMlpDynamics:
+    # Markov residual MLP over one pooled latent: the CPU planning choice (CEM over 5,000 x 40-step rollouts).
+    return ResidualMlpDynamics(**{**dict(hidden_dim=128, depth=2), **kwargs})

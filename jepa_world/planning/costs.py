@@ -1,0 +1,105 @@
+"""Goal costs for the planners: latent distances to a goal, and the rollout cost built from a world model.
+
+The planners see only a cost callable `cost_fn(a [E, S, H, A]) -> [E, S]`; this module is where a world model becomes
+one (`rollout_cost`), so models never import planners and planners never see models.
+
+Shapes: E parallel episodes, S samples, H horizon, A action dim; latents `[E, 1, HW, D]` from `WorldModel.encode`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from torch import Tensor
+
+from jepa_world.planning.planners import CostFn
+
+__all__ = ["REDUCE_MODES", "CostFn", "goal_distance", "latent_distance", "rollout_cost"]
+
+REDUCE_MODES = ("last", "sum", "last+mean")
+
+
+class RollsOut(Protocol):
+    """What a cost needs of a world model: `rollout(z0, actions, states) -> latents` (see `WorldModel.rollout`)."""
+
+    def rollout(self, z0: Tensor, actions: Tensor, states: Tensor | None = None) -> Tensor: ...
+
+
+def latent_distance(z: Tensor, z_goal: Tensor, *, p: int = 1, reduce: str = "last") -> Tensor:
+    """Distance of predicted latents along the horizon to a goal latent, reduced to one cost per sample.
+
+    The per-step distance is ``mean |z - z_goal|^p`` over all latent dims (``p=1``: mean L1, ``p=2``: mean squared
+    L2, i.e. MSE).
+
+    Args:
+        z: Predicted latents ``# [E, S, H, ...]``.
+        z_goal: Goal latents ``# [E, ...]`` (same trailing shape as ``z``).
+        p: Exponent of the elementwise absolute difference (> 0).
+        reduce: ``"last"`` (last step only), ``"sum"`` (sum over steps) or ``"last+mean"`` (last step plus mean over
+            steps, the best variant on Two-Rooms).
+
+    Returns:
+        Cost ``# [E, S]``.
+    """
+    if reduce not in REDUCE_MODES:
+        raise ValueError(f"reduce must be one of {REDUCE_MODES}, got {reduce!r}")
+    if p <= 0:
+        raise ValueError(f"p must be > 0, got {p}")
+    if z.dim() < 3:
+        raise ValueError(f"z must have shape [E, S, H, ...], got shape {tuple(z.shape)}")
+    e, s, h = z.shape[:3]
+    if z_goal.shape != (e, *z.shape[3:]):
+        raise ValueError(
+            f"z_goal must have shape {(e, *z.shape[3:])} to match z of shape {tuple(z.shape)}, "
+            f"got {tuple(z_goal.shape)}"
+        )
+    g = z_goal.reshape(e, 1, 1, *z.shape[3:])  # [E, 1, 1, ...]
+    diff = (z - g).abs()
+    if p != 1:
+        diff = diff.pow(p)
+    d = diff.reshape(e, s, h, -1).mean(dim=-1)  # [E, S, H]
+    if reduce == "last":
+        return d[..., -1]
+    if reduce == "sum":
+        return d.sum(dim=-1)
+    return d[..., -1] + d.mean(dim=-1)
+
+
+def goal_distance(z: Tensor, z_goal: Tensor) -> Tensor:
+    """Per-episode mean `|z - z_goal|` over all latent dims (the planner's per-step cost with p=1): `[E, ...] -> [E]`.
+
+    Used for the stop rule and the energy landscape, where there is one latent per episode and no horizon.
+    """
+    return (z - z_goal).abs().flatten(1).mean(dim=1)
+
+
+def rollout_cost(
+    model: RollsOut,
+    z0: Tensor,
+    z_goal: Tensor,
+    *,
+    states: Tensor | None = None,
+    p: int = 1,
+    reduce: str = "last",
+) -> CostFn:
+    """A planner cost: roll sampled actions `[E, S, H, A]` out from z0 and measure the latent distance to a goal.
+
+    Args:
+        model: a world model (its `rollout` verb is all that is used).
+        z0: `[E, 1, HW, D]` current latents (from `encode`).
+        z_goal: `[E, HW, D]` or `[E, 1, HW, D]` goal latents.
+        states: `[E, 1, S]` current states (filled forward by the model's `state_update`), if the model uses states.
+        p: 1 for L1 (V-JEPA 2-AC), 2 for MSE.
+        reduce: "last", "sum" or "last+mean" over the horizon (see `latent_distance`).
+
+    Returns:
+        `cost_fn(a [E, S, H, A]) -> [E, S]`.
+    """
+    z_goal = z_goal[:, 0] if z_goal.ndim == z0.ndim else z_goal
+    s = None if states is None else states[:, None]
+
+    def cost_fn(a: Tensor) -> Tensor:
+        z = model.rollout(z0[:, None], a.to(z0.dtype), s)  # [E, S, H, HW, D]
+        return latent_distance(z, z_goal, p=p, reduce=reduce)
+
+    return cost_fn
