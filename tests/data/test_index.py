@@ -19,7 +19,7 @@ from jepa_world.data.index import (
     split_index_spec,
     write_index,
 )
-from tests.test_data_video import write_bad_files, write_video
+from tests.data.test_video import write_bad_files, write_video
 
 pytest.importorskip("av")
 

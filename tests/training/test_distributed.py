@@ -12,7 +12,7 @@ from jepa_world import checkpoints
 from jepa_world.config import load_config
 from jepa_world.training import pretrain
 
-from .conftest import ROOT, tiny_overrides
+from tests.conftest import ROOT, tiny_overrides
 
 
 def _free_port() -> int:

@@ -10,7 +10,7 @@ from jepa_world.factory import build_jepa, build_masks
 from jepa_world.models.jepa import JEPA
 from jepa_world.training import pretrain
 
-from .conftest import tiny_overrides
+from tests.conftest import tiny_overrides
 
 
 def _vicreg_terms(z: torch.Tensor) -> tuple[float, float]:

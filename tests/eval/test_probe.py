@@ -19,7 +19,7 @@ from jepa_world.eval.probe_heads import AttentiveProbe, LinearProbe, ProbeSweep,
 from jepa_world.models.vit import VisionTransformer
 from jepa_world.training import pretrain
 
-from .conftest import tiny_overrides
+from tests.conftest import tiny_overrides
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ from jepa_world.config import load_config
 from jepa_world.envs.collect import collect_episodes
 from jepa_world.training import train_world_model
 
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 
 def _over(tmp_path, **extra) -> list[str]:
@@ -40,7 +40,7 @@ def test_train_wm_collects_trains_and_checkpoints(tmp_path):
 def test_frozen_pretrained_encoder_is_not_trained(tmp_path):
     from jepa_world.training import pretrain
 
-    from .conftest import tiny_overrides
+    from tests.conftest import tiny_overrides
 
     pretrain(load_config([], tiny_overrides(tmp_path / "pre", **{"data.num_frames": 1, "train.max_steps": 1})))
     encoder_run = tmp_path / "pre" / "run"

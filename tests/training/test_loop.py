@@ -16,7 +16,7 @@ from jepa_world.config import load_config
 from jepa_world.objectives.ema import EMA
 from jepa_world.training import check_batch_split, pretrain
 
-from .conftest import ROOT, tiny_overrides
+from tests.conftest import ROOT, tiny_overrides
 
 
 def _metrics(run: Path) -> list[dict]:
