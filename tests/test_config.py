@@ -74,3 +74,35 @@ def test_unknown_key_in_file_names_file(tmp_path):
 def test_missing_file():
     with pytest.raises(ConfigError, match="config file not found: nope.yaml"):
         load_config(["nope.yaml"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (["plan.horizonn=3"], r"unknown config key 'plan.horizonn'.*did you mean 'plan.horizon'"),
+        (["plan.planner=ccem"], r"'plan.planner' = 'ccem': expected one of cem, mppi"),
+        (["plan.reduce=mean"], r"'plan.reduce' = 'mean': expected one of last, sum, last\+mean"),
+        (["plan.elites=500"], r"'plan.elites' = 500: must be in \[1, plan.samples=100\]"),
+        (["plan.replan_every=50"], r"'plan.replan_every' = 50: exceeds plan.horizon=40"),
+        (["plan.stop_radius=0"], r"'plan.stop_radius' = 0.0: must be > 0, or null"),
+        (["plan.samples=abc"], r"bad value for config key 'plan.samples'"),
+        (["probe.epoch=3"], r"unknown config key 'probe.epoch'.*did you mean 'probe.epochs'"),
+        (["probe.kind=both2"], r"'probe.kind' = 'both2': expected one of linear, attentive, both"),
+        (["probe.lrs=[]"], r"'probe.lrs' = \[\]: needs at least one value"),
+        (["probe.val_data=x"], r"'probe.val_data' = 'x': val_data / test_data go with a data path"),
+        (["probe.data=p", "probe.test_data=t"], r"'probe.test_data' = 't': needs probe.val_data too"),
+    ],
+)
+def test_plan_and_probe_sections_are_checked_like_the_others(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config([], overrides)
+
+
+def test_plan_and_probe_sections_from_files_overrides_and_flag_values(tmp_path):
+    recipe = tmp_path / "plan.yaml"
+    recipe.write_text("plan:\n  horizon: 12\n  samples: 30\n  planner: mppi\nprobe:\n  epochs: 7\n")
+    cfg = load_config([recipe], ["plan.samples=31"], command="plan", values={"plan.episodes": ("flag --episodes", 3)})
+    assert (cfg.plan.horizon, cfg.plan.samples, cfg.plan.episodes, cfg.probe.epochs) == (12, 31, 3, 7)
+    assert cfg.plan.planner == "mppi" and f"{cfg.plan.planner}" == "mppi" and "planner: mppi" in to_yaml(cfg)
+    with pytest.raises(ConfigError, match=r"flag --episodes.*plan.episodes|plan.episodes.*flag --episodes"):
+        load_config([], [], command="plan", values={"plan.episodes": ("flag --episodes", "many")})

@@ -50,8 +50,6 @@ _MAX_TRIES = 20
 # ----------------------------------------------------------------------------------------------------------------------
 # Argument checks
 # ----------------------------------------------------------------------------------------------------------------------
-
-
 def _check_int(name: str, value: Any, *, minimum: int | None = None) -> int:
     if isinstance(value, bool):
         raise TypeError(f"{name} must be an int, got {value!r}")
@@ -102,12 +100,11 @@ def _check_scale(name: str, value: Any) -> float:
 # ----------------------------------------------------------------------------------------------------------------------
 # Sampling helpers
 # ----------------------------------------------------------------------------------------------------------------------
-
-
 def _generator(seed: int, step: int) -> torch.Generator:
     # A hash rather than ``seed * C + step``: nearby (seed, step) pairs never collide and the result always fits the
     # 63 bits that ``manual_seed`` accepts, whatever the sign or size of seed.
-    digest = hashlib.blake2b(f"jepa_world.objectives.masks:{seed}:{step}".encode(), digest_size=8).digest()
+    # The key names the module's first home, jepa_world.masks: renaming it would change every mask stream.
+    digest = hashlib.blake2b(f"jepa_world.masks:{seed}:{step}".encode(), digest_size=8).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
 
 
@@ -203,8 +200,6 @@ def _split_to_shortest(g: torch.Generator, targets: torch.Tensor) -> tuple[torch
 # ----------------------------------------------------------------------------------------------------------------------
 # Public API
 # ----------------------------------------------------------------------------------------------------------------------
-
-
 # eq=False: a field-wise == on tensors is elementwise and would raise in ``bool()``; identity semantics are clearer.
 @dataclass(frozen=True, eq=False)
 class MaskSet:

@@ -191,3 +191,42 @@ def test_plan_cli_end_to_end(tiny_run, tmp_path):
         assert gif.n_frames > 1
     with Image.open(out / "landscape.png") as png:
         assert png.width > png.height > 0
+
+
+def test_evaluate_policy_matches_an_explicit_transition_loop():
+    # The protocol runner against the loop it replaced: the true state stepped by env.transition, a policy call a step.
+    env = make_env("two_rooms")
+    for name in ("straight_line", "door_waypoint", "random"):
+        result = evaluate_policy(env, make_policy(name), num_episodes=6, seed=5)
+        policy, rng = make_policy(name), np.random.default_rng((5, 1))
+        states, goals = result["pairs"][:, 0].astype(np.float64), result["pairs"][:, 1].astype(np.float64)
+        for _ in range(env.max_steps):
+            states = env.transition(states, np.asarray(policy(states, goals, rng), dtype=np.float32))
+        np.testing.assert_allclose(result["final_state"], states, atol=1e-9)
+        np.testing.assert_array_equal(result["successes"], np.linalg.norm(states - goals, axis=-1) < 4.5)
+
+
+def test_plan_cli_takes_config_files_and_checked_key_value(tiny_run, tmp_path, capsys):
+    from jepa_world.cli import main
+
+    run, _ = tiny_run
+    recipe = tmp_path / "plan.yaml"
+    recipe.write_text(
+        "plan:\n  episodes: 2\n  max_steps: 4\n  horizon: 3\n  samples: 8\n  elites: 2\n  iterations: 1\n"
+        "  replan_every: 1\n  gif_episodes: 0\n  ceiling: false\n  baselines: false\n"
+    )
+    out = tmp_path / "plan"
+    argv = ["plan", "--checkpoint", str(run), "--config", str(recipe), f"plan.output={out}", "plan.samples=9", "-q"]
+    assert main(argv) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert [r["name"] for r in result["results"]] == ["world model + CEM"]  # no baselines, no ceiling
+    assert result["protocol"]["episodes"] == 2 and result["protocol"]["max_steps"] == 4
+    assert (result["settings"]["horizon"], result["settings"]["samples"]) == (3, 9)  # key=value after the file
+    # A flag alias is the same key: --horizon 2 == plan.horizon=2.
+    assert main([*argv, "--horizon", "2", "--replan-every", "1"]) == 0
+    assert json.loads((out / "results.json").read_text())["settings"]["horizon"] == 2
+    capsys.readouterr()
+    assert main(["plan", "--checkpoint", str(run), "plan.horizonn=3"]) == 2
+    assert "did you mean 'plan.horizon'" in capsys.readouterr().err
+    assert main(["plan", "--checkpoint", str(run), "--planner", "ccem"]) == 2
+    assert "expected one of cem, mppi" in capsys.readouterr().err

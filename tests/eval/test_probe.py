@@ -18,7 +18,6 @@ from jepa_world.eval.probe_command import random_encoder_like
 from jepa_world.eval.probe_heads import AttentiveProbe, LinearProbe, ProbeSweep, probe_inputs, sweep_loss, train_sweeps
 from jepa_world.models.vit import VisionTransformer
 from jepa_world.training import pretrain
-
 from tests.conftest import tiny_overrides
 
 
@@ -342,3 +341,26 @@ def test_video_index_with_labels(tmp_path):
     enc = VisionTransformer(img_size=16, patch_size=8, num_frames=4, embed_dim=32, depth=1, num_heads=2)
     res = probe(enc, train, val, kind="linear", lrs=(1e-2,), wds=(0.0,), epochs=10, batch_size=4)
     assert res["reported_on"] == "val" and res["linear"]["best"]["top1"] == 100.0
+
+
+def test_probe_cli_takes_config_files_and_checked_key_value(tmp_path, capsys):
+    over = tiny_overrides(tmp_path)
+    recipe = tmp_path / "probe.yaml"
+    recipe.write_text(
+        "probe:\n  kind: linear\n  epochs: 2\n  batch_size: 8\n  num_train: 24\n  num_val: 8\n  num_test: 8\n"
+        "  lrs: [0.01]\n  wds: [0.0]\n"
+    )
+    out_json = tmp_path / "probe.json"
+    assert (
+        main(["probe", "--checkpoint", "random", "--config", str(recipe), *over, f"probe.output={out_json}", "-q"]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert "random init (vit_nano" in printed and "attentive" not in printed  # probe.kind=linear from the file
+    results = __import__("json").loads(out_json.read_text())
+    assert results["num_train"] == 24 and [h["lr"] for h in results["linear"]["heads"]] == [0.01]
+    assert main(["probe", "--checkpoint", "random", "probe.epoch=3"]) == 2
+    assert "did you mean 'probe.epochs'" in capsys.readouterr().err
+    # Pretraining keys describe a random encoder only: with a checkpoint they would be ignored, so they are refused.
+    pretrain(load_config([], over))
+    assert main(["probe", "--checkpoint", str(tmp_path / "run"), "--config", str(recipe), "model.depth=3", "-q"]) == 2
+    assert "only describe a random encoder" in capsys.readouterr().err

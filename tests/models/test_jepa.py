@@ -9,7 +9,6 @@ from jepa_world.config import load_config
 from jepa_world.factory import build_jepa, build_masks
 from jepa_world.models.jepa import JEPA
 from jepa_world.training import pretrain
-
 from tests.conftest import tiny_overrides
 
 

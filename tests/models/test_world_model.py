@@ -493,3 +493,11 @@ def test_pooled_encoder_input_norm_removes_the_static_background():
             assert torch.isfinite(enc(x[:2])).all()
     assert stds[True] > 3 * stds[False], stds  # measured: 0.82 vs 0.17
     assert PooledEncoder(img_size=16, pool=2, input_norm=False).input_norm is None
+
+
+def test_loss_terms_go_with_joint_training_only():
+    with pytest.raises(ValueError, match="freeze_encoder=True"):
+        _pooled_wm(freeze_encoder=True, terms=_joint_terms())
+    wm = _pooled_wm(freeze_encoder=False, terms=_joint_terms(idm=0.0))
+    assert wm.inverse_dynamics is None and len(wm.terms) == 2
+    assert wm.config["freeze_encoder"] is False and "terms" not in wm.config  # modules keep their own config

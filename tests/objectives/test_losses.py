@@ -256,3 +256,33 @@ def test_covariance_loss_matches_numpy():
     expected = (c**2).sum() - (np.diag(c) ** 2).sum()
     assert covariance_loss(z).item() == pytest.approx(expected / 7, rel=1e-10)
     assert covariance_loss(z).item() > 0.1
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# World-model loss terms
+# --------------------------------------------------------------------------------------------------------------------
+def test_world_model_terms_match_their_formulas():
+    from jepa_world.objectives.losses import CovarianceTerm, InverseDynamicsTerm, SmoothnessTerm, VarianceTerm
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(6, 4, 2, 8, generator=g, dtype=torch.float64)  # [B, T, HW, D]
+    actions = torch.randn(6, 3, 2, generator=g, dtype=torch.float64)
+    frames = [z[:, t].reshape(-1, 8) for t in range(4)]  # each frame's latents over the batch [B*HW, D]
+    expected = {
+        "loss_var": sum(variance_loss(f) for f in frames) / 4,
+        "loss_cov": sum(covariance_loss(f) for f in frames) / 4,
+        "loss_smooth": sum(((z[:, t + 1] - z[:, t]) ** 2).sum(-1).mean() for t in range(3)) / 3,
+    }
+    for term in (VarianceTerm(weight=2.0), CovarianceTerm(weight=0.5), SmoothnessTerm(weight=3.0)):
+        loss, metrics = term(z, actions)
+        ((name, raw),) = metrics.items()
+        torch.testing.assert_close(raw, expected[name])
+        torch.testing.assert_close(loss, term.weight * expected[name])
+    idm = InverseDynamicsTerm(embed_dim=8, action_dim=2, hidden_dim=16, weight=2.0).double()
+    loss, metrics = idm(z, actions)
+    pred = idm.mlp(torch.cat([z[:, :-1].mean(-2), z[:, 1:].mean(-2)], dim=-1))  # [B, T-1, A]
+    torch.testing.assert_close(metrics["loss_idm"], ((pred - actions) ** 2).mean())
+    torch.testing.assert_close(loss, 2.0 * metrics["loss_idm"])
+    assert set(idm.state_dict()) == {"mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias"}
+    with pytest.raises(ValueError, match="weight must be >= 0"):
+        VarianceTerm(weight=-1.0)

@@ -425,3 +425,26 @@ def test_latent_distance_validation():
         latent_distance(z, torch.zeros(3, 8))
     with pytest.raises(ValueError, match="p must"):
         latent_distance(z, torch.zeros(2, 8), p=0)
+
+
+def test_cem_and_mppi_share_their_settings_and_keep_their_own_defaults():
+    from dataclasses import fields
+
+    from jepa_world.config import PlannerSettings
+    from jepa_world.planning import SamplingPlanner, make_planner
+
+    shared = {f.name for f in fields(SamplingPlanner)}
+    assert shared <= {f.name for f in fields(CEMPlanner)} and shared <= {f.name for f in fields(MPPIPlanner)}
+    assert {f.name for f in fields(CEMPlanner)} - shared == {"num_elites"}
+    assert {f.name for f in fields(MPPIPlanner)} - shared == {"temperature", "num_elites"}
+    cem, mppi = CEMPlanner(horizon=3, action_dim=2), MPPIPlanner(horizon=3, action_dim=2)
+    assert (cem.num_samples, cem.iterations, mppi.num_samples, mppi.iterations) == (300, 10, 512, 6)
+    assert cem.low.shape == (2,) and cem.low.dtype == torch.float32  # bounds become per-dimension tensors
+    # The config's planner settings build either planner, with the env's bounds.
+    for kind, cls in (("cem", CEMPlanner), ("mppi", MPPIPlanner)):
+        settings = PlannerSettings(planner=kind, samples=20, elites=4, iterations=2, horizon=5)
+        planner = make_planner(settings, action_dim=2, max_norm=1.5, low=-1.5, high=1.5)
+        assert type(planner) is cls and (planner.num_samples, planner.num_elites, planner.horizon) == (20, 4, 5)
+        assert planner.max_norm == 1.5 and torch.equal(planner.high, torch.full((2,), 1.5))
+    with pytest.raises(ValueError, match="planner must be one of"):
+        make_planner(PlannerSettings(planner="icem"), action_dim=2, max_norm=0, low=-1, high=1)

@@ -11,7 +11,6 @@ import sys
 from jepa_world import checkpoints
 from jepa_world.config import load_config
 from jepa_world.training import pretrain
-
 from tests.conftest import ROOT, tiny_overrides
 
 

@@ -15,7 +15,6 @@ from jepa_world import checkpoints
 from jepa_world.config import load_config
 from jepa_world.objectives.ema import EMA
 from jepa_world.training import check_batch_split, pretrain
-
 from tests.conftest import ROOT, tiny_overrides
 
 

@@ -20,7 +20,6 @@ from jepa_world.config import load_config
 from jepa_world.data.build import build_dataset
 from jepa_world.training import fit, pretrain
 from jepa_world.training.tasks import pretrain_task
-
 from tests.conftest import ROOT, tiny_overrides
 
 KILL_RUN = {"train.max_steps": 12, "train.ckpt_every": 2, "train.batch_size": 8}

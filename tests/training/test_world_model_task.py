@@ -12,7 +12,6 @@ from jepa_world import checkpoints
 from jepa_world.config import load_config
 from jepa_world.envs.collect import collect_episodes
 from jepa_world.training import train_world_model
-
 from tests.conftest import ROOT
 
 
@@ -39,7 +38,6 @@ def test_train_wm_collects_trains_and_checkpoints(tmp_path):
 
 def test_frozen_pretrained_encoder_is_not_trained(tmp_path):
     from jepa_world.training import pretrain
-
     from tests.conftest import tiny_overrides
 
     pretrain(load_config([], tiny_overrides(tmp_path / "pre", **{"data.num_frames": 1, "train.max_steps": 1})))
