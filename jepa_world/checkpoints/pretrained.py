@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,9 @@ TRAINING_ONLY = ("drop_path_rate", "act_checkpoint", "init_std", "zero_init_mask
 
 
 def _plain(value: Any) -> Any:
-    # JSON- and weights_only-safe values (OmegaConf containers and tuples become lists).
+    # JSON- and weights_only-safe values (OmegaConf containers and tuples become lists, config choices strings).
+    if isinstance(value, Enum):
+        return value.value
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, Sequence) and not isinstance(value, str):

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jepa_world.models.layers import LN_EPS, Mlp, init_weights_
+from jepa_world.models.layers import LN_EPS, Mlp, constructor_config, init_weights_
 from jepa_world.objectives.schedules import warmup_cosine
 
 
@@ -57,7 +57,9 @@ class LinearProbe(nn.Module):
     """
 
     def __init__(self, *, embed_dim: int, num_classes: int, batch_norm: bool = True, init_std: float = 0.01):
+        config = constructor_config(locals())
         super().__init__()
+        self.config = config
         self.norm = nn.BatchNorm1d(embed_dim, affine=False, eps=1e-6) if batch_norm else nn.Identity()
         self.linear = nn.Linear(embed_dim, num_classes)
         nn.init.trunc_normal_(self.linear.weight, std=init_std)
@@ -105,7 +107,9 @@ class AttentiveProbe(nn.Module):
         mlp_ratio: float = 4.0,
         init_std: float = 0.02,
     ):
+        config = constructor_config(locals())
         super().__init__()
+        self.config = config
         if num_queries < 1:
             raise ValueError(f"num_queries={num_queries} must be >= 1")
         if num_heads < 1 or embed_dim % num_heads:

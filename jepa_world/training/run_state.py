@@ -13,6 +13,7 @@ import random
 import signal
 import warnings
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from jepa_world.checkpoints.io import CheckpointError, list_checkpoints, load_ch
 
 
 def check_writable(path: Path) -> None:
+    """Create the run folder and prove it takes a file; PermissionError naming `train.output_dir` otherwise."""
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write_test"
@@ -33,6 +35,7 @@ def check_writable(path: Path) -> None:
 
 
 def rng_state() -> dict:
+    """Python, NumPy and torch RNG states as tensors and lists (what `weights_only=True` loads back)."""
     np_state = np.random.get_state()
     return {
         "python": list(random.getstate()[1]),
@@ -43,6 +46,7 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore what `rng_state` saved."""
     random.setstate((3, tuple(state["python"]), None))
     np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
     torch.set_rng_state(state["torch"])
@@ -112,10 +116,13 @@ def stop_on_signals():
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
+    """A nested config as `{"train.max_steps": 200, ...}` of plain values (TensorBoard's hyper-parameters)."""
     out = {}
     for k, v in d.items():
         if isinstance(v, dict):
             out.update(flatten(v, f"{prefix}{k}."))
+        elif isinstance(v, Enum):
+            out[f"{prefix}{k}"] = v.value
         else:
             out[f"{prefix}{k}"] = v if isinstance(v, int | float | str | bool) else str(v)
     return out
