@@ -167,7 +167,7 @@ def probe(
     lrs: Sequence[float] = DEFAULT_LRS,
     wds: Sequence[float] = DEFAULT_WDS,
     epochs: int = DEFAULT_EPOCHS,
-    batch_size: int = 64,
+    batch_size: int = _DEFAULTS.batch_size,
     num_classes: int | None = None,
     seed: int = 0,
     num_heads: int | None = None,
