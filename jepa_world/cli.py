@@ -15,6 +15,7 @@ aliases of their keys (`plan.horizon=30`); their defaults live in the schema onl
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -82,31 +83,23 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_index(args: argparse.Namespace) -> int:
     from jepa_world.data.index import format_report, write_index
 
-    try:
-        report = write_index(
-            args.dir,
-            args.output,
-            relative=args.relative,
-            reader=args.reader,
-            check_decode=not args.no_decode_check,
-            num_workers=args.workers,
-        )
-    except (ValueError, ImportError) as err:  # no videos under DIR, bad --workers, no reader installed
-        print(f"jepa-world index: error: {err}", file=sys.stderr)
-        return 2
+    report = write_index(
+        args.dir,
+        args.output,
+        relative=args.relative,
+        reader=args.reader,
+        check_decode=not args.no_decode_check,
+        num_workers=args.workers,
+    )
     print(format_report(report))
     return 0 if report.num_videos else 1
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from jepa_world.checkpoints import CheckpointError, export_checkpoint
+    from jepa_world.checkpoints import export_checkpoint
 
     overrides = {k: v for k, v in (("num_heads", args.num_heads), ("num_frames", args.num_frames)) if v is not None}
-    try:
-        out = export_checkpoint(args.run, args.output, component=args.component, format=args.format, **overrides)
-    except (CheckpointError, ValueError, TypeError) as err:
-        print(f"jepa-world export: error: {err}", file=sys.stderr)
-        return 2
+    out = export_checkpoint(args.run, args.output, component=args.component, format=args.format, **overrides)
     print(f"exported {args.component} of {args.run} to {out} ({args.format} format)")
     return 0
 
@@ -196,18 +189,13 @@ def _section_epilog(section: str) -> str:
 def _cmd_probe(args: argparse.Namespace) -> int:
     import json
 
-    from jepa_world.checkpoints import CheckpointError
     from jepa_world.config import load_config
     from jepa_world.eval.probe import format_results
     from jepa_world.eval.probe_command import probe_checkpoint, stderr_log
 
     values = _alias_values(args, _PROBE_ALIASES, _PROBE_SWITCHES)
     cfg = load_config(args.config, args.overrides, command="probe", values=values)
-    try:
-        results, title = probe_checkpoint(args.checkpoint, cfg, log=None if args.quiet else stderr_log)
-    except (CheckpointError, ValueError, TypeError) as err:
-        print(f"jepa-world probe: error: {err}", file=sys.stderr)
-        return 2
+    results, title = probe_checkpoint(args.checkpoint, cfg, log=None if args.quiet else stderr_log)
     print(format_results(results, title=title))
     if cfg.probe.output:
         with open(cfg.probe.output, "w") as f:
@@ -216,19 +204,12 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from jepa_world.checkpoints import CheckpointError
     from jepa_world.config import load_config
     from jepa_world.eval.plan_benchmark import plan_from_config
 
     values = _alias_values(args, _PLAN_ALIASES, _PLAN_SWITCHES)
     cfg = load_config(args.config, args.overrides, command="plan", values=values)
-    try:
-        result = plan_from_config(
-            args.checkpoint, cfg, log=None if args.quiet else lambda msg: print(msg, file=sys.stderr)
-        )
-    except (CheckpointError, ValueError) as err:
-        print(f"jepa-world plan: error: {err}", file=sys.stderr)
-        return 2
+    result = plan_from_config(args.checkpoint, cfg, log=None if args.quiet else lambda msg: print(msg, file=sys.stderr))
     print(result["table"])
     if result["files"]:
         print("wrote " + ", ".join(result["files"].values()))
@@ -358,15 +339,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jepa_world.config import ConfigError
+# What a user can cause (bad values, files, disks, data, divergence): one line, no traceback. A bug is none of these.
+_EXPECTED = (ValueError, TypeError, KeyError, RuntimeError, OSError, FloatingPointError, ImportError)
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; every expected error prints `jepa-world <command>: error: <message>` and returns 2.
+
+    `JEPA_WORLD_DEBUG=1` re-raises instead, for the traceback.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, PermissionError) as err:
-        print(f"jepa-world: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"jepa-world {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except _EXPECTED as err:
+        if os.environ.get("JEPA_WORLD_DEBUG", "") not in ("", "0"):
+            raise
+        message = str(err) if not isinstance(err, KeyError) else str(err.args[0] if err.args else err)
+        if isinstance(err, OSError) and err.filename and str(err.filename) not in message:
+            message = f"{err.filename}: {err.strerror or message}"
+        print(f"jepa-world {args.command}: error: {message or type(err).__name__}", file=sys.stderr)
         return 2
 
 

@@ -9,14 +9,13 @@ destroys the previous checkpoint. Run folders keep them as `checkpoints/step_XXX
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from jepa_world.atomic import atomic_write
 
 CHECKPOINT_FORMAT = "jepa_world/train/v1"
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
@@ -24,22 +23,6 @@ _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be read or does not fit the model; the message says which file or key."""
-
-
-def atomic_write(path: Path, write: Callable[[Any], None]) -> Path:
-    """Call `write(binary_file)` on a temporary file in the same folder, fsync, then rename it to `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
@@ -59,17 +42,27 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the damage
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        if "weights_only" in str(err) or "Unsupported global" in str(err):
+        text = str(err)
+        found = re.search(r"GLOBAL ([\w.]+)", text)  # a pickle of objects or calls: only this case needs code
+        if found:
+            what = f" (it pickles {found.group(1)})"
             raise CheckpointError(
-                f"{path} needs arbitrary pickle code to load, which jepa_world refuses (it could run anything). "
+                f"{path} needs arbitrary pickle code to load{what}, which jepa_world refuses (it could run anything). "
                 "If you trust the file, convert it once: `torch.load(path, weights_only=False)` in a separate "
-                f"session, then save only its tensors / state dicts. ({msg})"
+                "session, then save only its tensors / state dicts."
             ) from None
-        raise CheckpointError(f"{path} is not a readable checkpoint: {msg}") from None
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (corrupt, truncated, or not a PyTorch file): "
+            f"{type(err).__name__}{': ' + _first_line(text) if text else ''}"
+        ) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} holds a {type(state).__name__}, not a checkpoint dict")
     return state
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0][:200] if lines else ""
 
 
 def list_checkpoints(directory: str | Path) -> list[Path]:

@@ -20,7 +20,8 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from jepa_world import __version__
-from jepa_world.checkpoints.io import CheckpointError, atomic_write
+from jepa_world.atomic import atomic_write
+from jepa_world.checkpoints.io import CheckpointError
 from jepa_world.checkpoints.state_dict import instantiate, unwrap
 from jepa_world.models.ac_predictor import ActionConditionedPredictor
 from jepa_world.models.predictor import MaskPredictor

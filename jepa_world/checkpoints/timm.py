@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import save
 from torch import nn
 
-from jepa_world.checkpoints.io import atomic_write
+from jepa_world.atomic import atomic_write
 from jepa_world.checkpoints.pretrained import CONFIG_NAME, WEIGHTS_NAME, module_config
 from jepa_world.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from jepa_world.models.vit import VisionTransformer
