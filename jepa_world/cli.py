@@ -38,8 +38,10 @@ def _train(args: argparse.Namespace, command: str) -> int:
     cfg = load_config(args.config, args.overrides, command=command)
     summary = (pretrain if command == "pretrain" else train_world_model)(cfg)
     if summary["main_process"]:
-        loss = summary["metrics"].get("loss", float("nan"))
-        print(f"done: {summary['step']} steps, loss {loss:.4f}, run dir {summary['output_dir']}")
+        loss = summary["metrics"].get("loss")
+        loss_text = f"loss {loss:.4f}" if isinstance(loss, float | int) else "no loss logged"
+        again = " (already finished: nothing trained)" if summary.get("already_finished") else ""
+        print(f"done: {summary['step']} steps, {loss_text}, run dir {summary['output_dir']}{again}")
     return 0
 
 

@@ -6,15 +6,34 @@ the training tasks and the checkpoint loaders build through these functions and 
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+import difflib
+
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from jepa_world.models import create_model
+from jepa_world.models import create_model, list_models
 from jepa_world.models.jepa import JEPA
 from jepa_world.models.world_model import WorldModel
 from jepa_world.objectives.losses import CovarianceTerm, InverseDynamicsTerm, SmoothnessTerm, VarianceTerm
 from jepa_world.objectives.masks import BlockSpec, MultiBlock2DMasks, MultiBlock3DMasks
 from jepa_world.objectives.schedules import Schedule, build_schedule, constant, cosine, linear
+
+
+def check_model_names(cfg: DictConfig, *, world_model: bool = False) -> None:
+    """Every registered name the config uses exists (before any folder, data or model is touched).
+
+    Raises:
+        ValueError: naming the key, the unknown name and the closest registered ones.
+    """
+    keys = ("wm.encoder", "wm.predictor") if world_model else ("model.name", "predictor.name")
+    for key in keys:
+        name = OmegaConf.select(cfg, key)
+        if key == "wm.encoder" and cfg.wm.encoder_checkpoint is not None:
+            continue  # the encoder comes from the checkpoint
+        if name not in list_models():
+            close = difflib.get_close_matches(str(name), list_models(), n=3)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise ValueError(f"config key '{key}' = {name!r}: not a registered model{hint} (see jepa-world info)")
 
 
 # --------------------------------------------------------------------------------------------------------------------

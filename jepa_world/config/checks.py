@@ -45,6 +45,7 @@ def validate(cfg: DictConfig) -> None:
         "optim.decay_steps",
         "optim.grad_clip",
         "train.max_minutes",
+        "train.stop_grace_s",
         "var_weight",
         "cov_weight",
     ):

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
@@ -45,6 +46,14 @@ def _friendly(err: OmegaConfBaseException, schema: DictConfig, source: str) -> C
     return ConfigError(f"invalid config in {source}: {str(err).splitlines()[0]}")
 
 
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """One line: what the YAML parser found, and where (`found duplicate key max_steps, line 3, column 3`)."""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
+
+
 def load_config(
     files: list[str | Path] | None = None,
     overrides: list[str] | None = None,
@@ -77,6 +86,11 @@ def load_config(
             cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
         except OmegaConfBaseException as err:
             raise _friendly(err, schema, str(path)) from None
+        except yaml.YAMLError as err:
+            tabs = " (the file has tabs: YAML indents with spaces)" if "\t" in path.read_text(errors="replace") else ""
+            raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(err)}{tabs}") from None
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path} is not UTF-8 text: {err}") from None
     for key, (source, value) in (values or {}).items():
         nested: Any = value
         for part in reversed(key.split(".")):
@@ -92,6 +106,8 @@ def load_config(
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
         except OmegaConfBaseException as err:
             raise _friendly(err, schema, f"override {item!r}") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({_yaml_problem(err)})") from None
     OmegaConf.set_struct(cfg, True)
     validate(cfg)
     return cfg

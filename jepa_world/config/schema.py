@@ -132,6 +132,9 @@ class TrainConfig:
     ckpt_every: int = 100
     keep_last: int = 2  # checkpoints kept in output_dir/checkpoints
     resume: str = "auto"  # auto (resume from output_dir if it has a checkpoint) | never | PATH to a checkpoint
+    # After SIGTERM / SIGINT the run stops at the next step boundary with a checkpoint; a step still running this
+    # many seconds later (stuck on I/O) ends the process instead (0: wait forever). A second signal ends it at once.
+    stop_grace_s: float = 300.0
     skip_nonfinite: bool = False  # skip (and count) steps with a non-finite loss / gradient instead of stopping
     progress: bool = True  # tqdm bar on the main process
     tensorboard: bool = True

@@ -36,15 +36,19 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from jepa_world.atomic import atomic_write_text, remove_stale_temporaries
 from jepa_world.checkpoints.io import checkpoint_path, prune_checkpoints, save_checkpoint
 from jepa_world.checkpoints.state_dict import load_state_dict_strict
 from jepa_world.config import to_yaml
 from jepa_world.data.sampler import StepSampler, derive_seed
-from jepa_world.factory import build_schedules
+from jepa_world.factory import build_schedules, check_model_names
 from jepa_world.training.run_state import (
     MetricsLog,
+    RunLock,
+    check_resumable,
     check_writable,
     flatten,
+    last_metrics,
     load_resume_state,
     rng_state,
     set_rng_state,
@@ -122,9 +126,9 @@ def _make_loader(task: Task, cfg: DictConfig, accelerator: Accelerator, *, start
 class _Run:
     """One invocation of `fit`: the processes, the task and its optimizer, and the run folder."""
 
-    def __init__(self, cfg: DictConfig, make_task: Callable[[], Task]):
+    def __init__(self, cfg: DictConfig, make_task: Callable[[], Task], accelerator: Accelerator):
         self.cfg, tc = cfg, cfg.train
-        self.accelerator = acc = _make_accelerator(cfg)
+        self.accelerator = acc = accelerator
         self.world, self.rank, self.main = acc.num_processes, acc.process_index, acc.is_main_process
         check_batch_split(tc.batch_size, self.world, tc.grad_accum)
         self.micro_global = tc.batch_size // tc.grad_accum  # samples per micro-step, all processes
@@ -135,11 +139,20 @@ class _Run:
         self.ckpt_dir = self.out / "checkpoints"
         if self.main:
             check_writable(self.out)
-            (self.out / "config.yaml").write_text(to_yaml(cfg))
+            remove_stale_temporaries(self.ckpt_dir)  # left by a save that was killed
         acc.wait_for_everyone()
+        # Read (never write) what the folder holds first: a refused resume leaves the folder as it was.
+        self.state, self.resume_from = load_resume_state(cfg, self.ckpt_dir, self.main)
 
         torch.manual_seed(cfg.seed)  # identical init on every process (DDP also broadcasts rank 0's weights)
         self.task = make_task()
+        if len(self.task.dataset) < tc.batch_size:
+            raise ValueError(
+                f"train.batch_size={tc.batch_size} is larger than the dataset ({len(self.task.dataset)} items); "
+                "lower train.batch_size or add data"
+            )
+        if self.state is not None:
+            check_resumable(cfg, self.task.name, self.state, self.resume_from)
         self.lr_sched, self.wd_sched = build_schedules(cfg)
         self.optimizer = torch.optim.AdamW(
             self.task.param_groups, lr=self.lr_sched(0), betas=tuple(cfg.optim.betas), weight_decay=0.0
@@ -147,17 +160,25 @@ class _Run:
         self.counters = {"data_skipped": 0, "steps_skipped": 0}
 
     def resume(self) -> int:
-        """Load the checkpoint to resume from (if any) into the task and the optimizer; returns the start step."""
-        state, resume_from = load_resume_state(self.cfg, self.ckpt_dir, self.main)
-        if state is None:
-            return 0
-        for name, module in self.task.components.items():
-            load_state_dict_strict(module, state[name], what=f"{resume_from} [{name}]")
-        self.optimizer.load_state_dict(state["opt"])
-        set_rng_state(state["rng"])
-        if self.main:
-            print(f"resumed from {resume_from} at step {int(state['step'])}")
-        return int(state["step"])
+        """Load the checkpoint to resume from (if any) into the task and the optimizer, then write config.yaml.
+
+        Returns:
+            The start step.
+        """
+        state, resume_from, step = self.state, self.resume_from, 0
+        if state is not None:
+            for name, module in self.task.components.items():
+                load_state_dict_strict(module, state[name], what=f"{resume_from} [{name}]")
+            self.optimizer.load_state_dict(state["opt"])
+            set_rng_state(state["rng"])
+            step = int(state["step"])
+            if self.main:
+                print(f"resumed from {resume_from} at step {step}")
+        self.state = None  # the loaded tensors now live in the modules
+        if self.main:  # only now: every check passed, so the folder's config describes its checkpoints
+            atomic_write_text(self.out / "config.yaml", to_yaml(self.cfg))
+        self.accelerator.wait_for_everyone()
+        return step
 
     def save(self, step: int) -> None:
         """Checkpoint at an optimizer-step boundary (main process writes, every process waits)."""
@@ -239,11 +260,13 @@ class _Run:
 # --------------------------------------------------------------------------------------------------------------------
 def pretrain(cfg: DictConfig) -> dict:
     """I-JEPA / V-JEPA pretraining as configured (see `fit`)."""
+    check_model_names(cfg)
     return fit(cfg, lambda: pretrain_task(cfg))
 
 
 def train_world_model(cfg: DictConfig) -> dict:
     """Action-conditioned world-model training as configured by `wm.*` (see `fit`)."""
+    check_model_names(cfg, world_model=True)
     return fit(cfg, lambda: world_model_task(cfg))
 
 
@@ -260,13 +283,28 @@ def fit(cfg: DictConfig, make_task: Callable[[], Task]) -> dict:
         run stopped early on a signal or on its `train.max_minutes` budget.
 
     Raises:
-        ValueError: the batch does not split over processes and accumulation steps.
+        ValueError: the batch does not split over processes and accumulation steps, or exceeds the dataset.
         PermissionError: the output directory is not writable.
+        RuntimeError: another run holds the folder, or the resume is refused (`train.resume=never` over an earlier
+            run; a checkpoint of another task or architecture): nothing in the folder has been changed.
         FloatingPointError: a non-finite loss / gradient (unless `train.skip_nonfinite`); the last checkpoint is intact.
     """
-    run = _Run(cfg, make_task)
-    tc, acc, task = cfg.train, run.accelerator, run.task
+    acc = _make_accelerator(cfg)
+    with RunLock(Path(cfg.train.output_dir), enabled=acc.is_main_process):
+        return _fit(cfg, make_task, acc)
+
+
+def _fit(cfg: DictConfig, make_task: Callable[[], Task], acc: Accelerator) -> dict:
+    run = _Run(cfg, make_task, acc)
+    tc, task = cfg.train, run.task
     start_step = run.resume()
+    if start_step >= tc.max_steps:  # a finished run started again: nothing to train, say so with its last numbers
+        acc.end_training()
+        last = {k: v for k, v in last_metrics(run.out / "metrics.jsonl").items() if k != "step"}
+        if run.main:
+            print(f"already finished: {start_step} of train.max_steps={tc.max_steps} steps done in {run.out}")
+        return {"step": start_step, "metrics": last, "output_dir": str(run.out), "main_process": run.main,
+                "stopped_by_signal": False, "stopped_by_time": False, "already_finished": True}  # fmt: skip
     loader = _make_loader(task, cfg, acc, start_step=start_step)
     model, run.optimizer = acc.prepare(task.model, run.optimizer)
     if tc.tensorboard:
@@ -281,7 +319,7 @@ def fit(cfg: DictConfig, make_task: Callable[[], Task]) -> dict:
     deadline = tic + 60 * tc.max_minutes if tc.max_minutes > 0 else math.inf
     step, stopped_by = start_step, None
     try:
-        with stop_on_signals() as stop:
+        with stop_on_signals(grace_s=tc.stop_grace_s) as stop:
             for step in range(start_step, tc.max_steps):
                 torch.manual_seed(derive_seed(cfg.seed, step, run.rank))
                 lr, wd = run.set_schedules(step)
@@ -324,4 +362,5 @@ def fit(cfg: DictConfig, make_task: Callable[[], Task]) -> dict:
         "main_process": run.main,
         "stopped_by_signal": stopped_by not in (None, "time"),
         "stopped_by_time": stopped_by == "time",
+        "already_finished": False,
     }

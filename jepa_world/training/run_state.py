@@ -1,16 +1,23 @@
 """What a run folder holds between invocations, and what a run shares with its processes.
 
 A run folder: `config.yaml` (the resolved config), `checkpoints/step_*.pt` (atomic, newest `train.keep_last` kept),
-`metrics.jsonl` (one line per logging step, flushed as written) and TensorBoard events. This module reads and writes
-the pieces the loop needs to resume exactly: the checkpoint to resume from, the RNG states, the metrics file trimmed
-to the resumed step, and the SIGTERM / SIGINT flag that stops a run at a step boundary.
+`metrics.jsonl` (one line per logging step, flushed as written), TensorBoard events and `.lock`. This module reads and
+writes the pieces the loop needs to resume exactly (the checkpoint to resume from, the RNG states, the metrics file
+trimmed to the resumed step), keeps the folder safe (one run at a time holds `.lock`; a run that would mix with or
+shadow the one already there is refused before anything is written), and turns SIGTERM / SIGINT into a stop at the
+next step boundary (a second signal, or a step stuck past `train.stop_grace_s`, ends the process at once; the last
+checkpoint is intact either way because every write is atomic).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
+import os
 import random
 import signal
+import socket
+import threading
 import warnings
 from contextlib import contextmanager
 from enum import Enum
@@ -18,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from jepa_world.atomic import atomic_write_text
 from jepa_world.checkpoints.io import CheckpointError, list_checkpoints, load_checkpoint
 
 
@@ -52,9 +60,99 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
 
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no advisory locks (the run folder is then not protected against a second run)
+    fcntl = None
+
+# Keys that fix the architecture or what is trained: a resume that changes one of them cannot be exact (or loads
+# wrong-shaped weights), so it is refused naming them. Optimiser, schedule and logging keys may change on resume.
+RESUME_KEYS = (
+    "model.name", "model.patch_size", "model.tubelet_size", "model.depth", "model.pos_embed", "predictor.name",
+    "predictor.embed_dim", "predictor.depth", "predictor.num_heads", "data.image_size", "data.num_frames",
+    "masks.num_blocks", "wm.encoder", "wm.embed_dim", "wm.encoder_kwargs", "wm.encoder_checkpoint",
+    "wm.finetune_encoder", "wm.pool", "wm.predictor", "wm.predictor_kwargs", "wm.use_states", "wm.frameskip",
+)  # fmt: skip
+
+
+class RunLock:
+    """An exclusive advisory lock on `directory/.lock` for a whole run; a second run in the folder is refused.
+
+    The lock file records the holder's pid, host and start time, which the refusal names. The kernel releases the
+    lock when the holder dies (kill -9 included), so a crashed run never leaves the folder locked.
+    """
+
+    def __init__(self, directory: Path, *, enabled: bool = True):
+        self.path, self.enabled, self.fd = Path(directory) / ".lock", enabled and fcntl is not None, None
+
+    def __enter__(self) -> RunLock:
+        if not self.enabled:
+            return self
+        check_writable(self.path.parent)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+            os.close(fd)
+            raise RuntimeError(
+                f"train.output_dir={str(self.path.parent)!r} is in use by another run ({holder}); wait for it to "
+                "finish, or choose another train.output_dir"
+            ) from None
+        started = datetime.datetime.now().isoformat(timespec="seconds")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def check_resumable(cfg: DictConfig, task_name: str, state: dict, source: Path) -> None:
+    """Refuse a resume whose task or architecture keys differ from the checkpoint's saved config, naming them."""
+    saved_task = state.get("task", "pretrain")
+    if saved_task != task_name:
+        raise RuntimeError(
+            f"{source} is a {saved_task!r} run; this command trains {task_name!r}: choose another train.output_dir"
+        )
+    if "config" not in state:
+        return
+    saved = OmegaConf.create(state["config"])
+    missing = object()
+    changed = []
+    for key in RESUME_KEYS:
+        old, new = OmegaConf.select(saved, key, default=missing), OmegaConf.select(cfg, key, default=missing)
+        if old is missing or new is missing:
+            continue
+        plain = [OmegaConf.to_container(v) if isinstance(v, DictConfig | ListConfig) else v for v in (old, new)]
+        if str(plain[0]) != str(plain[1]):
+            changed.append(f"{key}: {plain[0]!r} in the checkpoint, {plain[1]!r} now")
+    if changed:
+        raise RuntimeError(
+            f"cannot resume {source}: the run was made with other settings ({'; '.join(changed)}). Resume with the "
+            "run's settings (its config.yaml), or choose another train.output_dir"
+        )
+
+
 def load_resume_state(cfg: DictConfig, ckpt_dir: Path, is_main: bool) -> tuple[dict | None, Path | None]:
-    """The checkpoint to resume from: an explicit path, or the newest readable one in the run (auto)."""
+    """The checkpoint to resume from: an explicit path, or the newest readable one in the run (auto).
+
+    Raises:
+        RuntimeError: `train.resume=never` in a folder that already holds checkpoints (the new run's checkpoints
+            would mix with the old ones and be pruned or shadowed by them).
+    """
     if cfg.train.resume == "never":
+        found = list_checkpoints(ckpt_dir)
+        if found:
+            raise RuntimeError(
+                f"train.resume=never, but {ckpt_dir} already holds {len(found)} checkpoint(s) of an earlier run (up "
+                f"to {found[-1].name}); starting over there would mix the two runs. Choose another "
+                "train.output_dir, move the old run away, or resume it (train.resume=auto)"
+            )
         return None, None
     if cfg.train.resume != "auto":
         path = Path(cfg.train.resume)
@@ -82,7 +180,7 @@ class MetricsLog:
         if enabled and path.exists():
             # Lines past the resumed checkpoint belong to steps that are about to be recomputed: drop them.
             kept = [line for line in path.read_text().splitlines() if _step_of(line) <= start_step]
-            path.write_text("".join(line + "\n" for line in kept))
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
         self.file = open(path, "a", buffering=1) if enabled else None  # noqa: SIM115
 
     def write(self, record: dict) -> None:
@@ -95,12 +193,26 @@ class MetricsLog:
 
 
 @contextmanager
-def stop_on_signals():
-    """Turn SIGTERM / SIGINT into a flag the loop checks at step boundaries (main thread only)."""
-    flag = {"signal": None}
+def stop_on_signals(*, grace_s: float = 0.0):
+    """Turn SIGTERM / SIGINT into a flag the loop checks at step boundaries (main thread only).
+
+    A second signal restores the default handler and re-sends itself: the process ends at once. With `grace_s` > 0,
+    a step that has not reached its boundary `grace_s` seconds after the first signal (stuck on I/O, say) ends the
+    process with status 128 + signal. Checkpoints are written atomically, so the last one is intact either way.
+    """
+    flag: dict = {"signal": None}
+    timer: list[threading.Timer] = []
 
     def handler(signum, frame):
+        if flag["signal"] is not None:  # the second one: stop now
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         flag["signal"] = signum
+        if grace_s > 0:
+            timer.append(threading.Timer(grace_s, _exit_stuck, args=(signum, grace_s)))
+            timer[-1].daemon = True
+            timer[-1].start()
 
     previous = {}
     try:
@@ -111,8 +223,28 @@ def stop_on_signals():
     try:
         yield flag
     finally:
+        for t in timer:
+            t.cancel()
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _exit_stuck(signum: int, grace_s: float) -> None:
+    print(f"no step boundary within train.stop_grace_s={grace_s:g} s of signal {signum}: exiting now; the last "
+          "checkpoint is intact", flush=True)  # fmt: skip
+    os._exit(128 + signum)
+
+
+def last_metrics(path: Path) -> dict:
+    """The last complete line of a metrics.jsonl (empty if there is none)."""
+    if not path.is_file():
+        return {}
+    for line in reversed(path.read_text().splitlines()):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    return {}
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
