@@ -102,6 +102,12 @@ def load_config(
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, _, value = item.partition("=")
+        if not value.strip():  # `data.index=$DATA` with DATA unset: YAML would read null and quietly use a default
+            raise ConfigError(
+                f"config key '{key.strip()}' = '': is empty (an unset shell variable?) in override {item!r}; give a "
+                "value, or write null explicitly"
+            )
         try:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
         except OmegaConfBaseException as err:
