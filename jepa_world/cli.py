@@ -83,7 +83,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
-    from jepa_world.data.index import format_report, write_index
+    from jepa_world.data.index_writer import format_report, write_index
 
     report = write_index(
         args.dir,

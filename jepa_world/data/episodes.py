@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from jepa_world.atomic import atomic_write, atomic_write_text
 from jepa_world.data.npz import NpzMember, read_npz_header, read_rows
 from jepa_world.data.transforms import frames_to_tensor, split_key
 
@@ -156,11 +157,9 @@ def write_episode(
     arrays = {"frames": np.ascontiguousarray(frames), "actions": np.asarray(actions, dtype=np.float32)}
     if states is not None:
         arrays["states"] = np.asarray(states, dtype=np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
     save = np.savez_compressed if compress else np.savez
-    with open(path, "wb") as fh:  # a file object keeps numpy from appending a second ".npz"
-        save(fh, **arrays)
-    return path
+    # Atomic: a full disk or a kill leaves no truncated episode (a file object keeps numpy from adding ".npz").
+    return atomic_write(path, lambda fh: save(fh, **arrays))
 
 
 def write_metadata(root: str | Path, metadata: dict[str, Any]) -> Path:
@@ -168,9 +167,7 @@ def write_metadata(root: str | Path, metadata: dict[str, Any]) -> Path:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     data = {"format_version": FORMAT_VERSION, **metadata}
-    path = root / METADATA_FILE
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    return path
+    return atomic_write_text(root / METADATA_FILE, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def read_metadata(root: str | Path) -> dict[str, Any] | None:
@@ -332,6 +329,21 @@ class EpisodeDataset(Dataset):
         self._arrays: list[dict[str, np.ndarray]] | None = None
         if in_memory:
             self._arrays = [self._load_all(ep) for ep in self.episodes]
+        self._check_finite()
+
+    def _check_finite(self) -> None:
+        """Every episode's actions and states are finite (checked once here, not only in the windows drawn)."""
+        for i, ep in enumerate(self.episodes):
+            names = ("actions",) if ep.states is None else ("actions", "states")
+            if self._arrays is not None:
+                arrays = self._arrays[i]
+            else:
+                with np.load(ep.path, allow_pickle=False) as data:  # reads these members only, not the frames
+                    arrays = {name: np.asarray(data[name]) for name in names}
+            for name in names:
+                problem = _nonfinite_message(arrays[name], name)
+                if problem is not None:
+                    raise ValueError(f"{ep.path.name}: {problem}")
 
     @staticmethod
     def _load_all(ep: _Episode) -> dict[str, np.ndarray]:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +87,8 @@ class ImageFolderDataset(Dataset):
     def _load(self, path: Path) -> tuple[Image.Image | None, str]:
         """Decode ``path`` to RGB, or return ``(None, reason)`` after warning once for this path."""
         try:
+            if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device named like an image would block forever
+                raise OSError(f"not a regular file: {path}")
             with Image.open(path) as image:
                 return image.convert("RGB"), ""
         # PIL reports bad files as OSError, ValueError, SyntaxError or DecompressionBombError depending on the codec.

@@ -1,5 +1,4 @@
-"""Indexes of media files: the one reader of folders, list files and V-JEPA CSVs, for videos and for images; and
-the writer of V-JEPA-compatible CSVs (`jepa-world index`).
+"""Indexes of media files: the one reader of folders, list files and V-JEPA CSVs, for videos and for images.
 
 Formats (examples in ``data/README.md`` at the repository root):
 
@@ -15,22 +14,17 @@ Formats (examples in ``data/README.md`` at the repository root):
 
 Image lists (`jepa_world.data.images.ImageFolderDataset`) are read by the same `read_index_file(..., kind="image")`.
 
-`write_index` writes the V-JEPA form, two space-separated columns ``path label`` and nothing else, so the official
-loaders read it unchanged, and a sidecar ``<name>.meta.csv`` (comma CSV with a header) with the frame count, frame
-rate, duration, size and codec of every video. Files that cannot be opened or decoded are left out of both and
-returned (and listed by the CLI).
+The writer of V-JEPA-compatible CSVs (`jepa-world index`) is `jepa_world.data.index_writer`.
 """
 
 from __future__ import annotations
 
 import csv
-import math
 import os
+import stat
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-
-from jepa_world.data.video.readers import probe_video
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (
     ".3gp",
@@ -48,23 +42,30 @@ VIDEO_EXTENSIONS: tuple[str, ...] = (
     ".ts",
     ".webm",
     ".wmv",
+    # containers FFmpeg opens that the list above missed (one real clip in each was checked with PyAV)
+    ".3g2",
+    ".asf",
+    ".divx",
+    ".dv",
+    ".f4v",
+    ".m1v",
+    ".m2v",
+    ".mxf",
+    ".ogg",
+    ".rm",
+    ".rmvb",
+    ".swf",
+    ".vob",
 )
+# Extensions `write_index` does not even try to open (every other unknown extension is probed with the readers).
+NOT_VIDEO_EXTENSIONS: tuple[str, ...] = (
+    ".csv", ".json", ".jsonl", ".md", ".txt", ".yaml", ".yml", ".log", ".py", ".npz", ".npy", ".pt", ".pth", ".tar",
+    ".zip", ".gz", ".pdf", ".html", ".xml", ".srt", ".vtt", ".wav", ".mp3", ".flac", ".aac", ".m4a",
+)  # fmt: skip
 IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 # A first entry equal to one of these is a CSV header, not a file.
 _HEADER_NAMES = frozenset(
     {"path", "paths", "file", "filename", "filepath", "fname", "video", "video_path", "image", "image_path", "img"}
-)
-META_COLUMNS: tuple[str, ...] = (
-    "path",
-    "label",
-    "class_name",
-    "num_frames",
-    "fps",
-    "duration_s",
-    "width",
-    "height",
-    "codec",
-    "reader",
 )
 
 
@@ -83,31 +84,6 @@ class IndexEntry:
     label: str | None = None
     width: int | None = None
     height: int | None = None
-
-
-@dataclass
-class IndexReport:
-    """What `write_index` did.
-
-    Attributes:
-        index_path: The V-JEPA CSV written.
-        meta_path: The sidecar with per-video metadata.
-        num_videos: Videos written.
-        failures: ``(path, reason)`` for every file left out because it could not be opened or decoded.
-        classes: Class names in label order (label ``i`` is ``classes[i]``).
-        total_frames: Sum of the frame counts of the videos written.
-        total_duration_s: Sum of their durations.
-        paths_with_spaces: Paths written that contain whitespace (not readable by the official V-JEPA loaders).
-    """
-
-    index_path: Path
-    meta_path: Path
-    num_videos: int = 0
-    failures: list[tuple[Path, str]] = field(default_factory=list)
-    classes: list[str] = field(default_factory=list)
-    total_frames: int = 0
-    total_duration_s: float = 0.0
-    paths_with_spaces: int = 0
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -136,27 +112,52 @@ def split_index_spec(index: str | Path | Sequence[str | Path]) -> list[Path]:
     return [Path(p).expanduser() for p in parts]
 
 
+def walk_files(folder: Path) -> Iterator[tuple[Path, str]]:
+    """Every file under ``folder`` as ``(path, why_skipped)``, ``why_skipped`` "" for a regular file.
+
+    Follows symlinks but visits each directory once (by device and inode), so a link loop neither repeats files nor
+    runs forever; hidden names (starting with ".") are left out; sockets, FIFOs and devices are reported as
+    "not a regular file" (opening one would block).
+    """
+    seen: set[tuple[int, int]] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        st = os.stat(root)
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            if name.startswith("."):
+                continue
+            path = Path(root, name)
+            try:
+                regular = stat.S_ISREG(os.stat(path).st_mode)
+            except OSError:  # a dangling symlink
+                yield path, "broken link"
+                continue
+            yield path, "" if regular else "not a regular file"
+
+
 def scan_media_folder(folder: Path, *, extensions: Sequence[str], kind: str) -> list[Path]:
-    """All files under ``folder`` with one of ``extensions`` (any case), recursive, following symlinks, hidden names
-    left out, sorted by relative POSIX path. Shared by the video index and the image folder dataset.
+    """All regular files under ``folder`` with one of ``extensions`` (any case), recursive (see `walk_files`), sorted
+    by relative POSIX path. Shared by the video index and the image folder dataset.
 
     Raises:
         ValueError: If there is none (the message says how many files were seen and which extensions count).
     """
     found: list[str] = []
     num_files = 0
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in files:
-            num_files += 1
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in extensions:
-                found.append(Path(root, name).relative_to(folder).as_posix())
+    for path, skipped in walk_files(folder):
+        num_files += 1
+        if not skipped and os.path.splitext(path.name)[1].lower() in extensions:
+            found.append(path.relative_to(folder).as_posix())
     if not found:
         raise ValueError(
             f"no {kind} found under {folder}: {num_files} file(s) found, accepted extensions (any case): "
             f"{', '.join(extensions)}"
         )
-    return [folder / rel for rel in sorted(found)]
+    return [folder / rel for rel in sorted(set(found))]
 
 
 def scan_video_folder(folder: Path) -> list[Path]:
@@ -210,7 +211,7 @@ def _read_meta(index_file: Path) -> dict[str, tuple[int | None, int | None]]:
         return {}
     sizes: dict[str, tuple[int | None, int | None]] = {}
     try:
-        with open(meta, newline="", encoding="utf-8") as f:
+        with open(meta, newline="", encoding="utf-8-sig") as f:
             for row in csv.DictReader(f):
                 w, h = row.get("width") or "", row.get("height") or ""
                 sizes[row.get("path", "")] = (int(w) if w.isdigit() else None, int(h) if h.isdigit() else None)
@@ -234,7 +235,7 @@ def read_index_file(index_file: Path, *, kind: str = "video") -> list[IndexEntry
     if kind == "image" and index_file.suffix.lower() in IMAGE_EXTENSIONS:
         raise ValueError(f"index {index_file} is an image; pass a folder or a text file listing images")
     try:
-        text = index_file.read_text(encoding="utf-8")
+        text = index_file.read_text(encoding="utf-8-sig")  # a BOM is not part of the first path
     except UnicodeDecodeError as err:
         raise ValueError(f"index file {index_file} is not UTF-8 text: {err}") from err
     root = index_file.parent
@@ -290,18 +291,15 @@ def detect_kind(index: str | Path | Sequence[str | Path]) -> str:
         return "video"
     path = paths[0]
     if path.is_dir():
-        for _root, dirs, files in os.walk(path, followlinks=True):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            if any(not n.startswith(".") and has_video_extension(n) for n in files):
-                return "video"
-        return "image"
+        found = (p for p, skipped in walk_files(path) if not skipped and has_video_extension(p))
+        return "video" if next(found, None) is not None else "image"
     if has_video_extension(path):
         return "video"
     if os.path.splitext(path.name)[1].lower() in IMAGE_EXTENSIONS:
         return "image"
     videos = images = 0
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
+        with open(path, encoding="utf-8-sig", errors="replace") as f:
             for n, raw in enumerate(f):
                 if n >= 100:
                     break
@@ -323,131 +321,3 @@ def class_of(path: Path, root: Path) -> str:
     """The top-level subfolder under ``root`` ("" for files directly in ``root``)."""
     parts = path.relative_to(root).parts
     return parts[0] if len(parts) > 1 else ""
-
-
-def _probe_one(path: Path, reader: str, check_decode: bool, num_threads: int) -> tuple[Path, dict | None, str]:
-    """(path, info dict or None, failure reason)."""
-    try:
-        info = probe_video(path, reader=reader, check_decode=check_decode, num_threads=num_threads)
-    except Exception as err:  # any decoder failure means: leave the file out and report it
-        return path, None, f"{type(err).__name__}: {err}"
-    return path, info, ""
-
-
-def _probe_all(paths: list[Path], reader: str, check_decode: bool, num_workers: int) -> Iterator[tuple]:
-    if num_workers <= 1:
-        return (_probe_one(p, reader, check_decode, 0) for p in paths)
-    # Threads, not processes: FFmpeg and decord release the GIL while demuxing and decoding, and a thread pool
-    # needs no re-import of torch per worker and is safe whatever the parent process has done before.
-    from concurrent.futures import ThreadPoolExecutor
-
-    def run() -> Iterator[tuple]:
-        with ThreadPoolExecutor(num_workers) as pool:
-            yield from pool.map(lambda p: _probe_one(p, reader, check_decode, 1), paths)
-
-    return run()
-
-
-def write_index(
-    root: str | Path,
-    output: str | Path,
-    *,
-    relative: bool = False,
-    reader: str = "auto",
-    check_decode: bool = True,
-    num_workers: int = 0,
-) -> IndexReport:
-    """Scan ``root`` for videos, open each one, and write a V-JEPA CSV plus a metadata sidecar.
-
-    Labels are class ids: the sorted names of the top-level subfolders of ``root`` (files directly in ``root`` form
-    the class ``""``), as in an ImageFolder. Unreadable files are left out and reported.
-
-    Args:
-        root: Folder scanned recursively (see `scan_video_folder`).
-        output: The CSV to write (``path label`` per line, space-separated, no header). The sidecar goes to
-            `meta_path_for` (``output``).
-        relative: Write paths relative to the output file's folder (our loader resolves them so; the official code
-            resolves them against its working directory) instead of absolute paths.
-        reader: ``auto`` | ``decord`` | ``pyav``, as for the dataset.
-        check_decode: Also decode the first and last frame of each video (catches truncated files; slower).
-        num_workers: Threads opening files in parallel (0 or 1: one at a time).
-
-    Returns:
-        An `IndexReport`.
-
-    Raises:
-        FileNotFoundError: If ``root`` is not a folder.
-        ValueError: If it holds no video files, or ``num_workers`` is negative.
-    """
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"root={str(root)!r} is not a folder")
-    if num_workers < 0:
-        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-    output = Path(output).expanduser()
-    paths = scan_video_folder(root)
-    classes = sorted({class_of(p, root) for p in paths})
-    class_id = {name: i for i, name in enumerate(classes)}
-    report = IndexReport(index_path=output, meta_path=meta_path_for(output), classes=classes)
-
-    rows: list[tuple[str, int, str, dict]] = []
-    for path, info, reason in _probe_all(paths, reader, check_decode, num_workers):
-        if info is None:
-            report.failures.append((path, reason))
-            continue
-        if relative:
-            written = Path(os.path.relpath(path.resolve(), output.resolve().parent)).as_posix()
-        else:
-            written = path.resolve().as_posix()
-        name = class_of(path, root)
-        rows.append((written, class_id[name], name, info))
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with open(output, "w", encoding="utf-8", newline="\n") as f:
-        for written, label, _name, _info in rows:
-            f.write(f"{written} {label}\n")
-    with open(report.meta_path, "w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(META_COLUMNS)
-        for written, label, name, info in rows:
-            duration = info["num_frames"] / info["fps"] if info["fps"] > 0 else float("nan")
-            writer.writerow(
-                [
-                    written,
-                    label,
-                    name,
-                    info["num_frames"],
-                    f"{info['fps']:.6g}",
-                    "" if math.isnan(duration) else f"{duration:.3f}",
-                    info["width"],
-                    info["height"],
-                    info["codec"],
-                    info["reader"],
-                ]
-            )
-            report.total_frames += info["num_frames"]
-            report.total_duration_s += 0.0 if math.isnan(duration) else duration
-    report.num_videos = len(rows)
-    report.paths_with_spaces = sum(any(c.isspace() for c in r[0]) for r in rows)
-    return report
-
-
-def format_report(report: IndexReport, *, max_failures: int = 50) -> str:
-    """Human-readable summary of an `IndexReport` (what ``jepa-world index`` prints)."""
-    hours = report.total_duration_s / 3600
-    lines = [
-        f"wrote {report.num_videos} videos ({report.total_frames} frames, {hours:.2f} h, {len(report.classes)} "
-        f"classes) to {report.index_path}; metadata in {report.meta_path}"
-    ]
-    if report.paths_with_spaces:
-        lines.append(
-            f"note: {report.paths_with_spaces} paths contain spaces; jepa_world reads them, the official V-JEPA "
-            "loaders (space-separated CSV) do not"
-        )
-    if report.failures:
-        lines.append(f"{len(report.failures)} files could not be opened and were left out:")
-        for path, reason in report.failures[:max_failures]:
-            lines.append(f"  {path}: {reason}")
-        if len(report.failures) > max_failures:
-            lines.append(f"  ... and {len(report.failures) - max_failures} more")
-    return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Pixel control environments (optional extra ``envs``: needs gymnasium; ``import jepa_world`` does not import it).
+"""Pixel control environments (gymnasium; imported on use: ``import jepa_world`` does not import it).
 
 - ``TwoRoomsEnv``: a dot in two rooms joined by a door, stop-at-first-contact collisions (PLDM / EB-JEPA geometry),
   registered as ``jepa_world/TwoRooms-v0``; with ``wall=False`` it is the empty point arena,

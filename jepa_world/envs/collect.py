@@ -7,6 +7,9 @@ through ``PixelObservationAdapter``. Episode ``i`` draws everything from ``numpy
 
 from __future__ import annotations
 
+import json
+import warnings
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,10 +17,14 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from jepa_world.data.episodes import EPISODE_GLOB, episode_filename, write_episode, write_metadata
+from jepa_world.atomic import atomic_write_text
+from jepa_world.data.episodes import EPISODE_GLOB, METADATA_FILE, episode_filename, write_episode, write_metadata
+from jepa_world.data.npz import read_npz_header
 from jepa_world.envs import ENV_ALIASES, PixelObservationAdapter, make_env
 from jepa_world.envs.policies import make_policy
 from jepa_world.envs.two_rooms import MAX_ACTION_NORM, TwoRoomsEnv, clip_action_norm
+
+COLLECT_RECORD = ".collect.json"  # the settings of a collection in progress (a rerun with the same ones resumes)
 
 
 def _make_collection_env(env_name: str, image_size: int, steps: int, env_kwargs: dict[str, Any]) -> Any:
@@ -79,6 +86,11 @@ def collect_episodes(
     Returns:
         ``output_dir`` as a Path.
 
+    Nothing is lost on a crash or a full disk: every episode file and the metadata are written atomically, the
+    metadata last. Rerunning the same collection into a folder without ``metadata.json`` (an interrupted one, recorded
+    in ``.collect.json``) resumes it: episodes already there are kept (they are a function of ``(seed, i)``), missing
+    or unreadable ones are written, and the unreadable ones are named.
+
     Stored actions are those the environment applied: for Two-Rooms after the rescale to norm <= ``MAX_ACTION_NORM``,
     for other Box action spaces clipped to the bounds.
     """
@@ -87,14 +99,12 @@ def collect_episodes(
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     out = Path(output_dir)
-    existing = sorted(out.glob(EPISODE_GLOB)) if out.is_dir() else []
-    if existing and not overwrite:
-        raise ValueError(f"output_dir={str(out)!r} already holds {len(existing)} episodes; pass overwrite=True")
-    for old in existing:
-        old.unlink()
-    out.mkdir(parents=True, exist_ok=True)
     env_kwargs = dict(env_kwargs or {})
     policy_kwargs = dict(policy_kwargs or {})
+    params = dict(env_name=env_name, num_episodes=num_episodes, steps=steps, seed=seed, image_size=image_size,
+                  compress=compress, env_kwargs=env_kwargs, policy_kwargs=policy_kwargs,
+                  policy=policy if isinstance(policy, str) else None)  # fmt: skip
+    keep = _resumable(out, params, overwrite=overwrite)
     env = _make_collection_env(env_name, image_size, steps, env_kwargs)
     two_rooms = isinstance(env, TwoRoomsEnv)
     if callable(policy):
@@ -110,6 +120,11 @@ def collect_episodes(
     lengths: list[int] = []
     action_dim = state_dim = None
     for i in tqdm(range(num_episodes), desc=f"collect {env_name}", disable=not progress):
+        if i in keep:  # resumed: this episode was written by the interrupted run
+            lengths.append(keep[i]["actions"].shape[0])
+            action_dim = keep[i]["actions"].shape[1]
+            state_dim = keep[i]["states"].shape[1] if "states" in keep[i] else None
+            continue
         rng = np.random.default_rng((seed, i))
         reset_seed = int(rng.integers(2**31 - 1))
         reset_kwargs: dict[str, Any] = {"seed": reset_seed}
@@ -164,3 +179,38 @@ def collect_episodes(
         },
     )
     return out
+
+
+def _resumable(out: Path, params: dict, *, overwrite: bool) -> dict[int, dict]:
+    """Prepare `out`: the episodes an interrupted identical collection left (index -> npz members), else {}.
+
+    Raises:
+        ValueError: `out` holds a finished collection or other episodes, and `overwrite` is False.
+    """
+    record = out / COLLECT_RECORD
+    existing = sorted(out.glob(EPISODE_GLOB)) if out.is_dir() else []
+    if overwrite:
+        for old in existing:
+            old.unlink()
+        (out / METADATA_FILE).unlink(missing_ok=True)
+        existing = []
+    elif existing:
+        previous = json.loads(record.read_text()) if record.is_file() else None
+        if (out / METADATA_FILE).exists() or previous is None:
+            raise ValueError(f"output_dir={str(out)!r} already holds {len(existing)} episodes; pass overwrite=True")
+        if previous != params or params["policy"] is None:
+            changed = sorted(k for k in params if previous.get(k) != params[k]) or ["policy (a callable)"]
+            raise ValueError(
+                f"output_dir={str(out)!r} holds an interrupted collection with other settings ({', '.join(changed)}); "
+                "rerun it with the same settings to resume, or pass overwrite=True"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(record, json.dumps(params, sort_keys=True) + "\n")
+    keep: dict[int, dict] = {}
+    for path in existing:
+        index = int(path.stem.split("_")[-1])
+        try:
+            keep[index] = read_npz_header(path)
+        except (zipfile.BadZipFile, ValueError, OSError) as err:
+            warnings.warn(f"collect: rewriting unreadable {path.name} ({type(err).__name__}: {err})", stacklevel=3)
+    return keep

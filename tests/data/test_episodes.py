@@ -289,16 +289,22 @@ def test_dataset_errors(tmp_path):
         ds = EpisodeDataset(root=short, window=8)
     assert ds.num_skipped == 1 and len(ds) == 4
 
-    # Files written without validation (e.g. by a user's own script) are caught on reading.
+    # Files written without validation (e.g. by a user's own script) are caught when the dataset is built, whichever
+    # windows a run would have drawn (not only when a window holding the bad step happens to be read).
     nan_dir = tmp_path / "nan"
     nan_dir.mkdir()
     ep = _random_episode(rng, 6)
     ep["actions"][4, 0] = np.nan
     np.savez(nan_dir / episode_filename(7), **ep)
-    ds = EpisodeDataset(root=nan_dir, window=3)
-    ds[0]  # window 0 covers actions 0-1: fine
-    with pytest.raises(ValueError, match=r"episode_000007\.npz: actions contain NaN at step 4"):
-        ds[3]
+    for in_memory in (False, True):
+        with pytest.raises(ValueError, match=r"episode_000007\.npz: actions contain NaN at step 4"):
+            EpisodeDataset(root=nan_dir, window=3, in_memory=in_memory)
+    ep["actions"][4, 0] = 0.0
+    ep["states"] = rng.normal(size=(7, 2)).astype(np.float32)
+    ep["states"][6, 1] = np.inf
+    np.savez(nan_dir / episode_filename(7), **ep)
+    with pytest.raises(ValueError, match=r"episode_000007\.npz: states contain inf at step 6"):
+        EpisodeDataset(root=nan_dir, window=3)
     bad_len = tmp_path / "len"
     bad_len.mkdir()
     np.savez(bad_len / episode_filename(0), **dict(ep, actions=ep["actions"][:-2]))

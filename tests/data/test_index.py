@@ -17,8 +17,8 @@ from jepa_world.data.index import (
     read_index,
     scan_video_folder,
     split_index_spec,
-    write_index,
 )
+from jepa_world.data.index_writer import write_index
 from tests.data.test_video import write_bad_files, write_video
 
 pytest.importorskip("av")

@@ -59,7 +59,9 @@ def reader_order(reader: str) -> list[str]:
     found = [n for n in names if reader_available(n)]
     if not found:
         wanted = "decord or av" if reader == "auto" else {"decord": "decord", "pyav": "av"}[reader]
-        raise ImportError(f"reader={reader!r} needs the {wanted} package: pip install 'jepa_world[video]'")
+        raise ImportError(
+            f"reader={reader!r} needs the {wanted} package (pip install {wanted}; decord has wheels for x86_64 only)"
+        )
     return found
 
 
