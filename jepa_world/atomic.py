@@ -61,3 +61,22 @@ def remove_stale_temporaries(directory: str | Path) -> list[Path]:
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
+
+
+def check_writable_target(path: str | Path, *, what: str = "output") -> Path:
+    """Fail now, naming the path, if `path` could not be created later (its nearest existing folder is not writable).
+
+    Commands check their outputs before the work starts, so an hour of planning or probing is not lost to a typo.
+    """
+    path = Path(path).expanduser()
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None:
+        return path
+    if existing == path and not path.is_dir() and not os.access(path, os.W_OK):
+        raise PermissionError(f"{what} {path} exists and is not writable")
+    folder = existing if existing.is_dir() else existing.parent
+    if existing != path and not existing.is_dir():
+        raise NotADirectoryError(f"{what} {path}: {existing} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"{what} {path}: {folder} is not writable")
+    return path

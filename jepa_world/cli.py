@@ -18,6 +18,8 @@ import argparse
 import os
 import sys
 
+from jepa_world.atomic import check_writable_target
+
 
 def _pretrain_epilog() -> str:
     from jepa_world.config import defaults_table
@@ -56,6 +58,7 @@ def _cmd_train_wm(args: argparse.Namespace) -> int:
 def _cmd_collect(args: argparse.Namespace) -> int:
     from jepa_world.envs.collect import collect_episodes
 
+    check_writable_target(args.output, what="--output")
     root = collect_episodes(env_name=args.env, num_episodes=args.episodes, steps=args.steps, output_dir=args.output,
                             policy=args.policy, seed=args.seed, image_size=args.image_size,
                             overwrite=args.overwrite)  # fmt: skip
@@ -101,6 +104,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from jepa_world.checkpoints import export_checkpoint
 
     overrides = {k: v for k, v in (("num_heads", args.num_heads), ("num_frames", args.num_frames)) if v is not None}
+    check_writable_target(args.output, what="--output")
     out = export_checkpoint(args.run, args.output, component=args.component, format=args.format, **overrides)
     print(f"exported {args.component} of {args.run} to {out} ({args.format} format)")
     return 0
@@ -197,6 +201,8 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
     values = _alias_values(args, _PROBE_ALIASES, _PROBE_SWITCHES)
     cfg = load_config(args.config, args.overrides, command="probe", values=values)
+    if cfg.probe.output:
+        check_writable_target(cfg.probe.output, what="probe.output")
     results, title = probe_checkpoint(args.checkpoint, cfg, log=None if args.quiet else stderr_log)
     print(format_results(results, title=title))
     if cfg.probe.output:
@@ -211,6 +217,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     values = _alias_values(args, _PLAN_ALIASES, _PLAN_SWITCHES)
     cfg = load_config(args.config, args.overrides, command="plan", values=values)
+    if cfg.plan.output:
+        check_writable_target(cfg.plan.output, what="plan.output")
     result = plan_from_config(args.checkpoint, cfg, log=None if args.quiet else lambda msg: print(msg, file=sys.stderr))
     print(result["table"])
     if result["files"]:

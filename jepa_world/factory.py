@@ -20,11 +20,13 @@ from jepa_world.objectives.schedules import Schedule, build_schedule, constant, 
 
 
 def check_model_names(cfg: DictConfig, *, world_model: bool = False) -> None:
-    """Every registered name the config uses exists (before any folder, data or model is touched).
+    """Every registered name the config uses exists, and a data source is given (before any folder is touched).
 
     Raises:
         ValueError: naming the key, the unknown name and the closest registered ones.
     """
+    if not world_model and cfg.data.source == "index" and cfg.data.index is None:
+        raise ValueError("data.source=index needs data.index=PATH (a folder of images or videos, or an index file)")
     keys = ("wm.encoder", "wm.predictor") if world_model else ("model.name", "predictor.name")
     for key in keys:
         name = OmegaConf.select(cfg, key)
