@@ -94,3 +94,25 @@ def test_a_failed_index_write_leaves_the_old_index(tmp_path, monkeypatch):
     # Nothing readable: the old index stays as it was too (an empty one would replace it).
     (videos / "a.mp4").write_bytes(b"not a video")
     assert write_index(videos, out).num_videos == 0 and out.read_text() == "old.mp4 0\n"
+
+
+def test_an_ogg_video_is_read_through_the_pyav_fallback(tmp_path):
+    # Ogg keeps no frame index: decord cannot count the frames ("broken metadata"); reader=auto falls back to PyAV.
+    av = pytest.importorskip("av")
+    import numpy as np
+
+    from jepa_world.data.video.readers import probe_video
+
+    path = tmp_path / "clip.ogv"
+    with av.open(str(path), "w", format="ogg") as container:
+        stream = container.add_stream("libvpx", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for i in range(12):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.full((32, 32, 3), 20 * i, np.uint8), "rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    info = probe_video(path, reader="auto", check_decode=True)
+    assert (info["num_frames"], info["reader"], info["codec"]) == (12, "pyav", "vp8")
+    report = write_index(tmp_path, tmp_path / "index.csv")
+    assert report.num_videos == 1 and not report.failures
