@@ -35,7 +35,7 @@ def _choice(name: str, values: tuple[str, ...]) -> type[Choice]:
 
 Loss = _choice("Loss", ("smooth_l1", "l1", "mse"))
 PosEmbed = _choice("PosEmbed", ("sincos", "rope"))
-DataSource = _choice("DataSource", ("synthetic_video", "synthetic_images", "index"))
+DataSource = _choice("DataSource", ("synthetic_video", "synthetic_images", "index", "episodes"))
 Reader = _choice("Reader", ("auto", "decord", "pyav"))
 LrSchedule = _choice("LrSchedule", ("warmup_cosine", "warmup_constant", "warmup_stable_decay"))
 EmaSchedule = _choice("EmaSchedule", ("linear", "constant"))
@@ -70,6 +70,9 @@ class PredictorConfig:
 class DataConfig:
     source: DataSource = DataSource.synthetic_video  # index: set data.index
     index: str | None = None  # folder of images/videos or an index file ("a.csv,b.csv": several); implies source=index
+    # recorded episodes (`jepa-world collect`, or your robot's, in the episode format); implies source=episodes:
+    # clips of num_frames frames frame_step steps apart (single frames for num_frames=1)
+    episodes: str | None = None
     image_size: int = 64
     num_frames: int = 8  # clip length for video models (1 = image model)
     num_samples: int = 20_000  # size of the built-in synthetic datasets

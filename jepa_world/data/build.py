@@ -6,6 +6,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from jepa_world.data.episode_clips import EpisodeClips
 from jepa_world.data.images import ImageFolderDataset
 from jepa_world.data.index import detect_kind, split_index_spec
 from jepa_world.data.synthetic import BouncingShapesVideo, ShapesImages
@@ -59,6 +60,21 @@ def build_dataset(data_cfg, *, seed: int) -> Dataset:
         ValueError / FileNotFoundError: the index points at nothing or at a folder with no usable files.
     """
     video = data_cfg.num_frames > 1
+    if data_cfg.episodes is not None or data_cfg.source == "episodes":
+        if data_cfg.episodes is None:
+            raise ValueError("data.source=episodes needs data.episodes=DIR (episodes written by `jepa-world collect`)")
+        if data_cfg.index is not None:
+            raise ValueError("data.episodes and data.index are two data sources: set one of them")
+        return EpisodeClips(
+            root=Path(data_cfg.episodes).expanduser(),
+            num_frames=data_cfg.num_frames,
+            frame_step=data_cfg.frame_step,
+            image_size=data_cfg.image_size,
+            crop_scale=tuple(data_cfg.crop_scale),
+            crop_aspect=tuple(data_cfg.crop_aspect),
+            hflip=data_cfg.hflip,
+            max_skip_fraction=data_cfg.max_skip_fraction,
+        )
     if data_cfg.index is not None or data_cfg.source == "index":
         if data_cfg.index is None:
             raise ValueError("data.source=index needs data.index=PATH (a folder of images or an index file)")
@@ -89,4 +105,4 @@ def build_dataset(data_cfg, *, seed: int) -> Dataset:
     if data_cfg.source == "synthetic_images":
         dataset = ShapesImages(num_samples=data_cfg.num_samples, image_size=data_cfg.image_size, seed=seed)
         return RepeatFrames(dataset, num_frames=data_cfg.num_frames) if video else dataset
-    raise ValueError(f"data.source={data_cfg.source!r}; expected synthetic_video, synthetic_images or index")
+    raise ValueError(f"data.source={data_cfg.source!r}; expected synthetic_video, synthetic_images, index or episodes")

@@ -38,11 +38,14 @@ from torch import Tensor, nn
 from jepa_world.models.layers import Mlp
 
 __all__ = [
+    "COLLAPSE_MEAN_COS",
+    "COLLAPSE_RANK_FRACTION",
     "CovarianceTerm",
     "InverseDynamicsTerm",
     "SmoothnessTerm",
     "VarianceTerm",
     "collapse_diagnostics",
+    "collapse_health",
     "covariance_loss",
     "effective_rank",
     "feature_std",
@@ -229,6 +232,47 @@ def covariance_loss(z: Tensor) -> Tensor:
     cov = (z.T @ z) / (n - 1)  # [D, D]
     off_diagonal = cov.square().sum() - cov.diagonal().square().sum()
     return off_diagonal / d
+
+
+# Collapse thresholds of `collapse_health` (docs/benchmarks.md, "Health summary"): a mean token cosine above this, or an
+# effective rank that fell below this fraction of its first logged value, is reported as (partial) collapse.
+COLLAPSE_MEAN_COS = 0.9
+COLLAPSE_RANK_FRACTION = 0.7
+
+
+def collapse_health(first: dict[str, float], last: dict[str, float], *, prefix: str = "target_") -> tuple[str, str]:
+    """A one-line summary of the collapse diagnostics between two logged steps, and a warning ("" when healthy).
+
+    Args:
+        first: metrics of the first logged step (`{prefix}feat_std`, `{prefix}eff_rank`, `{prefix}mean_cos`, "step").
+        last: metrics of the last logged step.
+        prefix: key prefix of the diagnostics.
+
+    Returns:
+        (summary, warning): e.g. ("target std 0.60 -> 0.58, effective rank 85 -> 81, mean token cosine 0.59 -> 0.62
+        (steps 10 -> 200)", "").
+    """
+    keys = [f"{prefix}{k}" for k in ("feat_std", "eff_rank", "mean_cos")]
+    if not all(k in first and k in last for k in keys):
+        return "", ""
+    (s0, r0, c0), (s1, r1, c1) = ([float(m[k]) for k in keys] for m in (first, last))
+    summary = (
+        f"target std {s0:.2f} -> {s1:.2f}, effective rank {r0:.0f} -> {r1:.0f}, mean token cosine {c0:.2f} -> "
+        f"{c1:.2f} (steps {first.get('step', '?')} -> {last.get('step', '?')})"
+    )
+    problems = []
+    if not c1 <= COLLAPSE_MEAN_COS:  # NaN counts as a problem too
+        problems.append(f"mean token cosine {c1:.2f} > {COLLAPSE_MEAN_COS}")
+    if not r1 >= COLLAPSE_RANK_FRACTION * r0:
+        problems.append(f"effective rank fell from {r0:.0f} to {r1:.0f} (below {COLLAPSE_RANK_FRACTION:.0%} of it)")
+    warning = ""
+    if problems:
+        warning = (
+            "the target features are collapsing (" + "; ".join(problems) + "): the encoder may have learned little. "
+            "Try var_weight / cov_weight (VICReg on the context tokens: configs/pretrain/vjepa_vcr_nano_cpu.yaml), a "
+            "slower EMA (optim.ema) or a lower optim.lr"
+        )
+    return summary, warning
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -355,6 +356,7 @@ def _fit(cfg: DictConfig, make_task: Callable[[], Task], acc: Accelerator) -> di
         bar.close()
         log.close()
         acc.end_training()
+    health = _report_health(task, run) if stopped_by is None else ""
     return {
         "step": step + 1 if stopped_by else tc.max_steps,
         "metrics": last,
@@ -363,4 +365,19 @@ def _fit(cfg: DictConfig, make_task: Callable[[], Task], acc: Accelerator) -> di
         "stopped_by_signal": stopped_by not in (None, "time"),
         "stopped_by_time": stopped_by == "time",
         "already_finished": False,
+        "health": health,
     }
+
+
+def _report_health(task: Task, run: _Run) -> str:
+    """Print the task's health summary (first vs last logged step) and warn when it finds a problem."""
+    if task.health is None or not run.main:
+        return ""
+    path = run.out / "metrics.jsonl"
+    summary, warning = task.health(last_metrics(path, first=True), last_metrics(path))
+    if summary:
+        print(f"health: {summary}")
+    if warning:
+        warnings.warn(warning, stacklevel=3)
+        print(f"warning: {warning}")
+    return summary

@@ -235,11 +235,12 @@ def _exit_stuck(signum: int, grace_s: float) -> None:
     os._exit(128 + signum)
 
 
-def last_metrics(path: Path) -> dict:
-    """The last complete line of a metrics.jsonl (empty if there is none)."""
+def last_metrics(path: Path, *, first: bool = False) -> dict:
+    """The last (or the first) complete line of a metrics.jsonl (empty if there is none)."""
     if not path.is_file():
         return {}
-    for line in reversed(path.read_text().splitlines()):
+    lines = path.read_text().splitlines()
+    for line in lines if first else reversed(lines):
         try:
             return json.loads(line)
         except ValueError:

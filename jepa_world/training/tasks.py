@@ -26,6 +26,7 @@ from jepa_world.data.transforms import uint8_to_float
 from jepa_world.factory import build_jepa, build_masks, build_world_model, ema_schedule
 from jepa_world.models.world_model import WorldModel
 from jepa_world.objectives.ema import EMA
+from jepa_world.objectives.losses import collapse_health
 
 
 @dataclass
@@ -41,6 +42,8 @@ class Task:
         prepare: `(item, micro_step, rows, global_batch) -> batch`: adds masks etc. for this process's rows.
         after_step: called once per optimizer step with the step index; returns metrics (e.g. the EMA momentum).
         meta: extra facts saved in checkpoints (e.g. the action / state widths a world model was built for).
+        health: `(first logged metrics, last logged metrics) -> (summary, warning)` printed when the run ends (the
+            JEPA collapse check); None for tasks without one.
     """
 
     name: str
@@ -51,6 +54,7 @@ class Task:
     prepare: Callable[[dict, int, slice, int], dict]
     after_step: Callable[[int], dict[str, float]] = field(default=lambda step: {})
     meta: dict = field(default_factory=dict)
+    health: Callable[[dict, dict], tuple[str, str]] | None = None
 
 
 def param_groups(modules: list[nn.Module], *, lr_scale: float = 1.0) -> list[dict]:
@@ -88,6 +92,7 @@ def pretrain_task(cfg: DictConfig, *, dataset: Dataset | None = None) -> Task:
         components={"encoder": model.encoder, "target_encoder": model.target_encoder, "predictor": model.predictor},
         prepare=prepare,
         after_step=lambda step: {"ema": ema.update(step)},
+        health=collapse_health,
     )
 
 

@@ -286,3 +286,19 @@ def test_world_model_terms_match_their_formulas():
     assert set(idm.state_dict()) == {"mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias"}
     with pytest.raises(ValueError, match="weight must be >= 0"):
         VarianceTerm(weight=-1.0)
+
+
+def test_collapse_health_warns_on_collapse_and_stays_quiet_otherwise():
+    from jepa_world.objectives.losses import collapse_health
+
+    def logged(step, std, rank, cos):
+        return {"step": step, "target_feat_std": std, "target_eff_rank": rank, "target_mean_cos": cos}
+
+    summary, warning = collapse_health(logged(10, 0.60, 85, 0.59), logged(200, 0.58, 81, 0.62))
+    assert summary.startswith("target std 0.60 -> 0.58, effective rank 85 -> 81") and warning == ""
+    # The default job before this session's fix: cosine 0.59 -> 0.96, effective rank 85 -> 53.
+    _, warning = collapse_health(logged(10, 0.60, 85, 0.59), logged(200, 0.20, 53, 0.96))
+    assert "mean token cosine 0.96 > 0.9" in warning and "effective rank fell from 85 to 53" in warning
+    _, warning = collapse_health(logged(10, 0.6, 85, 0.5), logged(20, float("nan"), float("nan"), float("nan")))
+    assert warning  # a diverged run is not healthy
+    assert collapse_health({}, logged(200, 0.2, 53, 0.96)) == ("", "")  # nothing logged: nothing to say

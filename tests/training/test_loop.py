@@ -194,3 +194,10 @@ def test_cli_help_and_info():
         [sys.executable, "-m", "jepa_world.cli", "info"], capture_output=True, text=True, cwd=ROOT, timeout=120
     )
     assert info.returncode == 0 and "vit_small" in info.stdout and "torch" in info.stdout
+
+
+def test_pretraining_ends_with_a_health_summary(tmp_path, capsys):
+    summary = pretrain(load_config([], tiny_overrides(tmp_path)))
+    out = capsys.readouterr().out
+    assert "health: target std" in out and "(steps 1 -> 4)" in out
+    assert summary["health"].startswith("target std")
