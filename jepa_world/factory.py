@@ -13,6 +13,7 @@ from torch import nn
 
 from jepa_world.models import create_model, list_models
 from jepa_world.models.jepa import JEPA
+from jepa_world.models.small import TokenReadout
 from jepa_world.models.world_model import WorldModel
 from jepa_world.objectives.losses import CovarianceTerm, InverseDynamicsTerm, SmoothnessTerm, VarianceTerm
 from jepa_world.objectives.masks import BlockSpec, MultiBlock2DMasks, MultiBlock3DMasks
@@ -119,12 +120,17 @@ def build_world_model(
         action_dim: action width of the data (x frameskip: action blocks).
         state_dim: state width of the data (0: no state tokens).
         encoder: an already built or loaded encoder (`wm.encoder_checkpoint`, a checkpoint being read); None builds
-            the registered `wm.encoder` preset, trained jointly.
+            the registered `wm.encoder` preset, trained jointly. With `wm.readout_dim` > 0 a loaded encoder becomes
+            the frozen backbone of a `TokenReadout` trained jointly with the dynamics.
     """
     w = cfg.wm
     if encoder is None:
         encoder = create_model(w.encoder, img_size=cfg.data.image_size, embed_dim=w.embed_dim, **w.encoder_kwargs)
     frozen = w.encoder_checkpoint is not None and not w.finetune_encoder
+    if w.encoder_checkpoint is not None and w.readout_dim > 0:
+        # The pretrained ViT stays frozen (unless fine-tuned) under a readout that trains with the dynamics.
+        encoder = TokenReadout(backbone=encoder, embed_dim=w.readout_dim, freeze_backbone=not w.finetune_encoder)
+        frozen = False
     predictor = create_model(
         w.predictor, embed_dim=encoder.embed_dim, action_dim=action_dim, state_dim=state_dim, **w.predictor_kwargs
     )

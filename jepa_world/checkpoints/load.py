@@ -274,9 +274,8 @@ def _world_model_from_state(state: Mapping, source: Path) -> WorldModel:
         if enc_cfg:
             if enc_cfg.get("class") not in MODEL_CLASSES:
                 raise CheckpointError(f"{source}: unknown encoder class {enc_cfg.get('class')!r} in meta")
-            cls = MODEL_CLASSES[enc_cfg["class"]]
-            encoder = instantiate(cls, decode_kwargs(enc_cfg["kwargs"]), state["encoder"], strict=True,
-                                   what=f"{source} [encoder]")  # fmt: skip
+            # Built only: every component, the encoder (or its readout with the backbone) included, is loaded below.
+            encoder = MODEL_CLASSES[enc_cfg["class"]](**decode_kwargs(enc_cfg["kwargs"]))
         else:
             cfg.wm.encoder_checkpoint = None  # the registered encoder trained jointly; its weights are below
         try:

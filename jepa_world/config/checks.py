@@ -46,6 +46,7 @@ def validate(cfg: DictConfig) -> None:
         "optim.grad_clip",
         "train.max_minutes",
         "train.stop_grace_s",
+        "wm.readout_dim",
         "var_weight",
         "cov_weight",
     ):

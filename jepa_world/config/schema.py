@@ -157,6 +157,9 @@ class WorldModelConfig:
     # encoder: a pretraining run / checkpoint (frozen unless finetune_encoder) or a registered encoder trained jointly
     encoder_checkpoint: str | None = None
     finetune_encoder: bool = False
+    # with encoder_checkpoint: 0 reads the ViT's tokens as they are (mean-pooled when wm.pool); > 0 adds a readout of
+    # this width (`TokenReadout`: per-position MLP over all tokens) trained with the dynamics and the loss terms
+    readout_dim: int = 0
     encoder_lr_scale: float = 0.1  # encoder LR = optim.lr x this when fine-tuning a pretrained encoder
     encoder: str = "pooled_encoder"  # used when encoder_checkpoint is null
     embed_dim: int = 64  # latent width of that encoder

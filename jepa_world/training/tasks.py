@@ -24,6 +24,7 @@ from jepa_world.data.build import build_dataset
 from jepa_world.data.episodes import EpisodeDataset
 from jepa_world.data.transforms import uint8_to_float
 from jepa_world.factory import build_jepa, build_masks, build_world_model, ema_schedule
+from jepa_world.models.small import TokenReadout
 from jepa_world.models.world_model import WorldModel
 from jepa_world.objectives.ema import EMA
 from jepa_world.objectives.losses import collapse_health
@@ -126,7 +127,10 @@ def world_model_task(cfg: DictConfig) -> Task:
     model = build_world_model(cfg, action_dim=dataset.action_dim, state_dim=state_dim, encoder=encoder)
 
     groups = param_groups([model.predictor, *model.terms])  # the inverse-dynamics head is a loss term's
-    if not model.freeze_encoder:
+    if isinstance(model.encoder, TokenReadout):  # a new readout at the full LR, a fine-tuned backbone at the scaled one
+        groups += param_groups([model.encoder.input_norm, model.encoder.mlp])
+        groups += param_groups([model.encoder.backbone], lr_scale=w.encoder_lr_scale)
+    elif not model.freeze_encoder:
         scale = w.encoder_lr_scale if w.encoder_checkpoint is not None else 1.0
         groups += param_groups([model.encoder], lr_scale=scale)
     components = {"encoder": model.encoder, "predictor": model.predictor}
@@ -152,7 +156,8 @@ def world_model_task(cfg: DictConfig) -> Task:
 
 
 def _encoder_config(model: WorldModel) -> dict:
+    encoder = model.encoder.backbone if isinstance(model.encoder, TokenReadout) else model.encoder
     try:
-        return module_config(model.encoder)
+        return module_config(encoder)
     except TypeError:  # a registered non-ViT encoder: rebuilt from the config's wm.encoder / wm.embed_dim
         return {}

@@ -72,3 +72,46 @@ def test_collect_is_deterministic(tmp_path):
     for name in ("episode_000000.npz", "episode_000001.npz"):
         x, y = np.load(a / name), np.load(b / name)
         assert np.array_equal(x["frames"], y["frames"]) and np.array_equal(x["actions"], y["actions"])
+
+
+def _pretrained(tmp_path):
+    from jepa_world.training import pretrain
+    from tests.conftest import tiny_overrides
+
+    pretrain(load_config([], tiny_overrides(tmp_path / "pre", **{"data.num_frames": 1, "train.max_steps": 1})))
+    return tmp_path / "pre" / "run"
+
+
+def test_a_readout_trains_on_a_frozen_vit_and_the_world_model_loads_back(tmp_path):
+    from jepa_world.models.small import TokenReadout
+
+    encoder_run = _pretrained(tmp_path)
+    over = _over(tmp_path, **{"wm.encoder_checkpoint": encoder_run, "wm.readout_dim": 8, "train.max_steps": 3})
+    train_world_model(load_config([], over, command="train-wm"))
+    pre = checkpoints.load_checkpoint(checkpoints.list_checkpoints(encoder_run / "checkpoints")[-1])["target_encoder"]
+    state = checkpoints.load_checkpoint(checkpoints.list_checkpoints(tmp_path / "run" / "checkpoints")[-1])
+    for key, value in pre.items():  # the backbone is bit-identical: frozen under the readout
+        assert torch.equal(value, state["encoder"][f"backbone.{key}"]), key
+    assert "inverse_dynamics" in state  # joint training of the readout: the anti-collapse terms are on
+    wm = checkpoints.load_world_model(tmp_path / "run")
+    assert isinstance(wm.encoder, TokenReadout) and not wm.freeze_encoder
+    x = torch.rand(2, 3, 3, 32, 32)
+    z = wm.encode(x)
+    assert z.shape == (2, 3, 1, 8) and torch.isfinite(z).all()
+    for key, value in state["encoder"].items():
+        assert torch.equal(value, wm.encoder.state_dict()[key]), key
+
+
+def test_a_finetuned_vit_moves_at_the_scaled_learning_rate(tmp_path):
+    from jepa_world.training.tasks import world_model_task
+
+    encoder_run = _pretrained(tmp_path)
+    over = _over(tmp_path, **{"wm.encoder_checkpoint": encoder_run, "wm.readout_dim": 8, "wm.finetune_encoder": True,
+                              "wm.encoder_lr_scale": 0.1})  # fmt: skip
+    task = world_model_task(load_config([], over, command="train-wm"))
+    backbone = {id(p) for p in task.model.encoder.backbone.parameters()}
+    scales = {g["lr_scale"] for g in task.param_groups if {id(p) for p in g["params"]} & backbone}
+    trainable = [n for n, p in task.model.encoder.backbone.named_parameters() if p.requires_grad]
+    assert scales == {0.1} and len(trainable) > 10 and "pos_embed" not in trainable  # the sin-cos table stays fixed
+    others = [g["lr_scale"] for g in task.param_groups if not ({id(p) for p in g["params"]} & backbone)]
+    assert others and set(others) == {1.0}  # the readout, the predictor and the IDM head at the full LR
