@@ -197,6 +197,7 @@ def plan_from_config(
 def model_image_size(model: WorldModel) -> int:
     """Input side of the world model's encoder (``img_size`` of a pooled encoder or a ViT)."""
     enc = model.encoder
+    enc = getattr(enc, "backbone", enc)  # a readout over a ViT: the ViT's input
     size = getattr(enc, "img_size", None)
     if size is None and hasattr(enc, "grid_size"):
         size = enc.grid_size[-1] * enc.patch_size
