@@ -156,8 +156,8 @@ def main() -> None:
             + f"{np.mean([r['ms_per_replan_alone'] for r in mine]):.0f} ms for one episode alone"
         )  # fmt: skip
     title = (
-        f"two_rooms: {len(seeds)} training seeds x {args.episodes} episodes (pair seed {args.pair_seed}, the same pairs "
-        "for every row), 200 steps, success = final distance < 4.5 px, start/goal in opposite rooms"
+        f"two_rooms: {len(seeds)} training seeds x {args.episodes} episodes (pair seed {args.pair_seed}, the same "
+        "pairs for every row), 200 steps, success = final distance < 4.5 px, start/goal in opposite rooms"
     )
     print(format_table(rows + (baselines or []), title=title))
     print("\n".join(lines))
