@@ -18,7 +18,8 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import Dataset
 
-from jepa_world.checkpoints.load import load_encoder
+from jepa_world.checkpoints.io import load_checkpoint
+from jepa_world.checkpoints.load import load_encoder, resolve_checkpoint
 from jepa_world.checkpoints.pretrained import module_config
 from jepa_world.data.build import build_dataset
 from jepa_world.data.episodes import EpisodeDataset
@@ -121,9 +122,7 @@ def world_model_task(cfg: DictConfig) -> Task:
         uint8=True,  # collate uint8 frames, convert once per batch in prepare
     )
     state_dim = (dataset.state_dim or 0) if w.use_states else 0
-    encoder = (
-        load_encoder(w.encoder_checkpoint, component="target_encoder") if w.encoder_checkpoint is not None else None
-    )
+    encoder = _pretrained_encoder(w.encoder_checkpoint, cfg.data.image_size) if w.encoder_checkpoint else None
     model = build_world_model(cfg, action_dim=dataset.action_dim, state_dim=state_dim, encoder=encoder)
 
     groups = param_groups([model.predictor, *model.terms])  # the inverse-dynamics head is a loss term's
@@ -153,6 +152,31 @@ def world_model_task(cfg: DictConfig) -> Task:
         prepare=prepare,
         meta={"action_dim": dataset.action_dim, "state_dim": state_dim, "encoder_config": _encoder_config(model)},
     )
+
+
+def _pretrained_encoder(path: str, image_size: int):
+    """The EMA encoder of a pretraining run, checked against the frames it will see (`data.image_size`)."""
+    source = resolve_checkpoint(path)
+    if source.is_file():
+        state = load_checkpoint(source)
+        if state.get("task") == "world_model":
+            raise ValueError(
+                f"wm.encoder_checkpoint={path!r} is a world-model run ({source.name}); pass a pretraining run or an "
+                "exported encoder (jepa-world export)"
+            )
+    encoder = load_encoder(path, component="target_encoder")
+    if getattr(encoder, "is_video", False):
+        raise ValueError(
+            f"wm.encoder_checkpoint={path!r} is a video encoder (tubelet {encoder.tubelet_size}); the world model "
+            "encodes one frame at a time: pretrain an image model (data.num_frames=1)"
+        )
+    grid, patch = getattr(encoder, "grid_size", None), getattr(encoder, "patch_size", None)
+    if grid is not None and patch is not None and grid[-1] * patch != image_size:
+        raise ValueError(
+            f"wm.encoder_checkpoint={path!r} was built for {grid[-1] * patch} px frames, the episodes are read at "
+            f"data.image_size={image_size}: set data.image_size={grid[-1] * patch} (frames are resized to it)"
+        )
+    return encoder
 
 
 def _encoder_config(model: WorldModel) -> dict:

@@ -115,3 +115,18 @@ def test_a_finetuned_vit_moves_at_the_scaled_learning_rate(tmp_path):
     assert scales == {0.1} and len(trainable) > 10 and "pos_embed" not in trainable  # the sin-cos table stays fixed
     others = [g["lr_scale"] for g in task.param_groups if not ({id(p) for p in g["params"]} & backbone)]
     assert others and set(others) == {1.0}  # the readout, the predictor and the IDM head at the full LR
+
+
+def test_an_encoder_that_does_not_fit_is_refused_naming_both_sizes(tmp_path):
+    import pytest
+
+    from jepa_world.training.tasks import world_model_task
+
+    encoder_run = _pretrained(tmp_path)  # 32 px frames
+    over = _over(tmp_path, **{"wm.encoder_checkpoint": encoder_run, "data.image_size": 64})
+    with pytest.raises(ValueError, match=r"built for 32 px frames, .* data.image_size=64: set data.image_size=32"):
+        world_model_task(load_config([], over, command="train-wm"))
+    train_world_model(load_config([], _over(tmp_path / "wm"), command="train-wm"))
+    over = _over(tmp_path / "b", **{"wm.encoder_checkpoint": tmp_path / "wm" / "run"})
+    with pytest.raises(ValueError, match="is a world-model run"):
+        world_model_task(load_config([], over, command="train-wm"))
