@@ -411,6 +411,17 @@ class EpisodeDataset(Dataset):
         index, _ = split_key(key, len(self))
         return self.episodes[int(self._episode_of[index])].path, int(self._start_of[index])
 
+    def window_rows(self, key: Any) -> tuple[int, np.ndarray]:
+        """``(episode number, frame rows [T])`` of the window behind a key (what a feature cache indexes)."""
+        index, _ = split_key(key, len(self))
+        start = int(self._start_of[index])
+        return int(self._episode_of[index]), start + self.frameskip * np.arange(self.window)
+
+    def episode_frames(self, episode: int) -> np.ndarray:
+        """All frames ``uint8 [F, H, W, 3]`` of one episode (from RAM when ``in_memory``)."""
+        ep = self.episodes[episode]
+        return self._rows(episode, "frames", np.arange(ep.num_frames))
+
     def __getitem__(self, key: Any) -> dict[str, torch.Tensor]:
         index, _ = split_key(key, len(self))
         e = int(self._episode_of[index])

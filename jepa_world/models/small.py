@@ -107,8 +107,12 @@ class TokenReadout(nn.Module):
         return self
 
     def forward(self, x: Tensor) -> Tensor:
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
-            tokens = self.backbone(x)  # [B, N, D]
+        """Frames `[B, C, H, W]`, or the backbone's tokens `[B, N, D]` computed earlier -> latents `[B, 1, E]`."""
+        if x.ndim == 3:  # precomputed (frozen) backbone features
+            tokens = x
+        else:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
+                tokens = self.backbone(x)  # [B, N, D]
         return self.mlp(self.input_norm(tokens.flatten(1)))[:, None]  # [B, 1, E]
 
 

@@ -105,11 +105,18 @@ class WorldModel(nn.Module):
         return self
 
     # -- verbs --------------------------------------------------------------------------------------------------------
-    def encode(self, frames: Tensor) -> Tensor:
-        """Encode each frame alone: `[B, T, 3, H, W]` or `[B, 3, H, W]` -> `[B, T, HW, D]` (T = 1 for one image)."""
-        if frames.ndim == 4:
+    def encode(self, frames: Tensor, *, tokens: bool = False) -> Tensor:
+        """Encode each frame alone: `[B, T, 3, H, W]` or `[B, 3, H, W]` -> `[B, T, HW, D]` (T = 1 for one image).
+
+        With `tokens=True`, `frames` are a frozen backbone's precomputed features `[B, T, N, D]` of an encoder that
+        reads them (`TokenReadout`; see `jepa_world.data.feature_cache`): the same latents without the backbone pass.
+        """
+        if tokens:
+            if frames.ndim != 4:
+                raise ValueError(f"tokens must be [B, T, N, D], got {tuple(frames.shape)}")
+        elif frames.ndim == 4:
             frames = frames[:, None]
-        if frames.ndim != 5:
+        if not tokens and frames.ndim != 5:
             raise ValueError(f"frames must be [B, T, C, H, W] or [B, C, H, W], got {tuple(frames.shape)}")
         B, T = frames.shape[:2]
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
@@ -189,22 +196,25 @@ class WorldModel(nn.Module):
         """Teacher forcing + rollout loss, plus the loss terms when the encoder trains.
 
         Args:
-            batch: {"x": `[B, T, 3, H, W]`, "actions": `[B, T-1, A]`, optional "states": `[B, T, S]`}.
+            batch: {"x": `[B, T, 3, H, W]` (or "tokens": precomputed frozen features `[B, T, N, D]`), "actions":
+                `[B, T-1, A]`, optional "states": `[B, T, S]`}.
 
         Returns:
             (loss, metrics): "loss", "loss_tf", "loss_rollout", "rollout_err_{k}" (L1 at step k), "latent_std", and
             each term's metric ("loss_var", "loss_cov", "loss_smooth", "loss_idm").
         """
-        x, actions = batch["x"], batch["actions"]
-        if x.ndim != 5 or x.shape[1] < 2:
-            raise ValueError(f"batch['x'] must be [B, T >= 2, C, H, W], got {tuple(x.shape)}")
+        cached = "tokens" in batch
+        x, actions = batch["tokens"] if cached else batch["x"], batch["actions"]
+        if x.ndim != (4 if cached else 5) or x.shape[1] < 2:
+            want = "tokens'] must be [B, T >= 2, N, D]" if cached else "x'] must be [B, T >= 2, C, H, W]"
+            raise ValueError(f"batch['{want}, got {tuple(x.shape)}")
         B, T = x.shape[:2]
         check_shape(actions, (B, T - 1, self.predictor.action_dim), "batch['actions']")
         states = self._states(batch.get("states"))
         if self.predictor.state_dim:
             check_shape(states, (B, T, self.predictor.state_dim), "batch['states']")
 
-        z = self.encode(x)  # [B, T, HW, D]; with grad only in joint training
+        z = self.encode(x, tokens=cached)  # [B, T, HW, D]; with grad only in joint training
         h = z.detach() if self.freeze_encoder else z  # targets; PLDM backpropagates into them when joint
         metrics: dict[str, Tensor] = {}
         z_tf = self.predict(z[:, :-1], actions, None if states is None else states[:, :-1])  # [B, T-1, HW, D]

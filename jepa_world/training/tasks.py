@@ -23,7 +23,8 @@ from jepa_world.checkpoints.load import load_encoder, resolve_checkpoint
 from jepa_world.checkpoints.pretrained import module_config
 from jepa_world.data.build import build_dataset
 from jepa_world.data.episodes import EpisodeDataset
-from jepa_world.data.transforms import uint8_to_float
+from jepa_world.data.feature_cache import FeatureWindows
+from jepa_world.data.transforms import frames_to_tensor, uint8_to_float
 from jepa_world.factory import build_jepa, build_masks, build_world_model, ema_schedule
 from jepa_world.models.small import TokenReadout
 from jepa_world.models.world_model import WorldModel
@@ -122,8 +123,9 @@ def world_model_task(cfg: DictConfig) -> Task:
         uint8=True,  # collate uint8 frames, convert once per batch in prepare
     )
     state_dim = (dataset.state_dim or 0) if w.use_states else 0
+    action_dim = dataset.action_dim
     encoder = _pretrained_encoder(w.encoder_checkpoint, cfg.data.image_size) if w.encoder_checkpoint else None
-    model = build_world_model(cfg, action_dim=dataset.action_dim, state_dim=state_dim, encoder=encoder)
+    model = build_world_model(cfg, action_dim=action_dim, state_dim=state_dim, encoder=encoder)
 
     groups = param_groups([model.predictor, *model.terms])  # the inverse-dynamics head is a loss term's
     if isinstance(model.encoder, TokenReadout):  # a new readout at the full LR, a fine-tuned backbone at the scaled one
@@ -136,9 +138,22 @@ def world_model_task(cfg: DictConfig) -> Task:
     if model.inverse_dynamics is not None:
         components["inverse_dynamics"] = model.inverse_dynamics
 
+    if isinstance(model.encoder, TokenReadout) and model.encoder.freeze_backbone:
+        # A frozen ViT gives each frame the same tokens at every step: encode every frame once.
+        backbone = model.encoder.backbone
+
+        @torch.no_grad()
+        def encode_frames(frames):  # uint8 [F, H, W, 3] -> tokens [F, N, D], frames as the dataset would give them
+            return backbone(frames_to_tensor(frames, image_size=cfg.data.image_size))
+
+        dataset = FeatureWindows(dataset, encode_frames, log=print if cfg.train.progress else None)
+
     def prepare(item: dict, micro_step: int, rows: slice, global_batch: int) -> dict:
-        x = item["x"]
-        batch = {"x": uint8_to_float(x) if x.dtype == torch.uint8 else x, "actions": item["actions"]}
+        if "tokens" in item:
+            batch = {"tokens": item["tokens"], "actions": item["actions"]}
+        else:
+            x = item["x"]
+            batch = {"x": uint8_to_float(x) if x.dtype == torch.uint8 else x, "actions": item["actions"]}
         if state_dim:
             batch["states"] = item["states"]
         return batch
@@ -150,7 +165,7 @@ def world_model_task(cfg: DictConfig) -> Task:
         param_groups=[g for g in groups if g["params"]],
         components=components,
         prepare=prepare,
-        meta={"action_dim": dataset.action_dim, "state_dim": state_dim, "encoder_config": _encoder_config(model)},
+        meta={"action_dim": action_dim, "state_dim": state_dim, "encoder_config": _encoder_config(model)},
     )
 
 

@@ -501,3 +501,21 @@ def test_loss_terms_go_with_joint_training_only():
     wm = _pooled_wm(freeze_encoder=False, terms=_joint_terms(idm=0.0))
     assert wm.inverse_dynamics is None and len(wm.terms) == 2
     assert wm.config["freeze_encoder"] is False and "terms" not in wm.config  # modules keep their own config
+
+
+def test_precomputed_frozen_tokens_give_the_same_loss_as_pixels():
+    from jepa_world.models.small import TokenReadout
+
+    torch.manual_seed(0)
+    readout = TokenReadout(backbone=_vit(), embed_dim=D, hidden_dim=16)
+    pred = ResidualMlpDynamics(embed_dim=D, action_dim=2, hidden_dim=32)
+    wm = WorldModel(encoder=readout, predictor=pred, pool=True, freeze_encoder=False, terms=_joint_terms()).eval()
+    b = _batch(4, 3, 32, 2)
+    with torch.no_grad():
+        tokens = readout.backbone(b["x"].flatten(0, 1)).unflatten(0, (4, 3))  # [B, T, N, D]
+        loss_pixels, m_pixels = wm(b)
+        loss_tokens, m_tokens = wm({"tokens": tokens, "actions": b["actions"]})
+    torch.testing.assert_close(loss_tokens, loss_pixels)
+    torch.testing.assert_close(m_tokens["loss_tf"], m_pixels["loss_tf"])
+    with pytest.raises(ValueError, match=r"tokens'\] must be \[B, T >= 2, N, D\]"):
+        wm({"tokens": tokens[:, 0], "actions": b["actions"]})
