@@ -71,7 +71,8 @@ def test_a_second_run_in_the_same_folder_is_refused_naming_the_first(tmp_path):
 
 def test_two_processes_started_together_do_not_interleave(tmp_path):
     # A resubmitted job: the same command twice at once. One trains; the other is refused before writing anything.
-    over = tiny_overrides(tmp_path, **{"train.max_steps": 30, "train.ckpt_every": 10})
+    # Long enough (a few seconds) that the second process reaches the lock while the first still trains.
+    over = tiny_overrides(tmp_path, **{"train.max_steps": 120, "train.ckpt_every": 40, "train.log_every": 4})
     cmd = [sys.executable, "-m", "jepa_world.cli", "pretrain", *over]
     procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in "ab"]
     results = [(*p.communicate(timeout=300), p.returncode) for p in procs]
@@ -81,7 +82,7 @@ def test_two_processes_started_together_do_not_interleave(tmp_path):
     assert "jepa-world pretrain: error:" in refused[1] and "in use by another run" in refused[1]
     assert "Traceback" not in refused[1]
     steps = [int(line.split('"step": ')[1].split(",")[0]) for line in (tmp_path / "run" / "metrics.jsonl").open()]
-    assert steps == list(range(1, 31))  # one run's lines, each step once
+    assert steps == list(range(4, 121, 4))  # one run's lines, each logged step once
 
 
 def test_stale_temporaries_are_removed_and_files_honour_the_umask(finished, tmp_path):
