@@ -18,7 +18,7 @@ import argparse
 import os
 import sys
 
-from jepa_world.atomic import check_writable_target
+from jepa_world.atomic import atomic_write_text, check_writable_target
 
 
 def _pretrain_epilog() -> str:
@@ -206,8 +206,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     results, title = probe_checkpoint(args.checkpoint, cfg, log=None if args.quiet else stderr_log)
     print(format_results(results, title=title))
     if cfg.probe.output:
-        with open(cfg.probe.output, "w") as f:
-            json.dump(results, f, indent=1)
+        atomic_write_text(cfg.probe.output, json.dumps(results, indent=1))
     return 0
 
 

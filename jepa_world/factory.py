@@ -20,7 +20,7 @@ from jepa_world.objectives.masks import BlockSpec, MultiBlock2DMasks, MultiBlock
 from jepa_world.objectives.schedules import Schedule, build_schedule, constant, cosine, linear
 
 
-def check_model_names(cfg: DictConfig, *, world_model: bool = False) -> None:
+def check_before_run(cfg: DictConfig, *, world_model: bool = False) -> None:
     """Every registered name the config uses exists, and a data source is given (before any folder is touched).
 
     Raises:

@@ -105,6 +105,11 @@ def _load_component(path: str | Path, *, component: str, strict: bool, overrides
     state = load_checkpoint(source)
     what = f"{source} [{component}]"
     if str(state.get("format", "")).startswith("jepa_world/train/") and "config" in state:
+        if component not in state and state.get("task") == "world_model":
+            raise CheckpointError(
+                f"{source} is a world-model run: it has no {component!r} (its encoder is component 'encoder'; "
+                "load_world_model reads the whole model); pass a pretraining run or an exported encoder"
+            )
         if component not in state:
             raise CheckpointError(f"{source} has no {component!r}; it holds {abbrev(sorted(map(str, state)))}")
         if state.get("task", "pretrain") == "pretrain":

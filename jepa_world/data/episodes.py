@@ -423,20 +423,22 @@ class EpisodeDataset(Dataset):
         return self._rows(episode, "frames", np.arange(ep.num_frames))
 
     def __getitem__(self, key: Any) -> dict[str, torch.Tensor]:
-        index, _ = split_key(key, len(self))
-        e = int(self._episode_of[index])
+        return self.item(key)
+
+    def item(self, key: Any, *, frames: bool = True) -> dict[str, torch.Tensor]:
+        """The item behind a key; `frames=False` leaves out (and does not read) its pixels."""
+        e, frame_rows = self.window_rows(key)  # [T]
         ep = self.episodes[e]
-        start = int(self._start_of[index])
         k, t = self.frameskip, self.window
-        frame_rows = start + k * np.arange(t)  # [T]
-        action_rows = np.arange(start, start + k * (t - 1))  # [(T-1)*k]
-        frames = self._rows(e, "frames", frame_rows)  # [T, H, W, 3] uint8
+        action_rows = np.arange(frame_rows[0], frame_rows[0] + k * (t - 1))  # [(T-1)*k]
         actions = self._rows(e, "actions", action_rows).astype(np.float32)  # [(T-1)*k, A]
         problem = _nonfinite_message(actions, "actions", action_rows)
         if problem is not None:
             raise ValueError(f"{ep.path.name}: {problem}")
         action_blocks = actions.reshape(t - 1, k * ep.actions.shape[1])  # [T-1, A*k]
-        item = {"x": self._frames_to_tensor(frames), "actions": torch.from_numpy(action_blocks)}
+        item = {"actions": torch.from_numpy(action_blocks)}
+        if frames:
+            item["x"] = self._frames_to_tensor(self._rows(e, "frames", frame_rows))  # from [T, H, W, 3] uint8
         if ep.states is not None:
             states = self._rows(e, "states", frame_rows).astype(np.float32)  # [T, S]
             problem = _nonfinite_message(states, "states", frame_rows)

@@ -60,7 +60,6 @@ class FeatureWindows(Dataset):
 
     def __getitem__(self, key: Any) -> dict[str, torch.Tensor]:
         episode, rows = self.windows.window_rows(key)
-        item = self.windows[key]  # actions (and states), checked as usual; its pixels are not needed
-        item.pop("x")
+        item = self.windows.item(key, frames=False)  # actions (and states), checked as usual; no pixels read
         item["tokens"] = self.features[episode][torch.from_numpy(rows)]  # [T, ...]
         return item

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jepa_world.atomic import atomic_write_text
+from jepa_world.atomic import atomic_write_text, check_writable_target
 from jepa_world.data.index import (
     IMAGE_EXTENSIONS,
     NOT_VIDEO_EXTENSIONS,
@@ -94,16 +94,6 @@ def _probe_all(paths: list[Path], reader: str, check_decode: bool, num_workers: 
     return run()
 
 
-def _check_output(output: Path) -> None:
-    """The index can be written where asked, before any file is opened."""
-    if output.is_dir():
-        raise ValueError(f"--output {output} is a folder; give the path of the index file to write")
-    parent = output.parent
-    existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
-    if existing is not None and (not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK)):
-        raise PermissionError(f"cannot write the index {output}: {existing} is not a writable folder")
-
-
 def _index_candidates(root: Path) -> tuple[list[Path], dict[str, int]]:
     """Files `write_index` tries to open (known video extensions, and unknown ones), and the others by reason."""
     paths, skipped = [], {}
@@ -157,7 +147,9 @@ def write_index(
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     output = Path(output).expanduser()
-    _check_output(output)
+    if output.is_dir():
+        raise ValueError(f"--output {output} is a folder; give the path of the index file to write")
+    check_writable_target(output, what="the index")  # before any file is opened
     paths, skipped = _index_candidates(root)
     if not paths:
         detail = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items())) or "no files"

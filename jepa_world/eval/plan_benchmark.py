@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from jepa_world.atomic import atomic_write_text
 from jepa_world.checkpoints.load import load_world_model
 from jepa_world.config import PlanConfig, PlannerSettings
 from jepa_world.envs import make_env
@@ -165,7 +166,7 @@ def run_plan_benchmark(
             result["files"]["png"] = str(png)
             js = out / "results.json"
             result["files"]["json"] = str(js)
-            js.write_text(json.dumps(result, indent=1))
+            atomic_write_text(js, json.dumps(result, indent=1))
         return result
     finally:
         torch.set_num_threads(threads_before)

@@ -42,15 +42,15 @@ from jepa_world.checkpoints.io import checkpoint_path, prune_checkpoints, save_c
 from jepa_world.checkpoints.state_dict import load_state_dict_strict
 from jepa_world.config import to_yaml
 from jepa_world.data.sampler import StepSampler, derive_seed
-from jepa_world.factory import build_schedules, check_model_names
+from jepa_world.factory import build_schedules, check_before_run
 from jepa_world.training.run_state import (
     MetricsLog,
     RunLock,
     check_resumable,
     check_writable,
     flatten,
-    last_metrics,
     load_resume_state,
+    logged_ends,
     rng_state,
     set_rng_state,
     stop_on_signals,
@@ -139,7 +139,6 @@ class _Run:
         self.out = Path(tc.output_dir)
         self.ckpt_dir = self.out / "checkpoints"
         if self.main:
-            check_writable(self.out)
             remove_stale_temporaries(self.ckpt_dir)  # left by a save that was killed
         acc.wait_for_everyone()
         # Read (never write) what the folder holds first: a refused resume leaves the folder as it was.
@@ -261,13 +260,13 @@ class _Run:
 # --------------------------------------------------------------------------------------------------------------------
 def pretrain(cfg: DictConfig) -> dict:
     """I-JEPA / V-JEPA pretraining as configured (see `fit`)."""
-    check_model_names(cfg)
+    check_before_run(cfg)
     return fit(cfg, lambda: pretrain_task(cfg))
 
 
 def train_world_model(cfg: DictConfig) -> dict:
     """Action-conditioned world-model training as configured by `wm.*` (see `fit`)."""
-    check_model_names(cfg, world_model=True)
+    check_before_run(cfg, world_model=True)
     return fit(cfg, lambda: world_model_task(cfg))
 
 
@@ -291,6 +290,8 @@ def fit(cfg: DictConfig, make_task: Callable[[], Task]) -> dict:
         FloatingPointError: a non-finite loss / gradient (unless `train.skip_nonfinite`); the last checkpoint is intact.
     """
     acc = _make_accelerator(cfg)
+    if acc.is_main_process:
+        check_writable(Path(cfg.train.output_dir))  # creates the folder the lock lives in
     with RunLock(Path(cfg.train.output_dir), enabled=acc.is_main_process):
         return _fit(cfg, make_task, acc)
 
@@ -301,7 +302,7 @@ def _fit(cfg: DictConfig, make_task: Callable[[], Task], acc: Accelerator) -> di
     start_step = run.resume()
     if start_step >= tc.max_steps:  # a finished run started again: nothing to train, say so with its last numbers
         acc.end_training()
-        last = {k: v for k, v in last_metrics(run.out / "metrics.jsonl").items() if k != "step"}
+        last = {k: v for k, v in logged_ends(run.out / "metrics.jsonl")[1].items() if k != "step"}
         if run.main:
             print(f"already finished: {start_step} of train.max_steps={tc.max_steps} steps done in {run.out}")
         return {"step": start_step, "metrics": last, "output_dir": str(run.out), "main_process": run.main,
@@ -373,8 +374,7 @@ def _report_health(task: Task, run: _Run) -> str:
     """Print the task's health summary (first vs last logged step) and warn when it finds a problem."""
     if task.health is None or not run.main:
         return ""
-    path = run.out / "metrics.jsonl"
-    summary, warning = task.health(last_metrics(path, first=True), last_metrics(path))
+    summary, warning = task.health(*logged_ends(run.out / "metrics.jsonl"))
     if summary:
         print(f"health: {summary}")
     if warning:

@@ -88,7 +88,7 @@ class RunLock:
     def __enter__(self) -> RunLock:
         if not self.enabled:
             return self
-        check_writable(self.path.parent)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -235,17 +235,15 @@ def _exit_stuck(signum: int, grace_s: float) -> None:
     os._exit(128 + signum)
 
 
-def last_metrics(path: Path, *, first: bool = False) -> dict:
-    """The last (or the first) complete line of a metrics.jsonl (empty if there is none)."""
-    if not path.is_file():
-        return {}
-    lines = path.read_text().splitlines()
-    for line in lines if first else reversed(lines):
+def logged_ends(path: Path) -> tuple[dict, dict]:
+    """The first and the last complete lines of a metrics.jsonl (empty dicts if there are none)."""
+    records = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
         try:
-            return json.loads(line)
-        except ValueError:
+            records.append(json.loads(line))
+        except ValueError:  # a line cut by a crash mid-write
             continue
-    return {}
+    return (records[0], records[-1]) if records else ({}, {})
 
 
 def flatten(d: dict, prefix: str = "") -> dict:

@@ -18,8 +18,8 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import Dataset
 
-from jepa_world.checkpoints.io import load_checkpoint
-from jepa_world.checkpoints.load import load_encoder, resolve_checkpoint
+from jepa_world.checkpoints.io import CheckpointError
+from jepa_world.checkpoints.load import load_encoder
 from jepa_world.checkpoints.pretrained import module_config
 from jepa_world.data.build import build_dataset
 from jepa_world.data.episodes import EpisodeDataset
@@ -171,15 +171,10 @@ def world_model_task(cfg: DictConfig) -> Task:
 
 def _pretrained_encoder(path: str, image_size: int):
     """The EMA encoder of a pretraining run, checked against the frames it will see (`data.image_size`)."""
-    source = resolve_checkpoint(path)
-    if source.is_file():
-        state = load_checkpoint(source)
-        if state.get("task") == "world_model":
-            raise ValueError(
-                f"wm.encoder_checkpoint={path!r} is a world-model run ({source.name}); pass a pretraining run or an "
-                "exported encoder (jepa-world export)"
-            )
-    encoder = load_encoder(path, component="target_encoder")
+    try:
+        encoder = load_encoder(path, component="target_encoder")
+    except CheckpointError as err:  # name the config key: the loader names the file
+        raise ValueError(f"wm.encoder_checkpoint={path!r}: {err}") from None
     if getattr(encoder, "is_video", False):
         raise ValueError(
             f"wm.encoder_checkpoint={path!r} is a video encoder (tubelet {encoder.tubelet_size}); the world model "
