@@ -6,8 +6,9 @@ References:
     (TD-MPC2: a world model exposed as verbs).
 
 Verbs: `encode` (frames -> latents), `predict` (teacher-forced next latents), `rollout` (autoregressive, key/value
-cached). `forward(batch) -> (loss, metrics)` is the training objective; the planner's cost lives on the planning side
-(`jepa_world.planning.costs`), which calls `rollout`.
+cached), `step` (one step from one latent: what policies and tree search imagine with). `forward(batch) -> (loss,
+metrics)` is the training objective; the planner's cost lives on the planning side (`jepa_world.planning.costs`),
+which calls `rollout`.
 
 Shapes: frames `[B, T, 3, H, W]`, latents `[B, T, HW, D]` (HW = 1 when pooled), actions `[B, T-1, A]`, states
 `[B, T, S]`. The latent space is the affine-free LayerNorm of the encoder output (after mean-pooling if `pool`) when the
@@ -185,6 +186,18 @@ class WorldModel(nn.Module):
             z = self._norm(y)
             outs.append(z)
         return torch.cat(outs, dim=1).reshape(*batch, H, *z0.shape[-2:])
+
+    def step(self, z: Tensor, action: Tensor) -> Tensor:
+        """One step from a single latent: z `[N, HW, D]`, action `[N, A]` -> next latent `[N, HW, D]`.
+
+        Exact for Markov dynamics (`ResidualMlpDynamics`, the Two-Rooms recipes); an `ActionConditionedPredictor`
+        sees only the current frame here (no history), so prefer `rollout` over a known action sequence with it.
+        Differentiable in `z` and `action` (policies backpropagate through the frozen dynamics).
+        """
+        if z.ndim != 3 or action.ndim != 2 or action.shape[0] != z.shape[0]:
+            shapes = f"{tuple(z.shape)} and {tuple(action.shape)}"
+            raise ValueError(f"step needs z [N, HW, D] and action [N, A], got {shapes}")
+        return self.rollout(z[:, None], action[:, None].to(z.dtype))[:, 0]
 
     def _next_state(self, s: Tensor, a: Tensor) -> Tensor:
         if callable(self.state_update):
