@@ -3,11 +3,16 @@
 - ``TwoRoomsEnv``: a dot in two rooms joined by a door, stop-at-first-contact collisions (PLDM / EB-JEPA geometry),
   registered as ``jepa_world/TwoRooms-v0``; with ``wall=False`` it is the empty point arena,
   ``jepa_world/PointArena-v0``.
+- ``DiscreteActions``: ``Discrete(K)`` indices -> rows of a ``[K, A]`` displacement table; Two-Rooms with the eight
+  full-step headings plus a no-op (``two_rooms.discrete_action_table``) is ``jepa_world/TwoRoomsDiscrete-v0``.
 - ``PixelObservationAdapter``: any ``render_mode="rgb_array"`` gymnasium env -> ``uint8 [S, S, 3]`` observations.
 - Baseline / behaviour policies in ``jepa_world.envs.policies``; offline collection in ``jepa_world.envs.collect``.
 
 ``make_env("two_rooms")`` / ``make_env("point_arena")`` return the bare ``TwoRoomsEnv`` (so helpers such as
-``render_state`` and ``sample_eval_pair`` are directly reachable); any other name is passed to ``gymnasium.make``.
+``render_state`` and ``sample_eval_pair`` are directly reachable); ``make_env("two_rooms_discrete")`` returns it
+wrapped in ``DiscreteActions`` (the helpers are on ``env.unwrapped``); any other name is passed to ``gymnasium.make``.
+The discrete alias lives in ``DISCRETE_ENV_ALIASES``, not ``ENV_ALIASES``: code that builds a bare ``TwoRoomsEnv``
+for every ``ENV_ALIASES`` name (offline collection) must not silently drop the discrete wrapper.
 """
 
 from __future__ import annotations
@@ -24,13 +29,27 @@ from jepa_world.envs.policies import (
     VonMisesRandomWalk,
     make_policy,
 )
-from jepa_world.envs.two_rooms import MAX_ACTION_NORM, SUCCESS_THRESHOLD, TwoRoomsEnv
-from jepa_world.envs.wrappers import PixelObservationAdapter, resize_frame
+from jepa_world.envs.two_rooms import MAX_ACTION_NORM, SUCCESS_THRESHOLD, TwoRoomsEnv, discrete_action_table
+from jepa_world.envs.wrappers import DiscreteActions, PixelObservationAdapter, resize_frame
 
 TWO_ROOMS_ID = "jepa_world/TwoRooms-v0"
 POINT_ARENA_ID = "jepa_world/PointArena-v0"
+TWO_ROOMS_DISCRETE_ID = "jepa_world/TwoRoomsDiscrete-v0"
 ENV_ALIASES: dict[str, str] = {"two_rooms": TWO_ROOMS_ID, "point_arena": POINT_ARENA_ID}
+DISCRETE_ENV_ALIASES: dict[str, str] = {"two_rooms_discrete": TWO_ROOMS_DISCRETE_ID}
 _ENTRY_POINT = "jepa_world.envs.two_rooms:TwoRoomsEnv"
+_DISCRETE_ENTRY_POINT = "jepa_world.envs:make_two_rooms_discrete"
+
+
+def make_two_rooms_discrete(**kwargs: Any) -> DiscreteActions:
+    """Two-Rooms (``wall=True``) with ``Discrete(9)`` actions: eight full-step headings, then a no-op.
+
+    Args:
+        **kwargs: ``TwoRoomsEnv`` constructor arguments except ``wall`` (``image_size``, ``max_steps``, ``seed``, ...).
+    """
+    if "wall" in kwargs:
+        raise ValueError(f"two_rooms_discrete always has the wall; got wall={kwargs['wall']!r}")
+    return DiscreteActions(TwoRoomsEnv(wall=True, **kwargs), discrete_action_table())
 
 
 def register_envs() -> None:
@@ -38,36 +57,44 @@ def register_envs() -> None:
     for env_id, wall in ((TWO_ROOMS_ID, True), (POINT_ARENA_ID, False)):
         if env_id not in gymnasium.registry:
             gymnasium.register(id=env_id, entry_point=_ENTRY_POINT, kwargs={"wall": wall})
+    if TWO_ROOMS_DISCRETE_ID not in gymnasium.registry:
+        gymnasium.register(id=TWO_ROOMS_DISCRETE_ID, entry_point=_DISCRETE_ENTRY_POINT)
 
 
 def make_env(name: str, **kwargs: Any) -> gymnasium.Env:
     """Create an environment by short name or gymnasium id.
 
     Args:
-        name: ``"two_rooms"``, ``"point_arena"`` (bare ``TwoRoomsEnv``) or any registered gymnasium id (through
-            ``gymnasium.make``, with its default wrappers).
+        name: ``"two_rooms"``, ``"point_arena"`` (bare ``TwoRoomsEnv``), ``"two_rooms_discrete"`` (``TwoRoomsEnv``
+            in ``DiscreteActions``, no other wrapper) or any registered gymnasium id (through ``gymnasium.make``,
+            with its default wrappers).
         **kwargs: Constructor arguments (``image_size``, ``max_steps``, ``seed``, ...).
 
     Raises:
         ValueError: For an unknown name, listing the known ones.
     """
     register_envs()
+    if name in DISCRETE_ENV_ALIASES:
+        return make_two_rooms_discrete(**kwargs)
     if name in ENV_ALIASES:
         return TwoRoomsEnv(wall=name == "two_rooms", **kwargs)
     if name in gymnasium.registry:
         return gymnasium.make(name, **kwargs)
-    known = sorted(ENV_ALIASES) + sorted(gymnasium.registry)
+    known = sorted(ENV_ALIASES) + sorted(DISCRETE_ENV_ALIASES) + sorted(gymnasium.registry)
     raise ValueError(f"unknown env name {name!r}; known: {known}")
 
 
 register_envs()
 
 __all__ = [
+    "DISCRETE_ENV_ALIASES",
     "ENV_ALIASES",
     "MAX_ACTION_NORM",
     "POINT_ARENA_ID",
     "SUCCESS_THRESHOLD",
+    "TWO_ROOMS_DISCRETE_ID",
     "TWO_ROOMS_ID",
+    "DiscreteActions",
     "DoorWaypointPolicy",
     "NoOpPolicy",
     "PixelObservationAdapter",
@@ -75,8 +102,10 @@ __all__ = [
     "StraightLinePolicy",
     "TwoRoomsEnv",
     "VonMisesRandomWalk",
+    "discrete_action_table",
     "make_env",
     "make_policy",
+    "make_two_rooms_discrete",
     "register_envs",
     "resize_frame",
 ]

@@ -19,7 +19,8 @@ then moves along the segment from its position to position + displacement and ST
 wall or the border (no sliding along it). Contact is exact segment-vs-rectangle intersection, so no step can
 tunnel through the wall. A dot resting on a face can move along it or away from it, but any displacement with a
 component into the obstacle leaves it where it is. The dot is a point; its rendering is a Gaussian blob of sigma
-1.3 units.
+1.3 units. ``discrete_action_table`` gives a discrete action set (eight full-step headings and a no-op), played by
+``jepa_world.envs.DiscreteActions`` (``jepa_world/TwoRoomsDiscrete-v0``).
 
 Protocol (``sample_eval_pair``): start and goal in opposite rooms, 200 steps, success if the FINAL distance to the
 goal is < 4.5 units. Episodes therefore run to ``max_steps`` by default (``terminate_on_success=False``).
@@ -140,6 +141,25 @@ def move_point(start: np.ndarray, displacement: np.ndarray, rects: np.ndarray) -
     stay = blocked & (t == 0.0)
     end[stay] = p[stay, 0]
     return end.reshape(*batch_shape, 2)
+
+
+def discrete_action_table(num_headings: int = 8) -> np.ndarray:
+    """Discrete action set: ``num_headings`` displacements of the full step ``MAX_ACTION_NORM``, then a no-op.
+
+    Row ``k < num_headings`` is ``MAX_ACTION_NORM * (cos, sin)(2 * pi * k / num_headings)`` (x = cos, y = sin; y grows
+    downwards, so k = 2 of 8 moves down), the last row is zero: the same order as
+    ``jepa_world.planning.discrete_headings(num_headings, MAX_ACTION_NORM)``. Components below 1e-12 are exactly 0,
+    so an axis move has no sideways residue (which would stop a dot resting on a face from sliding along it).
+
+    Returns:
+        float32 ``[num_headings + 1, 2]`` (``[9, 2]`` by default).
+    """
+    if not isinstance(num_headings, int) or isinstance(num_headings, bool) or num_headings < 1:
+        raise ValueError(f"num_headings must be an int >= 1, got {num_headings!r}")
+    angles = 2.0 * np.pi * np.arange(num_headings, dtype=np.float64) / num_headings
+    table = np.stack([np.cos(angles), np.sin(angles)], axis=-1)  # [num_headings, 2]
+    table = np.where(np.abs(table) < 1e-12, 0.0, table) * MAX_ACTION_NORM
+    return np.concatenate([table, np.zeros((1, 2))], axis=0).astype(np.float32)
 
 
 def _move_point_scalar(x: float, y: float, dx: float, dy: float, rects: list[tuple[float, ...]]) -> tuple[float, float]:

@@ -1,9 +1,13 @@
-"""Wrappers that turn gymnasium environments into pixel environments for world-model data.
+"""Wrappers that turn gymnasium environments into pixel environments for world-model data, or discrete-action ones.
 
 ``PixelObservationAdapter`` replaces any env's observation by its rendered frame, resized to a square
 ``uint8 [image_size, image_size, 3]`` with PIL, and keeps the original observation in ``info["proprio"]``
 (flattened float32 ``[D]`` when the original observation space is a Box, unchanged otherwise). The wrapped env
 must be created with ``render_mode="rgb_array"``.
+
+``DiscreteActions`` turns a continuous ``Box([A])`` action space into ``Discrete(K)``: index ``k`` plays row ``k`` of
+a fixed ``[K, A]`` table (e.g. the eight headings plus a no-op of ``two_rooms.discrete_action_table``), for discrete
+planners such as tree search.
 """
 
 from __future__ import annotations
@@ -82,3 +86,51 @@ class PixelObservationAdapter(gymnasium.Wrapper):
         info = dict(info)
         info["proprio"] = self._proprio(obs)
         return self._frame(), reward, terminated, truncated, info
+
+
+class DiscreteActions(gymnasium.ActionWrapper):
+    """Discrete actions over a continuous env: index ``k`` in ``Discrete(K)`` plays row ``k`` of ``headings``.
+
+    Args:
+        env: An env whose action space is a 1-D ``Box`` of shape ``[A]``.
+        headings: Action table ``[K, A]`` (K >= 1), every row finite and inside the Box bounds; stored as a read-only
+            copy in the Box's dtype (attribute ``headings``).
+
+    ``step(k)`` raises ValueError for an index outside ``[0, K)`` (or a non-integer); ``unwrapped`` is the wrapped
+    env, so its helpers (e.g. ``render_state``) stay reachable.
+    """
+
+    def __init__(self, env: gymnasium.Env, headings: np.ndarray) -> None:
+        super().__init__(env)
+        space = env.action_space
+        if not isinstance(space, spaces.Box) or len(space.shape) != 1:
+            raise ValueError(f"DiscreteActions needs an env with a 1-D Box action space [A], got {space}")
+        table = np.array(headings, dtype=space.dtype)
+        a = space.shape[0]
+        if table.ndim != 2 or table.shape[0] < 1 or table.shape[1] != a:
+            raise ValueError(
+                f"headings must have shape [K, {a}] with K >= 1 (A = {a} from the action space {space}), "
+                f"got shape {np.shape(headings)}"
+            )
+        if not np.all(np.isfinite(table)):
+            raise ValueError(f"headings must be finite, got {table.tolist()}")
+        outside = np.flatnonzero(np.any((table < space.low) | (table > space.high), axis=1))
+        if outside.size:
+            raise ValueError(
+                f"headings rows {outside.tolist()} lie outside the action space bounds "
+                f"[{space.low.tolist()}, {space.high.tolist()}]: {table[outside].tolist()}"
+            )
+        table.setflags(write=False)
+        self.headings = table  # [K, A]
+        self.action_space = spaces.Discrete(table.shape[0])
+
+    def action(self, action: Any) -> np.ndarray:
+        """Row ``action`` of ``headings`` (a copy), after checking it is an integer index in ``[0, K)``."""
+        k = self.headings.shape[0]
+        idx = np.asarray(action)
+        if idx.shape != () or idx.dtype == np.bool_ or not np.issubdtype(idx.dtype, np.integer):
+            raise ValueError(f"action must be an integer index in [0, {k}), got {action!r}")
+        i = int(idx)
+        if not 0 <= i < k:
+            raise ValueError(f"action index {i} is out of range [0, {k})")
+        return self.headings[i].copy()

@@ -2,6 +2,7 @@
 
 planners.py  CEM and MPPI behind one interface (`Planner.plan(cost_fn, ...)`), their shared settings
 mpc.py       MPCAgent: replan every few steps with a warm start
+search.py    MCTS: batched MuZero-style tree search over discrete actions in a latent model; `discrete_headings`
 costs.py     goal costs: latent distances, and `rollout_cost` (the one place a world model becomes a cost)
 settings.py  `make_planner` from the config's `PlannerSettings`
 """
@@ -17,9 +18,11 @@ from jepa_world.planning.planners import (
     SamplingPlanner,
     shift_plan,
 )
+from jepa_world.planning.search import MCTS, SearchResult, discrete_headings
 from jepa_world.planning.settings import make_planner
 
 __all__ = [
+    "MCTS",
     "REDUCE_MODES",
     "CEMPlanner",
     "CostFn",
@@ -28,6 +31,8 @@ __all__ = [
     "PlanResult",
     "Planner",
     "SamplingPlanner",
+    "SearchResult",
+    "discrete_headings",
     "goal_distance",
     "latent_distance",
     "make_planner",
