@@ -5,11 +5,12 @@ jepa-world info
 jepa-world index DIR --output index.csv
 jepa-world export RUN --output DIR [--component target_encoder|encoder|predictor] [--format jepa_world|timm]
 jepa-world probe --checkpoint RUN_OR_CKPT|random [--config FILE ...] [probe.key=value ...]
-jepa-world plan --checkpoint RUN [--config FILE ...] [plan.key=value ...]
+jepa-world train-policy --checkpoint WM_RUN [--config FILE ...] [policy.key=value ...]
+jepa-world plan --checkpoint RUN [--agent cem|mppi|policy|policy+cem|mcts] [--config FILE ...] [plan.key=value ...]
 
-Every command that is configured (pretrain, train-wm, probe, plan) reads the one typed schema of `jepa_world.config`:
-`--config FILE` recipes, then `key=value` overrides. The older flags of `probe` and `plan` (`--horizon 30`, ...) are
-aliases of their keys (`plan.horizon=30`); their defaults live in the schema only.
+Every command that is configured (pretrain, train-wm, train-policy, probe, plan) reads the one typed schema of
+`jepa_world.config`: `--config FILE` recipes, then `key=value` overrides. The older flags of `probe` and `plan`
+(`--horizon 30`, ...) are aliases of their keys (`plan.horizon=30`); their defaults live in the schema only.
 """
 
 from __future__ import annotations
@@ -35,10 +36,12 @@ def _pretrain_epilog() -> str:
 
 def _train(args: argparse.Namespace, command: str) -> int:
     from jepa_world.config import load_config
-    from jepa_world.training import pretrain, train_world_model
+    from jepa_world.training import pretrain, train_policy, train_world_model
 
-    cfg = load_config(args.config, args.overrides, command=command)
-    summary = (pretrain if command == "pretrain" else train_world_model)(cfg)
+    values = {"policy.world_model": ("--checkpoint", args.checkpoint)} if command == "train-policy" else None
+    cfg = load_config(args.config, args.overrides, command=command, values=values)
+    train = {"pretrain": pretrain, "train-wm": train_world_model, "train-policy": train_policy}[command]
+    summary = train(cfg)
     if summary["main_process"]:
         loss = summary["metrics"].get("loss")
         loss_text = f"loss {loss:.4f}" if isinstance(loss, float | int) else "no loss logged"
@@ -53,6 +56,10 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 def _cmd_train_wm(args: argparse.Namespace) -> int:
     return _train(args, "train-wm")
+
+
+def _cmd_train_policy(args: argparse.Namespace) -> int:
+    return _train(args, "train-policy")
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
@@ -142,7 +149,8 @@ _PROBE_SWITCHES = [
 _PLAN_ALIASES = [
     ("--env", "plan.env", str, "two_rooms or point_arena"),
     ("--episodes", "plan.episodes", int, "episodes per agent"),
-    ("--planner", "plan.planner", str, "cem or mppi"),
+    ("--agent", "plan.agent", str, "cem, mppi, policy, policy+cem or mcts"),
+    ("--planner", "plan.agent", str, "cem or mppi (the older name of --agent)"),
     ("--samples", "plan.samples", int, "samples per iteration"),
     ("--elites", "plan.elites", int, "elites"),
     ("--iterations", "plan.iterations", int, "planner iterations per replan"),
@@ -254,6 +262,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(w)
     w.set_defaults(func=_cmd_train_wm)
+
+    tp = sub.add_parser(
+        "train-policy",
+        help="learn a goal-conditioned policy inside a trained world model (no simulator)",
+        epilog="Policy keys live under policy.*: policy.method=actor_critic (Dreamer) or evolution (CMA-ES, World "
+        "Models). Starts and goals are frames of the world model's own episodes; the run records which world model "
+        "it was trained in. Act with `jepa-world plan --checkpoint POLICY_RUN --agent policy` (or policy+cem, mcts).",
+    )
+    tp.add_argument("--checkpoint", required=True, metavar="WM_RUN", help="train-wm run folder or checkpoint file")
+    _add_config_args(tp)
+    tp.set_defaults(func=_cmd_train_policy)
 
     c = sub.add_parser("collect", help="collect offline episodes from a pixel environment (random-walk policy)")
     c.add_argument("--env", default="two_rooms", help="two_rooms, point_arena or a gymnasium id (default two_rooms)")

@@ -81,7 +81,7 @@ def test_missing_file():
     [
         (["plan.horizonn=3"], r"unknown config key 'plan.horizonn'.*did you mean 'plan.horizon'"),
         (["plan.planner=ccem"], r"'plan.planner' = 'ccem': expected one of cem, mppi"),
-        (["plan.reduce=mean"], r"'plan.reduce' = 'mean': expected one of last, sum, last\+mean"),
+        (["plan.reduce=median"], r"'plan.reduce' = 'median': expected one of last, sum, last\+mean, mean"),
         (["plan.elites=500"], r"'plan.elites' = 500: must be in \[1, plan.samples=100\]"),
         (["plan.replan_every=50"], r"'plan.replan_every' = 50: exceeds plan.horizon=40"),
         (["plan.stop_radius=0"], r"'plan.stop_radius' = 0.0: must be > 0, or null"),
@@ -100,9 +100,13 @@ def test_plan_and_probe_sections_are_checked_like_the_others(overrides, match):
 
 def test_plan_and_probe_sections_from_files_overrides_and_flag_values(tmp_path):
     recipe = tmp_path / "plan.yaml"
-    recipe.write_text("plan:\n  horizon: 12\n  samples: 30\n  planner: mppi\nprobe:\n  epochs: 7\n")
+    recipe.write_text("plan:\n  horizon: 12\n  samples: 30\n  agent: mppi\nprobe:\n  epochs: 7\n")
     cfg = load_config([recipe], ["plan.samples=31"], command="plan", values={"plan.episodes": ("flag --episodes", 3)})
     assert (cfg.plan.horizon, cfg.plan.samples, cfg.plan.episodes, cfg.probe.epochs) == (12, 31, 3, 7)
-    assert cfg.plan.planner == "mppi" and f"{cfg.plan.planner}" == "mppi" and "planner: mppi" in to_yaml(cfg)
+    assert cfg.plan.agent == "mppi" and f"{cfg.plan.agent}" == "mppi" and "agent: mppi" in to_yaml(cfg)
+    # The planner is chosen by plan.agent: the older key alone would be ignored, so it is refused, naming the new one.
+    with pytest.raises(ConfigError, match=r"'plan.planner' = 'mppi'.*plan.agent=mppi"):
+        load_config([], ["plan.planner=mppi"], command="plan")
+    assert load_config([], ["plan.planner=mppi", "plan.agent=mppi"], command="plan").plan.agent == "mppi"
     with pytest.raises(ConfigError, match=r"flag --episodes.*plan.episodes|plan.episodes.*flag --episodes"):
         load_config([], [], command="plan", values={"plan.episodes": ("flag --episodes", "many")})

@@ -1,4 +1,5 @@
-"""The front doors: `load_encoder`, `load_predictor`, `load_ac_predictor`, `load_world_model`, `export_checkpoint`.
+"""The front doors: `load_encoder`, `load_predictor`, `load_ac_predictor`, `load_world_model(_run)`,
+`export_checkpoint` (policies: `checkpoints.policy.load_policy`).
 
 What they read (see `docs/hub.md`):
     - a pretrained folder written by `save_pretrained` (`pretrained.py`);
@@ -11,10 +12,11 @@ Every load is strict (`state_dict.py`): missing, unexpected and wrongly shaped k
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from jepa_world.checkpoints.io import CheckpointError, list_checkpoints, load_checkpoint
@@ -253,13 +255,30 @@ def load_world_model(path_or_run: str | Path, *, device: str | torch.device = "c
         CheckpointError: unreadable file, a pretraining checkpoint or export folder instead of a world model, or
             weights that do not fit (keys and shapes named).
     """
+    return load_world_model_run(path_or_run, device=device).model
+
+
+@dataclass
+class WorldModelRun:
+    """A world model with what its run knew: the resolved config, the checkpoint file and its step."""
+
+    model: WorldModel
+    config: DictConfig
+    source: Path
+    step: int
+
+
+def load_world_model_run(path_or_run: str | Path, *, device: str | torch.device = "cpu") -> WorldModelRun:
+    """`load_world_model`, keeping the run's config (where its episodes are) and the checkpoint it came from."""
     source = resolve_checkpoint(path_or_run)
     if source.is_dir():
         raise CheckpointError(
             f"{source} is an exported single-module folder, not a world model; pass the train-wm run folder or "
             "its checkpoints/step_*.pt"
         )
-    return _world_model_from_state(load_checkpoint(source), source).to(device).eval()
+    state = load_checkpoint(source)
+    model = _world_model_from_state(state, source).to(device).eval()
+    return WorldModelRun(model=model, config=OmegaConf.create(state["config"]), source=source, step=int(state["step"]))
 
 
 def _world_model_from_state(state: Mapping, source: Path) -> WorldModel:

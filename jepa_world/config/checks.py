@@ -5,6 +5,7 @@ every section in one place. Each failure names the key, its value and why.
 from __future__ import annotations
 
 import difflib
+from enum import Enum
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -16,7 +17,9 @@ def validate(cfg: DictConfig) -> None:
     """Check values that the schema's types cannot express; raise ConfigError naming the key."""
 
     def fail(key: str, why: str) -> None:
-        raise ConfigError(f"config key '{key}' = {OmegaConf.select(cfg, key)!r}: {why}")
+        value = OmegaConf.select(cfg, key)
+        value = value.value if isinstance(value, Enum) else value  # 'mcts', not <PlanAgent.mcts: 'mcts'>
+        raise ConfigError(f"config key '{key}' = {value!r}: {why}")
 
     for key in (
         "model.patch_size",
@@ -88,12 +91,14 @@ def validate(cfg: DictConfig) -> None:
     _validate_model(cfg, fail)
     _validate_paths(cfg, fail)
     _validate_plan(cfg, fail)
+    _validate_policy(cfg, fail)
     _validate_probe(cfg, fail)
 
 
 # Keys that name a file or folder: an empty value is an unset shell variable (`data.index=$DATA`), never "none".
 PATH_KEYS = ("data.index", "data.episodes", "wm.episodes", "wm.encoder_checkpoint", "train.output_dir", "train.resume",
-             "plan.output", "probe.output", "probe.data", "probe.val_data", "probe.test_data")  # fmt: skip
+             "plan.output", "policy.world_model", "probe.output", "probe.data", "probe.val_data",
+             "probe.test_data")  # fmt: skip
 
 
 def _validate_model(cfg: DictConfig, fail) -> None:
@@ -144,6 +149,36 @@ def _validate_plan(cfg: DictConfig, fail) -> None:
     for key in ("gif_episodes", "threads"):
         if pc[key] < 0:
             fail(f"plan.{key}", "must be >= 0")
+    if pc.planner != "cem" and pc.planner != pc.agent:
+        fail("plan.planner", f"is chosen by plan.agent now: set plan.agent={pc.planner}")
+    if not 0.0 <= pc.policy_fraction <= 1.0:
+        fail("plan.policy_fraction", "must be in [0, 1]")
+    for key in ("simulations", "search_depth"):
+        if pc[key] < 1:
+            fail(f"plan.{key}", "must be >= 1")
+    if not 0.0 < pc.discount <= 1.0:
+        fail("plan.discount", "must be in (0, 1]")
+    if (pc.agent == "mcts") != (pc.env == "two_rooms_discrete"):
+        want = "plan.env=two_rooms_discrete" if pc.agent == "mcts" else "a discrete-action agent (plan.agent=mcts)"
+        fail("plan.agent" if pc.agent == "mcts" else "plan.env", f"{pc.agent if pc.agent == 'mcts' else pc.env} "
+             f"needs {want}: tree search takes the nine discrete Two-Rooms actions")  # fmt: skip
+
+
+def _validate_policy(cfg: DictConfig, fail) -> None:
+    po = cfg.policy
+    for key in ("num_latents", "horizon", "hidden_dim", "depth"):
+        if po[key] < 1:
+            fail(f"policy.{key}", "must be >= 1")
+    if not 0.0 < po.discount <= 1.0:
+        fail("policy.discount", "must be in (0, 1]")
+    for key in ("lam", "critic_ema"):
+        if not 0.0 <= po[key] <= 1.0:
+            fail(f"policy.{key}", "must be in [0, 1]")
+    for key in ("max_action", "sigma", "return_floor"):
+        if not po[key] > 0:
+            fail(f"policy.{key}", "must be > 0")
+    if po.population is not None and po.population < 2:
+        fail("policy.population", "must be >= 2, or null for CMA-ES's default")
 
 
 def _validate_probe(cfg: DictConfig, fail) -> None:

@@ -4,7 +4,8 @@ Keys with a fixed set of values are Enums (`Choice`), so a bad choice fails at t
 checks that types cannot express are in `checks.py`; loading and merging in `load.py`.
 
 Sections: model / predictor / masks / data / optim / train for pretraining (`jepa-world pretrain`), wm for world models
-(`train-wm`), plan for goal-reaching evaluation (`plan`), probe for frozen probes (`probe`). Every command takes
+(`train-wm`), policy for policies learned in imagination (`train-policy`), plan for goal-reaching evaluation (`plan`),
+probe for frozen probes (`probe`). Every command takes
 `--config FILE` and `key=value` overrides against this one schema.
 """
 
@@ -41,8 +42,10 @@ LrSchedule = _choice("LrSchedule", ("warmup_cosine", "warmup_constant", "warmup_
 EmaSchedule = _choice("EmaSchedule", ("linear", "constant"))
 Precision = _choice("Precision", ("auto", "fp32", "bf16"))
 PlannerKind = _choice("PlannerKind", ("cem", "mppi"))
-CostReduce = _choice("CostReduce", ("last", "sum", "last+mean"))
-PlanEnv = _choice("PlanEnv", ("two_rooms", "point_arena"))
+CostReduce = _choice("CostReduce", ("last", "sum", "last+mean", "mean"))
+PlanEnv = _choice("PlanEnv", ("two_rooms", "point_arena", "two_rooms_discrete"))
+PlanAgent = _choice("PlanAgent", ("cem", "mppi", "policy", "policy+cem", "mcts"))
+PolicyMethod = _choice("PolicyMethod", ("actor_critic", "evolution"))
 ProbeKind = _choice("ProbeKind", ("linear", "attentive", "both"))
 EncoderComponent = _choice("EncoderComponent", ("target_encoder", "encoder"))
 
@@ -216,6 +219,39 @@ class PlanConfig(PlannerSettings):
     gif_episodes: int = 4  # episodes shown in episodes.gif
     threads: int = 1  # torch threads while planning (0: leave as is)
     output: str | None = None  # folder for results.json, episodes.gif, landscape.png
+    # the learned agent: cem / mppi (the planner on the world model; sets `planner`), policy (a train-policy run
+    # acting alone), policy+cem (CEM with a share of its samples from the policy, warm-started by it, the critic as
+    # terminal value), mcts (tree search over plan.env=two_rooms_discrete's nine actions, the policy's heads)
+    agent: PlanAgent = PlanAgent.cem
+    policy_fraction: float = 0.25  # policy+cem: share of each iteration's samples rolled out by the policy
+    terminal_value: bool = True  # policy+cem: add the critic's value of the last latent to the cost
+    simulations: int = 32  # mcts: simulations per decision
+    search_depth: int = 16  # mcts: deepest node of a tree
+    discount: float = 0.97  # mcts: discount of the backed-up rewards (the policy's own)
+
+
+@dataclass
+class PolicyConfig:
+    """`jepa-world train-policy`: a goal-conditioned policy learned inside a trained world model, no simulator.
+
+    Starts and goals are latents of frames of the world model's own training episodes; the reward is minus the latent
+    distance to the goal (`jepa_world.policies.imagination`).
+    """
+
+    method: PolicyMethod = PolicyMethod.actor_critic  # actor_critic (Dreamer) | evolution (CMA-ES, World Models)
+    world_model: str | None = None  # the train-wm run the policy is trained in (`--checkpoint` sets it)
+    num_latents: int = 4096  # frames of the world model's episodes encoded once, as starts and goals
+    horizon: int = 15  # imagined steps per rollout (short: the guard against exploiting model errors)
+    discount: float = 0.97
+    lam: float = 0.95  # lambda of the returns (actor_critic)
+    entropy_weight: float = 3e-4  # actor entropy bonus (actor_critic)
+    critic_ema: float = 0.98  # slow critic momentum per step (actor_critic)
+    return_floor: float = 1e-3  # floor of the return scale, in latent-distance units (actor_critic)
+    hidden_dim: int = 256  # actor / critic MLP width
+    depth: int = 2  # actor / critic hidden layers
+    max_action: float = 2.45  # bound of each action component and of its norm (Two-Rooms: MAX_ACTION_NORM)
+    sigma: float = 0.1  # initial CMA-ES step size (evolution)
+    population: int | None = None  # CMA-ES candidates per generation (evolution; null: 4 + 3 ln n)
 
 
 @dataclass
@@ -258,6 +294,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     wm: WorldModelConfig = field(default_factory=WorldModelConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     plan: PlanConfig = field(default_factory=PlanConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
 
@@ -277,6 +314,19 @@ COMMAND_DEFAULTS = {
         "optim.weight_decay=0.0",
         "optim.final_weight_decay=0.0",
         "data.image_size=64",
+    ],
+    "train-policy": [
+        "train.output_dir=runs/policy",
+        "train.batch_size=128",
+        "train.max_steps=1500",
+        "train.log_every=25",
+        "train.ckpt_every=500",
+        "optim.lr=3e-4",
+        "optim.start_lr=3e-5",
+        "optim.warmup_steps=50",
+        "optim.weight_decay=0.0",
+        "optim.final_weight_decay=0.0",
+        "optim.grad_clip=100.0",
     ],
     "plan": [],
     "probe": [],

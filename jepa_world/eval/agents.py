@@ -51,6 +51,17 @@ def pixels_to_tensor(pixels: np.ndarray, *, normalize: bool = True) -> Tensor:
     return frames_to_tensor(x, normalize=normalize)
 
 
+def check_goal_pixels(obs: Observation, name: str) -> None:
+    """Pixel agents need the observation and the goal image, of one size (a goal of another size fails here)."""
+    if obs.pixels is None or obs.goal_pixels is None:
+        raise ValueError(f"{name} needs obs.pixels and obs.goal_pixels, got None")
+    if np.shape(obs.goal_pixels) != np.shape(obs.pixels):
+        raise ValueError(
+            f"{name}: the goal images are {list(np.shape(obs.goal_pixels))} but the observations are "
+            f"{list(np.shape(obs.pixels))}: render the goal at the observation's size"
+        )
+
+
 def render_batch(env: TwoRoomsEnv, states: np.ndarray) -> np.ndarray:
     return np.stack([env.render_state(s) for s in np.asarray(states).reshape(-1, 2)])  # [E, H, W, 3]
 
@@ -270,8 +281,7 @@ class WorldModelAgent(_MPCBase):
 
     @torch.no_grad()
     def act(self, obs: Observation) -> np.ndarray:
-        if obs.pixels is None or obs.goal_pixels is None:
-            raise ValueError(f"{self.name} needs obs.pixels and obs.goal_pixels, got None")
+        check_goal_pixels(obs, self.name)
         if self._z_goal is None:  # goals are fixed for an episode: encode them once
             self._z_goal = self.encode(obs.goal_pixels)
         z = self.encode(obs.pixels)  # [E, 1, HW, D]

@@ -1,8 +1,9 @@
-"""The benchmark behind `jepa-world plan`: the learned world model + planner against baselines, one table.
+"""The benchmark behind `jepa-world plan`: the learned agent against baselines, one table.
 
-Agents, in table order: the learned world model + planner, random actions, no-op, straight line to the goal, and the
-planner on the true simulator (ceiling), all on the same protocol pairs (``protocol.eval_pairs``). Settings come from
-the config's ``plan`` section (``config.PlanConfig``).
+Agents, in table order: the learned agent (the world model + CEM / MPPI, or a policy learned in imagination: alone,
+inside CEM, or guiding MCTS over discrete actions), random actions, no-op, straight line to the goal, and the planner
+on the true simulator (ceiling), all on the same protocol pairs (``protocol.eval_pairs``). Settings come from the
+config's ``plan`` section (``config.PlanConfig``).
 """
 
 from __future__ import annotations
@@ -18,11 +19,21 @@ import numpy as np
 import torch
 
 from jepa_world.atomic import atomic_write_text
+from jepa_world.checkpoints.io import CheckpointError
 from jepa_world.checkpoints.load import load_world_model
+from jepa_world.checkpoints.policy import PolicyRun, check_policy_fits, load_policy
 from jepa_world.config import PlanConfig, PlannerSettings
 from jepa_world.envs import make_env
-from jepa_world.envs.two_rooms import ARENA_SIZE, SUCCESS_THRESHOLD
-from jepa_world.eval.agents import Agent, PolicyAgent, SimulatorCEMAgent, WorldModelAgent, calibrate_stop_threshold
+from jepa_world.envs.two_rooms import ARENA_SIZE, SUCCESS_THRESHOLD, discrete_action_table
+from jepa_world.eval.agents import (
+    Agent,
+    PolicyAgent,
+    SimulatorCEMAgent,
+    WorldModelAgent,
+    calibrate_stop_threshold,
+    pixels_to_tensor,
+)
+from jepa_world.eval.policy_agents import LearnedPolicyAgent, MCTSAgent, PolicyCEMAgent
 from jepa_world.eval.protocol import EpisodeStats, eval_pairs, format_table, run_episodes
 from jepa_world.eval.viz import energy_landscape, save_episodes_gif, save_landscape_png
 from jepa_world.models.world_model import WorldModel
@@ -51,6 +62,12 @@ def run_plan_benchmark(
     gif_episodes: int = _PLAN.gif_episodes,
     num_threads: int | None = _PLAN.threads,
     log: Callable[[str], None] | None = print,
+    agent: str = str(_PLAN.agent),
+    policy_fraction: float = _PLAN.policy_fraction,
+    terminal_value: bool = _PLAN.terminal_value,
+    simulations: int = _PLAN.simulations,
+    search_depth: int = _PLAN.search_depth,
+    discount: float = _PLAN.discount,
 ) -> dict[str, Any]:
     """Evaluate the learned world model + planner against the baselines on the same protocol pairs.
 
@@ -59,8 +76,9 @@ def run_plan_benchmark(
     ``output`` when given.
 
     Args:
-        checkpoint: A world-model run folder / checkpoint (see ``checkpoints.load_world_model``) or a ``WorldModel``.
-        env_name: ``"two_rooms"`` or ``"point_arena"``.
+        checkpoint: A world-model run folder / checkpoint (see ``checkpoints.load_world_model``) or a ``WorldModel``;
+            for the policy agents, a ``train-policy`` run (its world model is the one it was trained in).
+        env_name: ``"two_rooms"``, ``"point_arena"`` or ``"two_rooms_discrete"`` (``agent="mcts"`` only).
         episodes: Episodes per agent E.
         settings: Planner settings (defaults: ``PlannerSettings()``).
         max_steps: Steps per episode (protocol: 200).
@@ -73,16 +91,35 @@ def run_plan_benchmark(
         gif_episodes: Episodes of the learned agent shown in the GIF.
         num_threads: ``torch.set_num_threads`` during planning (1 was fastest on the loaded 2-core CPU), or None.
         log: Progress printer, or None.
+        agent: ``"cem"`` / ``"mppi"`` (the planner on the world model), ``"policy"``, ``"policy+cem"`` or ``"mcts"``.
+        policy_fraction: ``policy+cem``: share of the samples from the policy.
+        terminal_value: ``policy+cem``: the critic as terminal value.
+        simulations: ``mcts``: simulations per decision.
+        search_depth: ``mcts``: deepest node.
+        discount: ``mcts`` / ``policy+cem``: the discount of the policy's rewards.
 
     Returns:
         ``{"protocol": {...}, "settings": {...}, "results": [summary per agent], "table": str, "files": {...}}``.
     """
     settings = settings or PlannerSettings()
     say = log or (lambda _msg: None)
-    if env_name not in ("two_rooms", "point_arena"):
-        raise ValueError(f"env_name must be 'two_rooms' or 'point_arena' for `plan`, got {env_name!r}")
+    if env_name not in ("two_rooms", "point_arena", "two_rooms_discrete"):
+        raise ValueError(f"env_name must be 'two_rooms', 'point_arena' or 'two_rooms_discrete', got {env_name!r}")
+    if agent not in AGENTS:
+        raise ValueError(f"agent must be one of {AGENTS}, got {agent!r}")
+    if (agent == "mcts") != (env_name == "two_rooms_discrete"):
+        raise ValueError(
+            f"agent={agent!r} on env {env_name!r}: tree search needs the discrete env (two_rooms_discrete, nine "
+            "actions) and the discrete env needs tree search (agent='mcts')"
+        )
+    if agent in ("cem", "mppi"):
+        settings = PlannerSettings(**{**asdict(settings), "planner": agent})
+    policy = None
     if isinstance(checkpoint, WorldModel):
         model, source = checkpoint, "<in-memory WorldModel>"
+    elif agent in POLICY_AGENTS:
+        policy, source = _load_policy(checkpoint, agent), str(checkpoint)
+        model = load_world_model(policy.world_model)
     else:
         model, source = load_world_model(checkpoint), str(checkpoint)
     model.eval()
@@ -90,18 +127,36 @@ def run_plan_benchmark(
     if num_threads:
         torch.set_num_threads(num_threads)
     try:
-        env = make_env(env_name, image_size=model_image_size(model), max_steps=max_steps)
+        env = make_env(env_name, image_size=model_image_size(model), max_steps=max_steps).unwrapped  # the protocol's
         pairs = eval_pairs(env, episodes, seed)
+        if policy is not None:
+            check_policy_fits(policy, model, latent_shape=_latent_shape(model, env))
         threshold = None
         if stop_radius:
             threshold = calibrate_stop_threshold(model, env, radius=stop_radius, seed=seed)
             say(f"stop rule: latent distance < {threshold:.4f} (median for a {stop_radius} px move)")
         max_norm = float(env.action_space.high.max())
-        agents: list[Agent] = [
-            WorldModelAgent(model=model, settings=settings, max_norm=max_norm, low=-max_norm, high=max_norm,
-                            stop_threshold=threshold, reduce=reduce, seed=seed,
-                            name=f"world model + {settings.planner.upper()}"),
-        ]  # fmt: skip
+        common = dict(model=model, stop_threshold=threshold)
+        mpc = dict(settings=settings, max_norm=max_norm, low=-max_norm, high=max_norm, reduce=reduce, seed=seed)
+        if agent in ("cem", "mppi"):
+            learned: Agent = WorldModelAgent(**common, **mpc, name=f"world model + {settings.planner.upper()}")
+        elif agent == "policy":
+            learned = LearnedPolicyAgent(policy=policy, **common, name=f"{policy.method} policy")
+        elif agent == "policy+cem":
+            learned = PolicyCEMAgent(
+                policy=policy,
+                policy_fraction=policy_fraction,
+                terminal_value=terminal_value,
+                discount=discount,
+                **common,
+                **mpc,
+                name=f"{policy.method} policy + CEM",
+            )
+        else:
+            learned = MCTSAgent(policy=policy, actions=discrete_action_table(), simulations=simulations,
+                                max_depth=search_depth, discount=discount, **common,
+                                name=f"MCTS ({simulations} sims, 9 actions)")  # fmt: skip
+        agents: list[Agent] = [learned]
         if baselines:
             agents += [
                 PolicyAgent(policy="random", seed=seed),
@@ -113,10 +168,10 @@ def run_plan_benchmark(
                 SimulatorCEMAgent(env=env, settings=settings, seed=seed, name=f"{settings.planner.upper()} + true sim")
             )
         stats: list[EpisodeStats] = []
-        for agent in agents:
+        for runner in agents:
             tic = time.perf_counter()
-            st = run_episodes(env, agent, pairs, max_steps=max_steps)
-            say(f"{agent.name}: success {100 * st.success_rate:.0f}% ({time.perf_counter() - tic:.1f} s)")
+            st = run_episodes(env, runner, pairs, max_steps=max_steps)
+            say(f"{runner.name}: success {100 * st.success_rate:.0f}% ({time.perf_counter() - tic:.1f} s)")
             stats.append(st)
         rows = [s.summary() for s in stats]
         title = (
@@ -137,6 +192,7 @@ def run_plan_benchmark(
             },
             "settings": {
                 **asdict(settings),
+                "agent": agent,
                 "reduce": reduce,
                 "stop_radius": stop_radius,
                 "stop_threshold": threshold,
@@ -187,12 +243,41 @@ def plan_from_config(
         output=pc.output,
         stop_radius=pc.stop_radius,
         reduce=str(pc.reduce),
+        agent=str(pc.agent),
+        policy_fraction=pc.policy_fraction,
+        terminal_value=pc.terminal_value,
+        simulations=pc.simulations,
+        search_depth=pc.search_depth,
+        discount=pc.discount,
         baselines=pc.baselines,
         simulator_ceiling=pc.ceiling,
         gif_episodes=pc.gif_episodes,
         num_threads=pc.threads or None,
         log=log,
     )
+
+
+AGENTS = ("cem", "mppi", "policy", "policy+cem", "mcts")
+POLICY_AGENTS = ("policy", "policy+cem", "mcts")
+
+
+def _load_policy(checkpoint: str | Path, agent: str) -> PolicyRun:
+    try:
+        policy = load_policy(checkpoint)
+    except CheckpointError as err:
+        raise ValueError(f"--agent {agent} needs a train-policy run as --checkpoint: {err}") from None
+    if agent in ("mcts",) and policy.critic is None:
+        raise ValueError(f"--agent mcts needs an actor-critic policy (its critic values the leaves); {checkpoint} "
+                         f"is a {policy.method} policy")  # fmt: skip
+    return policy
+
+
+@torch.no_grad()
+def _latent_shape(model: WorldModel, env: Any) -> tuple[int, ...]:
+    """The shape `[HW, D]` of one frame's latent (what a policy trained in this model reads)."""
+    frame = env.render_state(np.array([20.0, 20.0]))[None]
+    x = pixels_to_tensor(frame).to(next(model.parameters()).device)
+    return tuple(model.encode(x).shape[2:])
 
 
 def model_image_size(model: WorldModel) -> int:

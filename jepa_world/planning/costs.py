@@ -8,6 +8,7 @@ Shapes: E parallel episodes, S samples, H horizon, A action dim; latents `[E, 1,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from torch import Tensor
@@ -16,7 +17,7 @@ from jepa_world.planning.planners import CostFn
 
 __all__ = ["REDUCE_MODES", "CostFn", "goal_distance", "latent_distance", "rollout_cost"]
 
-REDUCE_MODES = ("last", "sum", "last+mean")
+REDUCE_MODES = ("last", "sum", "last+mean", "mean")
 
 
 class RollsOut(Protocol):
@@ -35,8 +36,8 @@ def latent_distance(z: Tensor, z_goal: Tensor, *, p: int = 1, reduce: str = "las
         z: Predicted latents ``# [E, S, H, ...]``.
         z_goal: Goal latents ``# [E, ...]`` (same trailing shape as ``z``).
         p: Exponent of the elementwise absolute difference (> 0).
-        reduce: ``"last"`` (last step only), ``"sum"`` (sum over steps) or ``"last+mean"`` (last step plus mean over
-            steps, the best variant on Two-Rooms).
+        reduce: ``"last"`` (last step only), ``"sum"`` (sum over steps), ``"mean"`` (mean over steps) or
+            ``"last+mean"`` (last step plus mean over steps, the best variant on Two-Rooms).
 
     Returns:
         Cost ``# [E, S]``.
@@ -62,6 +63,8 @@ def latent_distance(z: Tensor, z_goal: Tensor, *, p: int = 1, reduce: str = "las
         return d[..., -1]
     if reduce == "sum":
         return d.sum(dim=-1)
+    if reduce == "mean":
+        return d.mean(dim=-1)
     return d[..., -1] + d.mean(dim=-1)
 
 
@@ -81,6 +84,7 @@ def rollout_cost(
     states: Tensor | None = None,
     p: int = 1,
     reduce: str = "last",
+    terminal: Callable[[Tensor], Tensor] | None = None,
 ) -> CostFn:
     """A planner cost: roll sampled actions `[E, S, H, A]` out from z0 and measure the latent distance to a goal.
 
@@ -90,7 +94,9 @@ def rollout_cost(
         z_goal: `[E, HW, D]` or `[E, 1, HW, D]` goal latents.
         states: `[E, 1, S]` current states (filled forward by the model's `state_update`), if the model uses states.
         p: 1 for L1 (V-JEPA 2-AC), 2 for MSE.
-        reduce: "last", "sum" or "last+mean" over the horizon (see `latent_distance`).
+        reduce: "last", "sum", "mean" or "last+mean" over the horizon (see `latent_distance`).
+        terminal: `terminal(z_last [E, S, HW, D]) -> [E, S]` added to the cost: what lies beyond the horizon, e.g.
+            a critic's estimate of the distances still to come (the horizon can then shrink).
 
     Returns:
         `cost_fn(a [E, S, H, A]) -> [E, S]`.
@@ -100,6 +106,7 @@ def rollout_cost(
 
     def cost_fn(a: Tensor) -> Tensor:
         z = model.rollout(z0[:, None], a.to(z0.dtype), s)  # [E, S, H, HW, D]
-        return latent_distance(z, z_goal, p=p, reduce=reduce)
+        cost = latent_distance(z, z_goal, p=p, reduce=reduce)
+        return cost if terminal is None else cost + terminal(z[:, :, -1])
 
     return cost_fn

@@ -47,6 +47,9 @@ class MPCAgent:
         action_high: Upper env action bound (scalar or ``[A]``), or None.
         shift_fill: Padding for the warm start (see ``shift_plan``): a float, a tensor ``[A]`` or ``"last"``.
         generator: Torch generator passed to every ``plan`` call for reproducible episodes.
+        make_proposals: ``make_proposals(obs_batch, goal_batch) -> [E, P, H, A]`` candidate sequences (a policy's
+            imagined rollouts) mixed into every iteration's samples; the first one is also the initial mean of a
+            plan without a previous plan to warm-start from. None: Gaussian samples only.
 
     Attributes:
         last_plan_time: Wall-clock seconds of the last replan (``make_cost`` + ``plan``, device synchronised).
@@ -65,6 +68,7 @@ class MPCAgent:
         action_high: np.ndarray | Tensor | None = None,
         shift_fill: float | Tensor | str = 0.0,
         generator: torch.Generator | None = None,
+        make_proposals: Callable[[Any, Any], Tensor] | None = None,
     ) -> None:
         if not isinstance(replan_every, int) or isinstance(replan_every, bool) or replan_every < 1:
             raise ValueError(f"replan_every must be an int >= 1, got {replan_every!r}")
@@ -84,6 +88,7 @@ class MPCAgent:
             raise ValueError(f"action_low must be <= action_high, got {self.action_low} and {self.action_high}")
         self.shift_fill = shift_fill
         self.generator = generator
+        self.make_proposals = make_proposals
         self.last_plan_time = 0.0
         self.reset()
 
@@ -104,7 +109,11 @@ class MPCAgent:
         if self.warm_start and self._plan is not None:
             init = shift_plan(self._plan, steps=self._t, fill=self.shift_fill)
         cost_fn = self.make_cost(obs, goal)
-        result = self.planner.plan(cost_fn, num_envs=self.num_envs, init=init, generator=self.generator)
+        proposals = None if self.make_proposals is None else self.make_proposals(obs, goal)  # [E, P, H, A]
+        if proposals is not None and init is None:
+            init = proposals[:, 0]
+        extra = {} if proposals is None else {"proposals": proposals}  # planners without proposals still plug in
+        result = self.planner.plan(cost_fn, num_envs=self.num_envs, init=init, generator=self.generator, **extra)
         self._plan = result.actions
         # The host copy synchronises the device, so the timing covers the whole search.
         self._plan_np = result.actions.detach().float().cpu().numpy()

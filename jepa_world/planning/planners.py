@@ -9,6 +9,7 @@ References:
       V-JEPA 2-AC (Assran et al., 2025: mean/std momentum 0.15, per-dimension clipping, execute first action).
     - MPPI with a softmax-weighted update: Williams et al. (2017), TD-MPC2 (Hansen et al., 2024).
     - Warm start from the previous plan shifted by one step, and keeping the current mean as a sample: JEPA-WMs.
+    - Proposals from a learned policy mixed into every iteration's samples: TD-MPC2 (Hansen et al., 2024).
 
 Shape conventions:
     E parallel episodes, S sampled sequences per episode, H planning horizon, A action dimension.
@@ -103,7 +104,7 @@ class PlanResult:
 
 
 class Planner(ABC):
-    """Small interface: ``plan(cost_fn, *, num_envs, init=None, generator=None) -> PlanResult``."""
+    """Small interface: ``plan(cost_fn, *, num_envs, init=None, generator=None, proposals=None) -> PlanResult``."""
 
     horizon: int
     action_dim: int
@@ -116,6 +117,7 @@ class Planner(ABC):
         num_envs: int = 1,
         init: Tensor | None = None,
         generator: torch.Generator | None = None,
+        proposals: Tensor | None = None,
     ) -> PlanResult:
         """Search for the action sequence minimising ``cost_fn`` for each of ``num_envs`` episodes.
 
@@ -124,6 +126,7 @@ class Planner(ABC):
             num_envs: Number of parallel episodes E.
             init: Initial mean ``# [E, H, A]`` or ``# [H, A]`` (e.g. a shifted previous plan), or None.
             generator: Torch generator on the planner's device for reproducible sampling.
+            proposals: Candidate sequences ``# [E, P, H, A]`` to evaluate among the samples, or None.
 
         Returns:
             The best plan per episode and its cost.
@@ -264,6 +267,19 @@ class SamplingPlanner(Planner):
             )
         return self._project(init.clone())
 
+    def _check_proposals(self, proposals: Tensor | None, num_envs: int) -> Tensor | None:
+        if proposals is None:
+            return None
+        p = torch.as_tensor(proposals, dtype=torch.float32, device=self.device)
+        if p.ndim != 4 or p.shape[0] != num_envs or p.shape[2:] != (self.horizon, self.action_dim):
+            raise ValueError(
+                f"proposals must have shape ({num_envs}, P, {self.horizon}, {self.action_dim}) ([E, P, H, A]), got "
+                f"{tuple(p.shape)}"
+            )
+        if not 1 <= p.shape[1] < self.num_samples:
+            raise ValueError(f"proposals per episode must be in [1, num_samples={self.num_samples}), got {p.shape[1]}")
+        return self._project(p.clone())
+
     def _sample(self, mean: Tensor, std: Tensor, generator: torch.Generator | None) -> Tensor:
         e = mean.shape[0]
         eps = torch.randn(
@@ -302,6 +318,7 @@ class SamplingPlanner(Planner):
         num_envs: int = 1,
         init: Tensor | None = None,
         generator: torch.Generator | None = None,
+        proposals: Tensor | None = None,
     ) -> PlanResult:
         """Search for the action sequence minimising ``cost_fn`` for each of ``num_envs`` episodes.
 
@@ -311,6 +328,8 @@ class SamplingPlanner(Planner):
             init: Initial mean ``# [E, H, A]`` or ``# [H, A]`` (projected onto the bounds), or None for the centre
                 of the bounds.
             generator: Torch generator on the planner's device for reproducible sampling (global RNG if None).
+            proposals: Sequences ``# [E, P, H, A]`` (e.g. a policy's imagined rollouts) that replace the last P of the
+                S Gaussian samples in every iteration (projected onto the bounds), so they compete for the elites.
 
         Returns:
             The lowest-cost evaluated sequence per episode, its cost, and the per-iteration summary cost.
@@ -318,6 +337,7 @@ class SamplingPlanner(Planner):
         if not isinstance(num_envs, int) or isinstance(num_envs, bool) or num_envs < 1:
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
         mean = self._initial_mean(init, num_envs)  # [E, H, A]
+        proposals = self._check_proposals(proposals, num_envs)  # [E, P, H, A] or None
         std = self.init_std.expand_as(mean).clone()  # [E, H, A]
         best_cost = torch.full((num_envs,), float("inf"), device=self.device)  # [E]
         best_actions = mean.clone()  # [E, H, A]
@@ -325,6 +345,8 @@ class SamplingPlanner(Planner):
         m = self.momentum
         for _ in range(self.iterations):
             samples = self._sample(mean, std, generator)  # [E, S, H, A]
+            if proposals is not None:
+                samples[:, -proposals.shape[1] :] = proposals
             cost = self._evaluate(cost_fn, samples)  # [E, S]
             c_min, i_min = cost.min(dim=1)  # [E]
             better = c_min < best_cost

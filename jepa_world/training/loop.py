@@ -43,6 +43,7 @@ from jepa_world.checkpoints.state_dict import load_state_dict_strict
 from jepa_world.config import to_yaml
 from jepa_world.data.sampler import StepSampler, derive_seed
 from jepa_world.factory import build_schedules, check_before_run
+from jepa_world.training.policy_task import policy_task
 from jepa_world.training.run_state import (
     MetricsLog,
     RunLock,
@@ -57,7 +58,7 @@ from jepa_world.training.run_state import (
 )
 from jepa_world.training.tasks import Task, pretrain_task, world_model_task
 
-__all__ = ["check_batch_split", "fit", "pretrain", "train_world_model"]
+__all__ = ["check_batch_split", "fit", "pretrain", "train_policy", "train_world_model"]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -151,6 +152,10 @@ class _Run:
                 f"train.batch_size={tc.batch_size} is larger than the dataset ({len(self.task.dataset)} items); "
                 "lower train.batch_size or add data"
             )
+        if not self.task.uses_gradients and self.world > 1:
+            raise ValueError(
+                f"the {self.task.name} task is gradient-free (CMA-ES): run it in one process, not {self.world}"
+            )
         if self.state is not None:
             check_resumable(cfg, self.task.name, self.state, self.resume_from)
         self.lr_sched, self.wd_sched = build_schedules(cfg)
@@ -222,7 +227,8 @@ class _Run:
                 loss, metrics = model(batch)
             # Backward even through a non-finite loss: every process must reach the all-reduce; the global gradient
             # norm then tells every process the same thing.
-            acc.backward(loss / tc.grad_accum)
+            if self.task.uses_gradients:
+                acc.backward(loss / tc.grad_accum)
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + v.detach().float() / tc.grad_accum
         return sums
@@ -268,6 +274,11 @@ def train_world_model(cfg: DictConfig) -> dict:
     """Action-conditioned world-model training as configured by `wm.*` (see `fit`)."""
     check_before_run(cfg, world_model=True)
     return fit(cfg, lambda: world_model_task(cfg))
+
+
+def train_policy(cfg: DictConfig) -> dict:
+    """A goal-conditioned policy learned inside the world model `policy.world_model` (see `policy_task`)."""
+    return fit(cfg, lambda: policy_task(cfg))
 
 
 def fit(cfg: DictConfig, make_task: Callable[[], Task]) -> dict:

@@ -47,6 +47,8 @@ class Task:
         meta: extra facts saved in checkpoints (e.g. the action / state widths a world model was built for).
         health: `(first logged metrics, last logged metrics) -> (summary, warning)` printed when the run ends (the
             JEPA collapse check); None for tasks without one.
+        uses_gradients: False for a gradient-free learner (CMA-ES) whose forward updates its own state: the loop
+            then skips backward and the optimizer has nothing to step (one process only).
     """
 
     name: str
@@ -58,6 +60,7 @@ class Task:
     after_step: Callable[[int], dict[str, float]] = field(default=lambda step: {})
     meta: dict = field(default_factory=dict)
     health: Callable[[dict, dict], tuple[str, str]] | None = None
+    uses_gradients: bool = True
 
 
 def param_groups(modules: list[nn.Module], *, lr_scale: float = 1.0) -> list[dict]:

@@ -399,7 +399,7 @@ def test_mpc_agent_validation():
 
 
 @pytest.mark.parametrize("p", [1, 2])
-@pytest.mark.parametrize("reduce", ["last", "sum", "last+mean"])
+@pytest.mark.parametrize("reduce", ["last", "sum", "last+mean", "mean"])
 def test_latent_distance_matches_explicit_loops(p, reduce):
     g = torch.Generator().manual_seed(0)
     z = torch.randn(2, 3, 4, 5, 6, generator=g)  # [E, S, H, N, D]
@@ -413,6 +413,7 @@ def test_latent_distance_matches_explicit_loops(p, reduce):
                 "last": steps[-1],
                 "sum": sum(steps),
                 "last+mean": steps[-1] + sum(steps) / len(steps),
+                "mean": sum(steps) / len(steps),
             }[reduce]
             assert out[e, s].item() == pytest.approx(expected, rel=1e-5)
 
@@ -420,7 +421,7 @@ def test_latent_distance_matches_explicit_loops(p, reduce):
 def test_latent_distance_validation():
     z = torch.zeros(2, 3, 4, 8)
     with pytest.raises(ValueError, match="reduce"):
-        latent_distance(z, torch.zeros(2, 8), reduce="mean")
+        latent_distance(z, torch.zeros(2, 8), reduce="median")
     with pytest.raises(ValueError, match="z_goal"):
         latent_distance(z, torch.zeros(3, 8))
     with pytest.raises(ValueError, match="p must"):

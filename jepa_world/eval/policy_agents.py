@@ -1,0 +1,210 @@
+"""Agents that act through policies learned in imagination: the policy alone, the policy inside CEM, and MCTS.
+
+All read pixels only (the observation and the goal image), like `WorldModelAgent`, and never touch the simulator:
+    - ``LearnedPolicyAgent``: encode, then one actor call per step (Dreamer / World Models at test time: no search).
+    - ``PolicyCEMAgent``: the CEM planner with a share of its samples rolled out by the actor inside the world model
+      (TD-MPC2's policy prior), its first plan warm-started from the actor's own rollout, and the critic as a
+      terminal value (the remaining distance beyond the horizon) when the policy has one.
+    - ``MCTSAgent``: batched tree search (``planning.MCTS``) over the nine discrete Two-Rooms actions with the world
+      model's dynamics; the critic is the leaf value and the actor's action gives the prior.
+
+The reward in every search is the policies' own: minus the latent distance to the goal after a step
+(``policies.imagination.goal_rewards``). Shapes: E episodes, P proposals, H horizon, K discrete actions; latents
+``[E, HW, D]`` inside the searches.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from jepa_world.checkpoints.policy import PolicyRun
+from jepa_world.eval.agents import Agent, Observation, WorldModelAgent, check_goal_pixels, pixels_to_tensor
+from jepa_world.models.world_model import WorldModel
+from jepa_world.planning import MCTS, CostFn, goal_distance, rollout_cost
+from jepa_world.policies import imagine
+
+
+def _act(policy: PolicyRun, z: Tensor, z_goal: Tensor, *, deterministic: bool = True) -> Tensor:
+    """The policy's action `[N, A]` for latents `[N, HW, D]` (a controller is deterministic)."""
+    if policy.method == "actor_critic":
+        return policy.actor(z, z_goal, deterministic=deterministic)[0]
+    return policy.actor(z, z_goal)
+
+
+class _EncodingAgent(Agent):
+    """Pixels -> latents with the world model, the goal encoded once per episode, and the shared stop rule."""
+
+    privileged = False
+    needs_pixels = True
+
+    def __init__(self, *, model: WorldModel, stop_threshold: float | None, normalize: bool, name: str) -> None:
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+        self.stop_threshold, self.normalize, self.name = stop_threshold, normalize, name
+        self._z_goal: Tensor | None = None
+        self.num_plans = 0
+
+    def reset(self, num_envs: int) -> None:
+        self._z_goal = None
+        self.num_plans = 0
+
+    @torch.no_grad()
+    def _encode(self, obs: Observation) -> tuple[Tensor, Tensor]:
+        check_goal_pixels(obs, self.name)
+        if self._z_goal is None:
+            x = pixels_to_tensor(obs.goal_pixels, normalize=self.normalize).to(self.device)
+            self._z_goal = self.model.encode(x)[:, 0]  # [E, HW, D]
+        x = pixels_to_tensor(obs.pixels, normalize=self.normalize).to(self.device)
+        return self.model.encode(x)[:, 0], self._z_goal
+
+    def _stop(self, a: np.ndarray, z: Tensor, z_goal: Tensor) -> np.ndarray:
+        if self.stop_threshold is None:
+            return a
+        near = goal_distance(z, z_goal).cpu().numpy() < self.stop_threshold
+        return np.where(near[:, None], np.float32(0.0), a).astype(np.float32)
+
+
+class LearnedPolicyAgent(_EncodingAgent):
+    """A policy learned in imagination, acting alone: encode, one network call, act (no search, no model rollout)."""
+
+    def __init__(
+        self,
+        *,
+        policy: PolicyRun,
+        model: WorldModel,
+        stop_threshold: float | None = None,
+        normalize: bool = True,
+        name: str = "policy",
+    ) -> None:
+        super().__init__(model=model, stop_threshold=stop_threshold, normalize=normalize, name=name)
+        self.policy = policy
+
+    @torch.no_grad()
+    def act(self, obs: Observation) -> np.ndarray:
+        z, z_goal = self._encode(obs)
+        a = _act(self.policy, z, z_goal).float().cpu().numpy()
+        return self._stop(a, z, z_goal)
+
+
+class PolicyCEMAgent(WorldModelAgent):
+    """CEM with the policy as proposal distribution and warm start, and the critic as terminal value.
+
+    Args:
+        policy: the policy run (its `actor`; its `critic` for the terminal value).
+        policy_fraction: share of each iteration's samples that are the policy's imagined rollouts (one of them the
+            deterministic one, the others sampled; at least one).
+        terminal_value: add the critic's estimate of the distances beyond the horizon to the cost, as
+            `(1 - discount) * -V(z_H, g)` (a discounted mean of the distances still to come) to the mean distance
+            over the horizon; needs an actor-critic policy.
+        discount: the policy's discount (turns the critic's value into a mean distance).
+        **kwargs: `WorldModelAgent`'s arguments (model, settings, bounds, stop rule, ...).
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: PolicyRun,
+        policy_fraction: float = 0.25,
+        terminal_value: bool = True,
+        discount: float = 0.97,
+        **kwargs,
+    ) -> None:
+        kwargs.setdefault("name", "policy + CEM")
+        super().__init__(**kwargs)
+        self.policy = policy
+        self.critic = policy.critic if terminal_value else None
+        self.discount = discount
+        self.num_proposals = max(1, round(policy_fraction * self.planner.num_samples))
+        self.mpc.make_proposals = self._proposals
+
+    def _proposals(self, z: Tensor, z_goal: Tensor) -> Tensor:
+        e, p = z.shape[0], self.num_proposals
+        zr, gr = z[:, 0].repeat_interleave(p, 0), z_goal[:, 0].repeat_interleave(p, 0)  # [E*P, HW, D]
+        deterministic = torch.zeros(e, p, dtype=torch.bool, device=z.device)
+        deterministic[:, 0] = True
+        flags = deterministic.flatten()
+
+        def actor(zz: Tensor, gg: Tensor) -> tuple[Tensor, Tensor]:
+            a_det = _act(self.policy, zz, gg, deterministic=True)
+            a = a_det if self.policy.method != "actor_critic" else _act(self.policy, zz, gg, deterministic=False)
+            return torch.where(flags[:, None], a_det, a), a.new_zeros(len(a))
+
+        _, actions, _ = imagine(self.model.step, actor, zr, gr, self.planner.horizon)  # [H, E*P, A]
+        return actions.transpose(0, 1).reshape(e, p, self.planner.horizon, -1)
+
+    def _make_cost(self, z: Tensor, z_goal: Tensor) -> CostFn:
+        if self.critic is None:
+            return super()._make_cost(z, z_goal)
+        g = z_goal[:, 0]  # [E, HW, D]
+
+        def terminal(z_last: Tensor) -> Tensor:  # [E, S, HW, D] -> [E, S]
+            e, s = z_last.shape[:2]
+            v = self.critic(z_last.flatten(0, 1), g.repeat_interleave(s, 0))
+            return (1 - self.discount) * -v.reshape(e, s)
+
+        return rollout_cost(self.model, z, z_goal, p=self.p, reduce="mean", terminal=terminal)
+
+
+class MCTSAgent(_EncodingAgent):
+    """Batched MCTS over discrete actions in the world model; the critic is the leaf value, the actor the prior.
+
+    Args:
+        policy: an actor-critic policy run (its critic values leaves; its actor's action gives the prior: a softmax
+            over the discrete actions of minus their squared distance to the actor's action, in units of the
+            action bound).
+        model: the world model the policy was trained in.
+        actions: the discrete action table `[K, A]` (Two-Rooms: `envs.two_rooms.discrete_action_table()`).
+        simulations: simulations per decision.
+        max_depth: deepest node.
+        discount: the policy's discount.
+        prior_temperature: softness of the prior (larger: closer to uniform).
+        stop_threshold: the stop rule's latent distance (None: off).
+        normalize: ImageNet-normalise pixels.
+        name: row label.
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: PolicyRun,
+        model: WorldModel,
+        actions: np.ndarray,
+        simulations: int = 32,
+        max_depth: int = 16,
+        discount: float = 0.97,
+        prior_temperature: float = 0.25,
+        stop_threshold: float | None = None,
+        normalize: bool = True,
+        name: str = "MCTS",
+    ) -> None:
+        super().__init__(model=model, stop_threshold=stop_threshold, normalize=normalize, name=name)
+        if policy.critic is None:
+            raise ValueError(f"MCTS needs a critic for its leaf values; {policy.source} is a {policy.method} policy")
+        self.policy = policy
+        self.table = torch.as_tensor(np.asarray(actions), dtype=torch.float32, device=self.device)  # [K, A]
+        self.search = MCTS(num_actions=len(self.table), num_simulations=simulations, max_depth=max_depth,
+                           discount=discount)  # fmt: skip
+        self.scale = float(policy.meta.get("max_action", 1.0)) or 1.0
+        self.prior_temperature = prior_temperature
+
+    @torch.no_grad()
+    def act(self, obs: Observation) -> np.ndarray:
+        z, g = self._encode(obs)  # [E, HW, D]
+        table = self.table
+
+        def step_fn(zz: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+            nxt = self.model.step(zz, table[idx])
+            return nxt, -goal_distance(nxt, g)
+
+        def prior_fn(zz: Tensor) -> Tensor:
+            a = _act(self.policy, zz, g)  # [E, A]
+            d2 = ((a[:, None] - table[None]) / self.scale).square().sum(-1)  # [E, K]
+            return torch.softmax(-d2 / self.prior_temperature, dim=-1)
+
+        result = self.search.search(z, step_fn=step_fn, value_fn=lambda zz: self.policy.critic(zz, g),
+                                    prior_fn=prior_fn)  # fmt: skip
+        self.num_plans += 1
+        a = table[result.action].cpu().numpy()
+        return self._stop(a, z, g)
