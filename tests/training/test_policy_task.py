@@ -76,7 +76,8 @@ def test_train_policy_records_its_world_model_and_resumes_exactly(wm_run, tmp_pa
 def test_train_policy_cli_and_its_errors(wm_run, tmp_path, capsys):
     out = tmp_path / "cli"
     args = ["train-policy", "--checkpoint", str(wm_run), f"train.output_dir={out}", "train.max_steps=2",
-            "train.batch_size=8", "policy.num_latents=16", "policy.hidden_dim=16", "policy.horizon=2", *QUIET]  # fmt: skip
+            "train.batch_size=8", "policy.num_latents=16", "policy.hidden_dim=16", "policy.horizon=2",
+            *QUIET]  # fmt: skip
     assert main(args) == 0 and "done: 2 steps" in capsys.readouterr().out
     # A pretraining run is not a world model: the error names the key and what the file is.
     pre = tmp_path / "pre"
