@@ -104,6 +104,9 @@ FORBIDDEN = [
     ("jepa_world.factory", "jepa_world.checkpoints"),  # no file I/O in the builders
     ("jepa_world.checkpoints", "jepa_world.training"),  # loading rebuilds through factory
     ("jepa_world.training.loop", "jepa_world.checkpoints.load"),  # the loop needs file I/O only
+    ("jepa_world.policies", "jepa_world.checkpoints"),  # policies never read files
+    ("jepa_world.policies", "jepa_world.envs"),  # learned in imagination: no simulator
+    ("jepa_world.planning.search", "jepa_world.policies"),  # tree search takes callables
 ]
 UPPER = ("jepa_world.cli", "jepa_world.eval", "jepa_world.training")  # nothing below imports these
 
