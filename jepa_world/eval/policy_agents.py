@@ -22,7 +22,8 @@ from torch import Tensor
 from jepa_world.checkpoints.policy import PolicyRun
 from jepa_world.eval.agents import Agent, Observation, WorldModelAgent, check_goal_pixels, pixels_to_tensor
 from jepa_world.models.world_model import WorldModel
-from jepa_world.planning import MCTS, CostFn, goal_distance, rollout_cost
+from jepa_world.planning import MCTS, CostFn, goal_distance
+from jepa_world.planning.costs import return_cost
 from jepa_world.policies import imagine
 
 
@@ -95,9 +96,9 @@ class PolicyCEMAgent(WorldModelAgent):
         policy: the policy run (its `actor`; its `critic` for the terminal value).
         policy_fraction: share of each iteration's samples that are the policy's imagined rollouts (one of them the
             deterministic one, the others sampled; at least one).
-        terminal_value: add the critic's estimate of the distances beyond the horizon to the cost, as
-            `(1 - discount) * -V(z_H, g)` (a discounted mean of the distances still to come) to the mean distance
-            over the horizon; needs an actor-critic policy.
+        terminal_value: plan on the policy's own return instead of the latent distance: discounted distances over
+            the horizon, then the critic's value of the last latent (`planning.costs.return_cost`); needs an
+            actor-critic policy.
         discount: the policy's discount (turns the critic's value into a mean distance).
         **kwargs: `WorldModelAgent`'s arguments (model, settings, bounds, stop rule, ...).
     """
@@ -139,12 +140,11 @@ class PolicyCEMAgent(WorldModelAgent):
             return super()._make_cost(z, z_goal)
         g = z_goal[:, 0]  # [E, HW, D]
 
-        def terminal(z_last: Tensor) -> Tensor:  # [E, S, HW, D] -> [E, S]
+        def value(z_last: Tensor) -> Tensor:  # [E, S, HW, D] -> [E, S]
             e, s = z_last.shape[:2]
-            v = self.critic(z_last.flatten(0, 1), g.repeat_interleave(s, 0))
-            return (1 - self.discount) * -v.reshape(e, s)
+            return self.critic(z_last.flatten(0, 1), g.repeat_interleave(s, 0)).reshape(e, s)
 
-        return rollout_cost(self.model, z, z_goal, p=self.p, reduce="mean", terminal=terminal)
+        return return_cost(self.model, z, z_goal, value=value, discount=self.discount)
 
 
 class MCTSAgent(_EncodingAgent):

@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+import torch
 from torch import Tensor
 
 from jepa_world.planning.planners import CostFn
 
-__all__ = ["REDUCE_MODES", "CostFn", "goal_distance", "latent_distance", "rollout_cost"]
+__all__ = ["REDUCE_MODES", "CostFn", "goal_distance", "latent_distance", "return_cost", "rollout_cost"]
 
 REDUCE_MODES = ("last", "sum", "last+mean", "mean")
 
@@ -84,7 +85,6 @@ def rollout_cost(
     states: Tensor | None = None,
     p: int = 1,
     reduce: str = "last",
-    terminal: Callable[[Tensor], Tensor] | None = None,
 ) -> CostFn:
     """A planner cost: roll sampled actions `[E, S, H, A]` out from z0 and measure the latent distance to a goal.
 
@@ -95,8 +95,6 @@ def rollout_cost(
         states: `[E, 1, S]` current states (filled forward by the model's `state_update`), if the model uses states.
         p: 1 for L1 (V-JEPA 2-AC), 2 for MSE.
         reduce: "last", "sum", "mean" or "last+mean" over the horizon (see `latent_distance`).
-        terminal: `terminal(z_last [E, S, HW, D]) -> [E, S]` added to the cost: what lies beyond the horizon, e.g.
-            a critic's estimate of the distances still to come (the horizon can then shrink).
 
     Returns:
         `cost_fn(a [E, S, H, A]) -> [E, S]`.
@@ -106,7 +104,46 @@ def rollout_cost(
 
     def cost_fn(a: Tensor) -> Tensor:
         z = model.rollout(z0[:, None], a.to(z0.dtype), s)  # [E, S, H, HW, D]
-        cost = latent_distance(z, z_goal, p=p, reduce=reduce)
-        return cost if terminal is None else cost + terminal(z[:, :, -1])
+        return latent_distance(z, z_goal, p=p, reduce=reduce)
+
+    return cost_fn
+
+
+def return_cost(
+    model: RollsOut,
+    z0: Tensor,
+    z_goal: Tensor,
+    *,
+    value: Callable[[Tensor], Tensor],
+    discount: float,
+) -> CostFn:
+    """A planner cost that is minus a policy's own return: discounted distances over the horizon, then the critic.
+
+    `cost = (1 - discount) * (sum_t discount^t d(z_{t+1}, g) - discount^H value(z_H))` with `d` the mean L1 latent
+    distance (`goal_distance`): exactly the quantity an actor-critic trained on the reward `-d` estimates, scaled by
+    `1 - discount` to a weighted mean distance. With a critic for what lies beyond it the horizon can be short.
+
+    Args:
+        model: a world model (its `rollout` verb).
+        z0: `[E, 1, HW, D]` current latents.
+        z_goal: `[E, HW, D]` or `[E, 1, HW, D]` goal latents.
+        value: `value(z_last [E, S, HW, D]) -> [E, S]`, the critic's value of the last latent (minus the discounted
+            distances still to come).
+        discount: gamma in (0, 1].
+
+    Returns:
+        `cost_fn(a [E, S, H, A]) -> [E, S]`.
+    """
+    if not 0.0 < discount <= 1.0:
+        raise ValueError(f"discount must be in (0, 1], got {discount}")
+    z_goal = z_goal[:, 0] if z_goal.ndim == z0.ndim else z_goal
+
+    def cost_fn(a: Tensor) -> Tensor:
+        z = model.rollout(z0[:, None], a.to(z0.dtype))  # [E, S, H, HW, D]
+        e, s, h = z.shape[:3]
+        d = (z - z_goal.reshape(e, 1, 1, *z_goal.shape[1:])).abs().reshape(e, s, h, -1).mean(-1)  # [E, S, H]
+        w = discount ** torch.arange(h, device=z.device, dtype=d.dtype)  # [H]
+        scale = 1.0 - discount if discount < 1.0 else 1.0 / h
+        return scale * ((d * w).sum(-1) - discount**h * value(z[:, :, -1]))
 
     return cost_fn

@@ -449,3 +449,31 @@ def test_cem_and_mppi_share_their_settings_and_keep_their_own_defaults():
         assert planner.max_norm == 1.5 and torch.equal(planner.high, torch.full((2,), 1.5))
     with pytest.raises(ValueError, match="planner must be one of"):
         make_planner(PlannerSettings(planner="icem"), action_dim=2, max_norm=0, low=-1, high=1)
+
+
+def test_return_cost_is_minus_the_discounted_return_with_the_critic_at_the_end():
+    from jepa_world.planning.costs import return_cost
+
+    class Shift:  # z' = z + a on a [.., 1, 2] latent
+        def rollout(self, z0, actions, states=None):
+            return z0 + actions.cumsum(dim=-2)[..., None, :]
+
+    gen = torch.Generator().manual_seed(0)
+    z0, g = torch.randn(2, 1, 1, 2, generator=gen), torch.randn(2, 1, 2, generator=gen)
+    a = torch.randn(2, 3, 4, 2, generator=gen)  # [E, S, H, A]
+    gamma = 0.9
+
+    def value(z_last):  # [E, S, 1, 2] -> [E, S]
+        return -z_last.sum(dim=(-1, -2))
+
+    cost = return_cost(Shift(), z0, g, value=value, discount=gamma)(a)
+    for e in range(2):
+        for s in range(3):
+            z, ret = z0[e, 0], 0.0
+            for t in range(4):
+                z = z + a[e, s, t]
+                ret -= gamma**t * float((z - g[e]).abs().mean())
+            ret += gamma**4 * float(value(z[None, None]))
+            assert cost[e, s].item() == pytest.approx(-(1 - gamma) * ret, rel=1e-5)
+    with pytest.raises(ValueError, match="discount"):
+        return_cost(Shift(), z0, g, value=value, discount=0.0)
