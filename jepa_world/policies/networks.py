@@ -84,10 +84,18 @@ class GoalActor(nn.Module):
             z_goal: goal latents `[N, ...]`.
             deterministic: the squashed mean (acting), no sampling.
         """
+        a, entropy, _ = self.sample(z, z_goal, deterministic=deterministic)
+        return a, entropy
+
+    def sample(self, z: Tensor, z_goal: Tensor, *, deterministic: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """`forward` plus the log-probability `[N]` of the (detached) pre-squash sample, for likelihood-ratio
+        gradients (the action is a deterministic function of that sample)."""
         mean, std = self.distribution(z, z_goal)
         u = mean if deterministic else mean + std * torch.randn_like(mean)
         entropy = (0.5 * math.log(2 * math.pi * math.e) + std.log()).sum(dim=-1)
-        return bound_action(u, self.max_action), entropy
+        eps = (u.detach() - mean) / std
+        log_prob = (-0.5 * eps.square() - std.log() - 0.5 * math.log(2 * math.pi)).sum(dim=-1)
+        return bound_action(u, self.max_action), entropy, log_prob
 
 
 class GoalCritic(nn.Module):
