@@ -105,7 +105,7 @@ class ImaginedActorCritic(nn.Module):
         log_probs: list[Tensor] = []
 
         def act(z: Tensor, z_goal: Tensor) -> tuple[Tensor, Tensor]:
-            a, entropy, log_prob = self.actor.sample(z, z_goal)
+            a, entropy, log_prob = self.actor.sample(z, z_goal, log_prob=self.reinforce_weight > 0)
             log_probs.append(log_prob)
             return a, entropy
 
