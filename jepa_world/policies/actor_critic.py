@@ -48,7 +48,9 @@ class ImaginedActorCritic(nn.Module):
         return_floor: floor of the return scale (see `ReturnNormalizer`).
         reinforce_weight: share rho of likelihood-ratio gradients in the actor loss, `(1 - rho) * backprop + rho *
             REINFORCE` with the slow critic as baseline (0: dynamics backprop only). Backprop gives no signal where
-            the dynamics are flat, e.g. pushing into a wall the dot cannot cross.
+            the dynamics are flat, e.g. pushing into a wall the dot cannot cross. Measured on the point-mass test:
+            0.25 reaches 97% like backprop alone; 0.5 reached 99% and then fell to 68% as the std shrank (the score
+            function's gradient grows as 1 / std).
     """
 
     def __init__(
