@@ -58,6 +58,7 @@ def main() -> None:
     p.add_argument("--output", default="runs/bench_planning", help="run folder (default runs/bench_planning)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on the shared 2-core CPU)")
     p.add_argument("--simulations", type=int, default=32, help="MCTS simulations per decision (default 32)")
+    p.add_argument("--policy-overrides", nargs="*", default=[], metavar="key=value", help="actor-critic overrides")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     out, seeds = Path(args.output), [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -91,7 +92,8 @@ def main() -> None:
             extra = ["policy.horizon=40", "train.batch_size=64"] if kind == "evo" else []
             cfg = load_config([], [f"seed={seed}", f"policy.world_model={run / 'wm'}", f"policy.method={method}",
                                    f"train.output_dir={run / f'policy_{kind}'}", f"train.max_steps={steps}", *extra,
-                                   *QUIET], command="train-policy")  # fmt: skip
+                                   *QUIET, *(args.policy_overrides if kind == "ac" else [])],
+                             command="train-policy")  # fmt: skip
             train_min[kind].append(_train(train_policy, cfg) / 60)
             print(f"seed {seed}: {method} policy {train_min[kind][-1]:.1f} min", flush=True)
         for name, agent, policy, env, settings in rows_spec:
@@ -109,6 +111,8 @@ def main() -> None:
                 baselines = res["results"][1:]
             print(f"seed {seed}: {name}: {100 * row['success_rate']:.0f}%, {row['ms_per_step']:.2f} ms / decision "
                   f"batched, {row['ms_per_step_alone']:.2f} alone", flush=True)  # fmt: skip
+        partial = {"rows": results, "baselines": baselines, "train_min": train_min, "settings": vars(args)}
+        (out / "policies_summary.json").write_text(json.dumps(partial, indent=1, default=str))  # after every seed
 
     table, lines = [], []
     for name, rows in results.items():

@@ -156,8 +156,6 @@ def _validate_plan(cfg: DictConfig, fail) -> None:
     for key in ("simulations", "search_depth"):
         if pc[key] < 1:
             fail(f"plan.{key}", "must be >= 1")
-    if not 0.0 < pc.discount <= 1.0:
-        fail("plan.discount", "must be in (0, 1]")
     if (pc.agent == "mcts") != (pc.env == "two_rooms_discrete"):
         want = "plan.env=two_rooms_discrete" if pc.agent == "mcts" else "a discrete-action agent (plan.agent=mcts)"
         fail("plan.agent" if pc.agent == "mcts" else "plan.env", f"{pc.agent if pc.agent == 'mcts' else pc.env} "

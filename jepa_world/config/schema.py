@@ -226,8 +226,7 @@ class PlanConfig(PlannerSettings):
     policy_fraction: float = 0.25  # policy+cem: share of each iteration's samples rolled out by the policy
     terminal_value: bool = True  # policy+cem: add the critic's value of the last latent to the cost
     simulations: int = 32  # mcts: simulations per decision
-    search_depth: int = 16  # mcts: deepest node of a tree
-    discount: float = 0.97  # mcts: discount of the backed-up rewards (the policy's own)
+    search_depth: int = 16  # mcts: deepest node of a tree (rewards discounted with the policy's own discount)
 
 
 @dataclass

@@ -67,7 +67,6 @@ def run_plan_benchmark(
     terminal_value: bool = _PLAN.terminal_value,
     simulations: int = _PLAN.simulations,
     search_depth: int = _PLAN.search_depth,
-    discount: float = _PLAN.discount,
 ) -> dict[str, Any]:
     """Evaluate the learned world model + planner against the baselines on the same protocol pairs.
 
@@ -96,7 +95,6 @@ def run_plan_benchmark(
         terminal_value: ``policy+cem``: the critic as terminal value.
         simulations: ``mcts``: simulations per decision.
         search_depth: ``mcts``: deepest node.
-        discount: ``mcts`` / ``policy+cem``: the discount of the policy's rewards.
 
     Returns:
         ``{"protocol": {...}, "settings": {...}, "results": [summary per agent], "table": str, "files": {...}}``.
@@ -147,14 +145,13 @@ def run_plan_benchmark(
                 policy=policy,
                 policy_fraction=policy_fraction,
                 terminal_value=terminal_value,
-                discount=discount,
                 **common,
                 **mpc,
                 name=f"{policy.method} policy + CEM",
             )
         else:
             learned = MCTSAgent(policy=policy, actions=discrete_action_table(), simulations=simulations,
-                                max_depth=search_depth, discount=discount, **common,
+                                max_depth=search_depth, **common,
                                 name=f"MCTS ({simulations} sims, 9 actions)")  # fmt: skip
         agents: list[Agent] = [learned]
         if baselines:
@@ -248,7 +245,6 @@ def plan_from_config(
         terminal_value=pc.terminal_value,
         simulations=pc.simulations,
         search_depth=pc.search_depth,
-        discount=pc.discount,
         baselines=pc.baselines,
         simulator_ceiling=pc.ceiling,
         gif_episodes=pc.gif_episodes,

@@ -99,7 +99,6 @@ class PolicyCEMAgent(WorldModelAgent):
         terminal_value: plan on the policy's own return instead of the latent distance: discounted distances over
             the horizon, then the critic's value of the last latent (`planning.costs.return_cost`); needs an
             actor-critic policy.
-        discount: the policy's discount (turns the critic's value into a mean distance).
         **kwargs: `WorldModelAgent`'s arguments (model, settings, bounds, stop rule, ...).
     """
 
@@ -109,14 +108,13 @@ class PolicyCEMAgent(WorldModelAgent):
         policy: PolicyRun,
         policy_fraction: float = 0.25,
         terminal_value: bool = True,
-        discount: float = 0.97,
         **kwargs,
     ) -> None:
         kwargs.setdefault("name", "policy + CEM")
         super().__init__(**kwargs)
         self.policy = policy
         self.critic = policy.critic if terminal_value else None
-        self.discount = discount
+        self.discount = float(policy.meta["discount"])  # the critic's own
         self.num_proposals = max(1, round(policy_fraction * self.planner.num_samples))
         self.mpc.make_proposals = self._proposals
 
@@ -158,7 +156,6 @@ class MCTSAgent(_EncodingAgent):
         actions: the discrete action table `[K, A]` (Two-Rooms: `envs.two_rooms.discrete_action_table()`).
         simulations: simulations per decision.
         max_depth: deepest node.
-        discount: the policy's discount.
         prior_temperature: softness of the prior (larger: closer to uniform).
         stop_threshold: the stop rule's latent distance (None: off).
         normalize: ImageNet-normalise pixels.
@@ -173,7 +170,6 @@ class MCTSAgent(_EncodingAgent):
         actions: np.ndarray,
         simulations: int = 32,
         max_depth: int = 16,
-        discount: float = 0.97,
         prior_temperature: float = 0.25,
         stop_threshold: float | None = None,
         normalize: bool = True,
@@ -185,7 +181,7 @@ class MCTSAgent(_EncodingAgent):
         self.policy = policy
         self.table = torch.as_tensor(np.asarray(actions), dtype=torch.float32, device=self.device)  # [K, A]
         self.search = MCTS(num_actions=len(self.table), num_simulations=simulations, max_depth=max_depth,
-                           discount=discount)  # fmt: skip
+                           discount=float(policy.meta["discount"]))  # fmt: skip
         self.scale = float(policy.meta.get("max_action", 1.0)) or 1.0
         self.prior_temperature = prior_temperature
 

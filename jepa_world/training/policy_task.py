@@ -72,6 +72,7 @@ def policy_task(cfg: DictConfig) -> Task:
         "latent_shape": list(latents.shape[1:]),
         "action_dim": action_dim,
         "max_action": po.max_action,
+        "discount": po.discount,  # the critic's: policy + CEM and MCTS discount the same rewards
     }
     if po.method == "actor_critic":
         actor = GoalActor(latent_dim=latent_dim, action_dim=action_dim, max_action=po.max_action,
