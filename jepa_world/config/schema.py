@@ -240,8 +240,10 @@ class PolicyConfig:
     method: PolicyMethod = PolicyMethod.actor_critic  # actor_critic (Dreamer) | evolution (CMA-ES, World Models)
     world_model: str | None = None  # the train-wm run the policy is trained in (`--checkpoint` sets it)
     num_latents: int = 4096  # frames of the world model's episodes encoded once, as starts and goals
-    horizon: int = 15  # imagined steps per rollout (short: the guard against exploiting model errors)
-    discount: float = 0.97
+    # imagined steps per rollout: shorter than the 40 the CEM planner trusts (the guard against model errors);
+    # measured on Two-Rooms (world model seed 0, pairs 0): 15 steps 68%, 25 steps 76%, 40 steps 74%
+    horizon: int = 25
+    discount: float = 0.99  # 0.97 at 25 steps: 76%, 0.99: 78%
     lam: float = 0.95  # lambda of the returns (actor_critic)
     entropy_weight: float = 3e-4  # actor entropy bonus (actor_critic)
     critic_ema: float = 0.98  # slow critic momentum per step (actor_critic)

@@ -8,9 +8,9 @@ One training step (`forward`): from a batch of start and goal latents (frames of
 episodes), the actor acts for `horizon` steps inside the world model (`WorldModel.step`, no simulator); the reward is
 minus the latent distance to the goal (`imagination.goal_rewards`); lambda-returns bootstrap with the slow critic;
 the actor ascends the normalised returns by backpropagating through the frozen dynamics (reparameterised actions),
-the critic regresses the returns. Guard against exploiting model errors: a short imagination horizon (15 steps of the
+the critic regresses the returns. Guard against exploiting model errors: a short imagination horizon (25 steps of the
 40 the CEM planner trusts; the world model is trained on 4-step rollouts of 16-step windows), with the critic carrying
-the value beyond it.
+the value beyond it. No ensemble: one world model per run, so its disagreement is not available.
 
 Shapes: N episodes, T = horizon; latents `[N, HW, D]`, imagined `[T + 1, N, HW, D]`.
 """
@@ -59,8 +59,8 @@ class ImaginedActorCritic(nn.Module):
         world_model: nn.Module,
         actor: GoalActor,
         critic: GoalCritic,
-        horizon: int = 15,
-        discount: float = 0.97,
+        horizon: int = 25,
+        discount: float = 0.99,
         lam: float = 0.95,
         entropy_weight: float = 3e-4,
         critic_ema: float = 0.98,
