@@ -147,7 +147,7 @@ _PROBE_SWITCHES = [
     ("--no-cache", "probe.cache", False, "re-encode every epoch instead of caching features"),
 ]
 _PLAN_ALIASES = [
-    ("--env", "plan.env", str, "two_rooms or point_arena"),
+    ("--env", "plan.env", str, "two_rooms, point_arena or two_rooms_discrete (--agent mcts)"),
     ("--episodes", "plan.episodes", int, "episodes per agent"),
     ("--agent", "plan.agent", str, "cem, mppi, policy, policy+cem or mcts"),
     ("--planner", "plan.agent", str, "cem or mppi (the older name of --agent)"),
@@ -351,15 +351,18 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser(
         "plan",
         help="goal reaching with a trained world model + CEM/MPPI against baselines under the strict protocol",
-        description="Evaluate `train-wm` checkpoint RUN on start/goal pairs in opposite rooms: the learned model + "
-        "planner (pixels of the observation and the goal image only), random actions, no-op, straight line to "
+        description="Evaluate `train-wm` checkpoint RUN (or a `train-policy` run for --agent policy, policy+cem, "
+        "mcts) on start/goal pairs in opposite rooms: the learned agent (pixels of the observation and the goal "
+        "image only: CEM / MPPI on the world model, the policy alone, the policy inside CEM, or MCTS over the "
+        "discrete actions of --env two_rooms_discrete), random actions, no-op, straight line to "
         "the goal and the planner on the true simulator (ceiling), all on the same pairs. Success = final distance "
         "< 4.5 px after plan.max_steps steps. Prints one table; with plan.output=DIR writes results.json, "
         "episodes.gif and landscape.png (latent distance to a goal over dot positions).",
         epilog=_section_epilog("plan"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    pl.add_argument("--checkpoint", required=True, metavar="RUN", help="train-wm run folder or checkpoint file")
+    pl.add_argument("--checkpoint", required=True, metavar="RUN",
+                    help="train-wm run (or train-policy run for the policy agents): folder or checkpoint file")  # fmt: skip
     _add_config_args(pl)
     _add_aliases(pl, _PLAN_ALIASES, _PLAN_SWITCHES)
     pl.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
