@@ -362,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     pl.add_argument("--checkpoint", required=True, metavar="RUN",
-                    help="train-wm run (or train-policy run for the policy agents): folder or checkpoint file")  # fmt: skip
+                    help="train-wm run (a train-policy run for the policy agents): folder or checkpoint")  # fmt: skip
     _add_config_args(pl)
     _add_aliases(pl, _PLAN_ALIASES, _PLAN_SWITCHES)
     pl.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
