@@ -169,7 +169,7 @@ def _validate_policy(cfg: DictConfig, fail) -> None:
             fail(f"policy.{key}", "must be >= 1")
     if not 0.0 < po.discount <= 1.0:
         fail("policy.discount", "must be in (0, 1]")
-    for key in ("lam", "critic_ema", "reinforce_weight"):
+    for key in ("lam", "critic_ema"):
         if not 0.0 <= po[key] <= 1.0:
             fail(f"policy.{key}", "must be in [0, 1]")
     for key in ("max_action", "sigma", "return_floor"):

@@ -248,7 +248,6 @@ class PolicyConfig:
     entropy_weight: float = 3e-4  # actor entropy bonus (actor_critic)
     critic_ema: float = 0.98  # slow critic momentum per step (actor_critic)
     return_floor: float = 1e-3  # floor of the return scale, in latent-distance units (actor_critic)
-    reinforce_weight: float = 0.0  # share of likelihood-ratio gradients in the actor loss (actor_critic; 0: backprop)
     hidden_dim: int = 256  # actor / critic MLP width
     depth: int = 2  # actor / critic hidden layers
     max_action: float = 2.45  # bound of each action component and of its norm (Two-Rooms: MAX_ACTION_NORM)

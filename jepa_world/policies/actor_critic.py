@@ -46,11 +46,6 @@ class ImaginedActorCritic(nn.Module):
         entropy_weight: weight of the actor's entropy bonus.
         critic_ema: slow critic <- critic_ema * slow + (1 - critic_ema) * critic, once per optimizer step.
         return_floor: floor of the return scale (see `ReturnNormalizer`).
-        reinforce_weight: share rho of likelihood-ratio gradients in the actor loss, `(1 - rho) * backprop + rho *
-            REINFORCE` with the slow critic as baseline (0: dynamics backprop only). Backprop gives no signal where
-            the dynamics are flat, e.g. pushing into a wall the dot cannot cross. Measured on the point-mass test:
-            0.25 reaches 97% like backprop alone; 0.5 reached 99% and then fell to 68% as the std shrank (the score
-            function's gradient grows as 1 / std).
     """
 
     def __init__(
@@ -65,7 +60,6 @@ class ImaginedActorCritic(nn.Module):
         entropy_weight: float = 3e-4,
         critic_ema: float = 0.98,
         return_floor: float = 1e-3,
-        reinforce_weight: float = 0.0,
     ):
         super().__init__()
         for name, val, lo, hi in (("discount", discount, 0, 1), ("lam", lam, 0, 1), ("critic_ema", critic_ema, 0, 1)):
@@ -73,9 +67,6 @@ class ImaginedActorCritic(nn.Module):
                 raise ValueError(f"policy.{name} must be in ({lo}, {hi}], got {val}")
         if not isinstance(horizon, int) or horizon < 1:
             raise ValueError(f"policy.horizon must be an int >= 1, got {horizon!r}")
-        if not 0.0 <= reinforce_weight <= 1.0:
-            raise ValueError(f"policy.reinforce_weight must be in [0, 1], got {reinforce_weight}")
-        self.reinforce_weight = reinforce_weight
         self.world_model = world_model.requires_grad_(False).eval()
         self.actor, self.critic = actor, critic
         self.slow_critic = copy.deepcopy(critic).requires_grad_(False)
@@ -104,25 +95,14 @@ class ImaginedActorCritic(nn.Module):
             "return_scale".
         """
         z0, g = batch["z0"], batch["z_goal"]
-        log_probs: list[Tensor] = []
-
-        def act(z: Tensor, z_goal: Tensor) -> tuple[Tensor, Tensor]:
-            a, entropy, log_prob = self.actor.sample(z, z_goal, log_prob=self.reinforce_weight > 0)
-            log_probs.append(log_prob)
-            return a, entropy
-
-        zs, actions, entropy = imagine(self.world_model.step, act, z0, g, self.horizon)  # [T+1, N, ...]
+        zs, actions, entropy = imagine(self.world_model.step, self.actor, z0, g, self.horizon)  # [T+1, N, ...]
         rewards, dist = goal_rewards(zs, g)  # [T, N], [T+1, N]
         v_slow = self._values(self.slow_critic, zs, g)  # [T+1, N]
         returns = lambda_returns(rewards, v_slow, discount=self.discount, lam=self.lam)
         scale = self.normalizer.update(returns) if self.training else self.normalizer.scale.clamp_min(1e-3)
-        T, rho = self.horizon, self.reinforce_weight
+        T = self.horizon
         weight = self.discount ** torch.arange(T, device=z0.device, dtype=returns.dtype)[:, None]  # [T, 1]
-        objective = (1 - rho) * returns
-        if rho > 0:
-            advantage = ((returns - v_slow[:-1]) / scale).detach()
-            objective = objective + rho * scale.detach() * advantage * torch.stack(log_probs)
-        loss_actor = -(weight * objective).mean() / scale - self.entropy_weight * (weight * entropy).mean()
+        loss_actor = -(weight * returns).mean() / scale - self.entropy_weight * (weight * entropy).mean()
         v = self._values(self.critic, zs[:-1].detach(), g)  # [T, N]
         loss_critic = 0.5 * (v - returns.detach()).square().mean()
         loss = loss_actor + loss_critic

@@ -84,25 +84,10 @@ class GoalActor(nn.Module):
             z_goal: goal latents `[N, ...]`.
             deterministic: the squashed mean (acting), no sampling.
         """
-        a, entropy, _ = self.sample(z, z_goal, deterministic=deterministic)
-        return a, entropy
-
-    def sample(
-        self, z: Tensor, z_goal: Tensor, *, deterministic: bool = False, log_prob: bool = False
-    ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """`forward` plus, with `log_prob`, the log-probability `[N]` of the detached pre-squash sample for
-        likelihood-ratio gradients (the action is a deterministic function of that sample). The log-probability is a
-        score function: computed from detached inputs, its gradient reaches the actor's weights only, never the
-        imagined states that led to `z` (through which a backpropagated rollout would otherwise leak)."""
         mean, std = self.distribution(z, z_goal)
         u = mean if deterministic else mean + std * torch.randn_like(mean)
         entropy = (0.5 * math.log(2 * math.pi * math.e) + std.log()).sum(dim=-1)
-        lp = None
-        if log_prob:
-            m, s = (mean, std) if not z.requires_grad else self.distribution(z.detach(), z_goal.detach())
-            eps = (u.detach() - m) / s
-            lp = (-0.5 * eps.square() - s.log() - 0.5 * math.log(2 * math.pi)).sum(dim=-1)
-        return bound_action(u, self.max_action), entropy, lp
+        return bound_action(u, self.max_action), entropy
 
 
 class GoalCritic(nn.Module):

@@ -80,8 +80,7 @@ def policy_task(cfg: DictConfig) -> Task:
         critic = GoalCritic(latent_dim=latent_dim, hidden_dim=po.hidden_dim, depth=po.depth)
         learner = ImaginedActorCritic(world_model=model, actor=actor, critic=critic, horizon=po.horizon,
                                       discount=po.discount, lam=po.lam, entropy_weight=po.entropy_weight,
-                                      critic_ema=po.critic_ema, return_floor=po.return_floor,
-                                      reinforce_weight=po.reinforce_weight)  # fmt: skip
+                                      critic_ema=po.critic_ema, return_floor=po.return_floor)  # fmt: skip
         meta.update(actor_config=_spec(actor), critic_config=_spec(critic))
         return Task(
             name="policy",
