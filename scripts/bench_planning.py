@@ -12,6 +12,7 @@
      train-wm with `configs/world_model/two_rooms_jepa.yaml` on top (the ViT frozen under a trained readout);
    - `jepa-finetune`: the same pretrained ViT, fine-tuned (`wm.finetune_encoder=true`);
    - `random-vit`: a random-init ViT of the same architecture, frozen (the control: does pretraining matter?);
+   - `random-vit-finetune`: the same random-init ViT, fine-tuned (the control of `jepa-finetune`);
    then plan on the same `--episodes` start / goal pairs (`jepa-world plan`, pairs from `--pair-seed`): start and goal
    in opposite rooms, 200 steps, success = final distance < 4.5 px; the learned agent sees pixels only and never
    queries the simulator.
@@ -44,7 +45,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RECIPE = CONFIGS / "world_model" / "two_rooms.yaml"
 JEPA_RECIPE = CONFIGS / "world_model" / "two_rooms_jepa.yaml"
 PRETRAIN_RECIPE = CONFIGS / "pretrain" / "two_rooms_ijepa.yaml"
-ENCODERS = ("joint", "jepa", "jepa-finetune", "random-vit")
+ENCODERS = ("joint", "jepa", "jepa-finetune", "random-vit", "random-vit-finetune")
 QUIET = ["train.progress=false", "train.tensorboard=false"]
 
 
@@ -58,13 +59,13 @@ def _encoder(kind: str, seed: int, out: Path, episodes: Path, args) -> tuple[lis
         over.append(f"train.max_steps={args.pretrain_steps}")
     cfg = load_config([PRETRAIN_RECIPE], over)
     tic = time.perf_counter()
-    if kind == "random-vit":  # the weights the pretraining run starts from
+    if kind.startswith("random-vit"):  # the weights the pretraining run starts from
         enc = out / f"random_vit_seed{seed}"
         torch.manual_seed(seed)
         save_pretrained(build_jepa(cfg).target_encoder, enc, source=f"random init, seed {seed}")
     else:  # jepa and jepa-finetune share one pretraining run per seed (a second call finds it finished)
         pretrain(cfg)
-    extra = ["wm.finetune_encoder=true"] if kind == "jepa-finetune" else []
+    extra = ["wm.finetune_encoder=true"] if kind.endswith("-finetune") else []
     return [f"wm.encoder_checkpoint={enc}", *extra], time.perf_counter() - tic
 
 
