@@ -51,6 +51,20 @@ def pixels_to_tensor(pixels: np.ndarray, *, normalize: bool = True) -> Tensor:
     return frames_to_tensor(x, normalize=normalize)
 
 
+@torch.no_grad()
+def encode_pixels(model: WorldModel, pixels: np.ndarray, *, normalize: bool = True) -> Tensor:
+    """Latents ``[E, 1, HW, D]`` of frames ``uint8 [E, H, W, 3]``, encoded on the model's device."""
+    x = pixels_to_tensor(pixels, normalize=normalize).to(next(model.parameters()).device)
+    return model.encode(x)
+
+
+def stop_rule(actions: np.ndarray, distance: np.ndarray, threshold: float | None) -> np.ndarray:
+    """Zero the actions ``[E, A]`` of episodes whose latent distance ``[E]`` to the goal is below ``threshold``."""
+    if threshold is None:
+        return actions
+    return np.where((distance < threshold)[:, None], np.float32(0.0), actions).astype(np.float32)
+
+
 def check_goal_pixels(obs: Observation, name: str) -> None:
     """Pixel agents need the observation and the goal image, of one size (a goal of another size fails here)."""
     if obs.pixels is None or obs.goal_pixels is None:
@@ -270,11 +284,9 @@ class WorldModelAgent(_MPCBase):
         super().reset(num_envs)
         self._z_goal = None
 
-    @torch.no_grad()
     def encode(self, pixels: np.ndarray) -> Tensor:
         """Latents ``[E, 1, HW, D]`` of frames ``uint8 [E, H, W, 3]``."""
-        x = pixels_to_tensor(pixels, normalize=self.normalize).to(self.device)
-        return self.model.encode(x)
+        return encode_pixels(self.model, pixels, normalize=self.normalize)
 
     def _make_cost(self, z: Tensor, z_goal: Tensor) -> CostFn:
         return rollout_cost(self.model, z, z_goal, p=self.p, reduce=self.reduce)
@@ -288,9 +300,7 @@ class WorldModelAgent(_MPCBase):
         a = self.mpc.act(z, self._z_goal)  # [E, A]
         dist = goal_distance(z, self._z_goal).cpu().numpy()
         self.last_distance = dist
-        if self.stop_threshold is not None:
-            a = np.where((dist < self.stop_threshold)[:, None], np.float32(0.0), a).astype(np.float32)
-        return a
+        return stop_rule(a, dist, self.stop_threshold)
 
 
 @torch.no_grad()
@@ -319,7 +329,6 @@ def calibrate_stop_threshold(
         if bool(env.is_free(q)) and np.all((q >= FREE_MIN) & (q <= FREE_MAX)):
             a.append(p)
             b.append(q)
-    device = next(model.parameters()).device
-    za = model.encode(pixels_to_tensor(render_batch(env, np.stack(a)), normalize=normalize).to(device))
-    zb = model.encode(pixels_to_tensor(render_batch(env, np.stack(b)), normalize=normalize).to(device))
+    za = encode_pixels(model, render_batch(env, np.stack(a)), normalize=normalize)
+    zb = encode_pixels(model, render_batch(env, np.stack(b)), normalize=normalize)
     return float(np.quantile(goal_distance(za, zb).cpu().numpy(), quantile))

@@ -31,7 +31,7 @@ from jepa_world.eval.agents import (
     SimulatorCEMAgent,
     WorldModelAgent,
     calibrate_stop_threshold,
-    pixels_to_tensor,
+    encode_pixels,
 )
 from jepa_world.eval.policy_agents import LearnedPolicyAgent, MCTSAgent, PolicyCEMAgent
 from jepa_world.eval.protocol import EpisodeStats, eval_pairs, format_table, run_episodes
@@ -268,12 +268,9 @@ def _load_policy(checkpoint: str | Path, agent: str) -> PolicyRun:
     return policy
 
 
-@torch.no_grad()
 def _latent_shape(model: WorldModel, env: Any) -> tuple[int, ...]:
     """The shape `[HW, D]` of one frame's latent (what a policy trained in this model reads)."""
-    frame = env.render_state(np.array([20.0, 20.0]))[None]
-    x = pixels_to_tensor(frame).to(next(model.parameters()).device)
-    return tuple(model.encode(x).shape[2:])
+    return tuple(encode_pixels(model, env.render_state(np.array([20.0, 20.0]))[None]).shape[2:])
 
 
 def model_image_size(model: WorldModel) -> int:

@@ -20,11 +20,11 @@ import torch
 from torch import Tensor
 
 from jepa_world.checkpoints.policy import PolicyRun
-from jepa_world.eval.agents import Agent, Observation, WorldModelAgent, check_goal_pixels, pixels_to_tensor
+from jepa_world.eval.agents import Agent, Observation, WorldModelAgent, check_goal_pixels, encode_pixels, stop_rule
 from jepa_world.models.world_model import WorldModel
 from jepa_world.planning import MCTS, CostFn, goal_distance
 from jepa_world.planning.costs import return_cost
-from jepa_world.policies import imagine
+from jepa_world.policies import bound_action, imagine
 
 
 def _act(policy: PolicyRun, z: Tensor, z_goal: Tensor, *, deterministic: bool = True) -> Tensor:
@@ -51,20 +51,14 @@ class _EncodingAgent(Agent):
         self._z_goal = None
         self.num_plans = 0
 
-    @torch.no_grad()
     def _encode(self, obs: Observation) -> tuple[Tensor, Tensor]:
         check_goal_pixels(obs, self.name)
         if self._z_goal is None:
-            x = pixels_to_tensor(obs.goal_pixels, normalize=self.normalize).to(self.device)
-            self._z_goal = self.model.encode(x)[:, 0]  # [E, HW, D]
-        x = pixels_to_tensor(obs.pixels, normalize=self.normalize).to(self.device)
-        return self.model.encode(x)[:, 0], self._z_goal
+            self._z_goal = encode_pixels(self.model, obs.goal_pixels, normalize=self.normalize)[:, 0]  # [E, HW, D]
+        return encode_pixels(self.model, obs.pixels, normalize=self.normalize)[:, 0], self._z_goal
 
     def _stop(self, a: np.ndarray, z: Tensor, z_goal: Tensor) -> np.ndarray:
-        if self.stop_threshold is None:
-            return a
-        near = goal_distance(z, z_goal).cpu().numpy() < self.stop_threshold
-        return np.where(near[:, None], np.float32(0.0), a).astype(np.float32)
+        return stop_rule(a, goal_distance(z, z_goal).cpu().numpy(), self.stop_threshold)
 
 
 class LearnedPolicyAgent(_EncodingAgent):
@@ -126,9 +120,12 @@ class PolicyCEMAgent(WorldModelAgent):
         flags = deterministic.flatten()
 
         def actor(zz: Tensor, gg: Tensor) -> tuple[Tensor, Tensor]:
-            a_det = _act(self.policy, zz, gg, deterministic=True)
-            a = a_det if self.policy.method != "actor_critic" else _act(self.policy, zz, gg, deterministic=False)
-            return torch.where(flags[:, None], a_det, a), a.new_zeros(len(a))
+            if self.policy.method != "actor_critic":  # a deterministic controller
+                a = self.policy.actor(zz, gg)
+                return a, a.new_zeros(len(a))
+            mean, std = self.policy.actor.distribution(zz, gg)  # one pass: the mean for row 0, samples for the rest
+            u = torch.where(flags[:, None], mean, mean + std * torch.randn_like(mean))
+            return bound_action(u, self.policy.actor.max_action), mean.new_zeros(len(mean))
 
         _, actions, _ = imagine(self.model.step, actor, zr, gr, self.planner.horizon)  # [H, E*P, A]
         return actions.transpose(0, 1).reshape(e, p, self.planner.horizon, -1)
@@ -182,7 +179,7 @@ class MCTSAgent(_EncodingAgent):
         self.table = torch.as_tensor(np.asarray(actions), dtype=torch.float32, device=self.device)  # [K, A]
         self.search = MCTS(num_actions=len(self.table), num_simulations=simulations, max_depth=max_depth,
                            discount=float(policy.meta["discount"]))  # fmt: skip
-        self.scale = float(policy.meta.get("max_action", 1.0)) or 1.0
+        self.scale = float(policy.meta["max_action"])
         self.prior_temperature = prior_temperature
 
     @torch.no_grad()

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from jepa_world.envs.two_rooms import ARENA_SIZE, FREE_MAX, FREE_MIN, TwoRoomsEnv
-from jepa_world.eval.agents import pixels_to_tensor, render_batch
+from jepa_world.eval.agents import encode_pixels, render_batch
 from jepa_world.models.world_model import WorldModel
 from jepa_world.planning import goal_distance
 
@@ -31,12 +31,11 @@ def energy_landscape(
     xx, yy = np.meshgrid(c, c)  # rows are y
     pts = np.stack([xx, yy], axis=-1).reshape(-1, 2)
     free = np.asarray(env.is_free(pts)) & np.all((pts >= FREE_MIN) & (pts <= FREE_MAX), axis=-1)
-    device = next(model.parameters()).device
-    z_goal = model.encode(pixels_to_tensor(env.render_state(goal)[None], normalize=normalize).to(device))
+    z_goal = encode_pixels(model, env.render_state(goal)[None], normalize=normalize)
     cost = np.full(len(pts), np.nan)
     idx = np.flatnonzero(free)
     for chunk in np.array_split(idx, max(1, math.ceil(len(idx) / 512))):
-        z = model.encode(pixels_to_tensor(render_batch(env, pts[chunk]), normalize=normalize).to(device))
+        z = encode_pixels(model, render_batch(env, pts[chunk]), normalize=normalize)
         cost[chunk] = goal_distance(z, z_goal.expand_as(z)).cpu().numpy()
     return cost.reshape(resolution, resolution), free.reshape(resolution, resolution)
 

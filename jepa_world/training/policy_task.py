@@ -22,13 +22,7 @@ from jepa_world.data.episodes import EpisodeDataset
 from jepa_world.data.latent_pairs import LatentPairs
 from jepa_world.models.world_model import WorldModel
 from jepa_world.policies import EvolvedController, GoalActor, GoalCritic, ImaginedActorCritic, LinearController
-from jepa_world.training.tasks import Task, param_groups
-
-
-def episodes_of(wm_cfg: DictConfig) -> Path:
-    """The episode folder a world-model run trained on (`wm.episodes`, or the one it collected)."""
-    w = wm_cfg.wm
-    return Path(w.episodes) if w.episodes is not None else Path(wm_cfg.train.output_dir) / "episodes"
+from jepa_world.training.tasks import Task, episodes_of, param_groups
 
 
 @torch.no_grad()

@@ -105,10 +105,16 @@ def pretrain_task(cfg: DictConfig, *, dataset: Dataset | None = None) -> Task:
 # --------------------------------------------------------------------------------------------------------------------
 # World model (action-conditioned latent dynamics)
 # --------------------------------------------------------------------------------------------------------------------
+def episodes_of(cfg: DictConfig) -> Path:
+    """The episode folder of a world-model run: `wm.episodes`, or the one it collects into its output folder."""
+    w = cfg.wm
+    return Path(w.episodes) if w.episodes is not None else Path(cfg.train.output_dir) / "episodes"
+
+
 def world_model_task(cfg: DictConfig) -> Task:
     """Teacher forcing + multi-step rollout on windows of offline episodes (collected first if wm.episodes is null)."""
     w = cfg.wm
-    root = Path(w.episodes) if w.episodes is not None else Path(cfg.train.output_dir) / "episodes"
+    root = episodes_of(cfg)
     if w.episodes is None and not (root / "metadata.json").exists():
         # The environments (gymnasium) are an optional dependency: imported only when episodes must be collected.
         from jepa_world.envs.collect import collect_episodes

@@ -91,29 +91,33 @@ class _Poisoned(TwoRoomsEnv):
         return super().render_state(xy)
 
 
-def test_learned_agent_never_queries_the_simulator_and_acts_inside_the_action_space():
-    env = _Poisoned(image_size=32)
-    agent = WorldModelAgent(
-        model=_tiny_model(), settings=PlannerSettings(samples=16, elites=4, iterations=2, horizon=4, replan_every=2)
-    )
-    seen, actions = [], []
-    act = agent.act
+def guard_agent(env: _Poisoned, agent) -> list[tuple[Observation, np.ndarray]]:
+    """Make `env` raise on any simulator or renderer call while `agent` acts; returns the (obs, actions) it saw."""
+    act, seen = agent.act, []
 
     def guarded_act(obs: Observation) -> np.ndarray:
-        seen.append((obs.state, obs.goal_state, obs.pixels.shape, obs.goal_pixels.shape))
         env.inside_agent = True
         try:
             a = act(obs)
         finally:
             env.inside_agent = False
-        actions.append(a)
+        seen.append((obs, a))
         return a
 
     agent.act = guarded_act
+    return seen
+
+
+def test_learned_agent_never_queries_the_simulator_and_acts_inside_the_action_space():
+    env = _Poisoned(image_size=32)
+    agent = WorldModelAgent(
+        model=_tiny_model(), settings=PlannerSettings(samples=16, elites=4, iterations=2, horizon=4, replan_every=2)
+    )
+    seen = guard_agent(env, agent)
     stats = run_episodes(env, agent, eval_pairs(env, 3, seed=1), max_steps=6)
-    assert len(seen) == 6 and all(s is None and g is None for s, g, _, _ in seen)  # pixels only
-    assert all(p == (3, 32, 32, 3) and q == (3, 32, 32, 3) for _, _, p, q in seen)
-    a = np.stack(actions)  # [T, E, 2]
+    assert len(seen) == 6 and all(o.state is None and o.goal_state is None for o, _ in seen)  # pixels only
+    assert all(o.pixels.shape == (3, 32, 32, 3) and o.goal_pixels.shape == (3, 32, 32, 3) for o, _ in seen)
+    a = np.stack([a for _, a in seen])  # [T, E, 2]
     assert a.shape == (6, 3, 2) and a.dtype == np.float32
     assert np.all(np.abs(a) <= MAX_ACTION_NORM) and np.all(np.linalg.norm(a, axis=-1) <= MAX_ACTION_NORM + 1e-5)
     assert stats.num_plans == 3

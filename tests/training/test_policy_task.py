@@ -21,7 +21,7 @@ from jepa_world.eval.policy_agents import LearnedPolicyAgent, MCTSAgent, PolicyC
 from jepa_world.eval.protocol import eval_pairs, run_episodes
 from jepa_world.training import pretrain, train_policy, train_world_model
 from tests.conftest import tiny_overrides
-from tests.eval.test_plan import _Poisoned
+from tests.eval.test_plan import _Poisoned, guard_agent
 
 QUIET = ["train.progress=false", "train.tensorboard=false"]
 
@@ -125,21 +125,10 @@ def test_policy_agents_act_from_pixels_only_and_never_touch_the_simulator(wm_run
     ]
     table = discrete_action_table()
     for agent in agents:
-        act, seen = agent.act, []
-
-        def guarded(obs: Observation, act=act, seen=seen) -> np.ndarray:
-            assert obs.state is None and obs.goal_state is None  # pixels only
-            env.inside_agent = True
-            try:
-                a = act(obs)
-            finally:
-                env.inside_agent = False
-            seen.append(a)
-            return a
-
-        agent.act = guarded
+        seen = guard_agent(env, agent)
         stats = run_episodes(env, agent, eval_pairs(env, 3, seed=1), max_steps=4)
-        a = np.stack(seen)
+        assert all(o.state is None and o.goal_state is None for o, _ in seen)  # pixels only
+        a = np.stack([a for _, a in seen])
         assert a.shape == (4, 3, 2) and np.isfinite(a).all() and len(stats.success) == 3
         if isinstance(agent, MCTSAgent):  # one of the nine discrete actions at every step
             assert all(np.abs(table - row).sum(1).min() < 1e-6 for row in a.reshape(-1, 2))
