@@ -124,7 +124,9 @@ class PolicyCEMAgent(WorldModelAgent):
                 a = self.policy.actor(zz, gg)
                 return a, a.new_zeros(len(a))
             mean, std = self.policy.actor.distribution(zz, gg)  # one pass: the mean for row 0, samples for the rest
-            u = torch.where(flags[:, None], mean, mean + std * torch.randn_like(mean))
+            # The agent's seeded generator (reset per evaluation), so a run is reproducible like the planner's samples.
+            eps = torch.randn(mean.shape, generator=self.generator, device=mean.device, dtype=mean.dtype)
+            u = torch.where(flags[:, None], mean, mean + std * eps)
             return bound_action(u, self.policy.actor.max_action), mean.new_zeros(len(mean))
 
         _, actions, _ = imagine(self.model.step, actor, zr, gr, self.planner.horizon)  # [H, E*P, A]

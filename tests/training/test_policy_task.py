@@ -146,3 +146,19 @@ def test_goal_images_of_another_size_are_refused(wm_run, tmp_path):
     obs = Observation(pixels=np.zeros((1, 32, 32, 3), np.uint8), goal_pixels=np.zeros((1, 64, 64, 3), np.uint8))
     with pytest.raises(ValueError, match=r"goal images are \[1, 64, 64, 3\] but the observations are \[1, 32, 32, 3\]"):
         agent.act(obs)
+
+
+def test_policy_cem_is_reproducible(wm_run, tmp_path):
+    # The policy's sampled proposals draw from the agent's seeded generator, like the planner's samples.
+    train_policy(_policy_cfg(wm_run, tmp_path / "pol"))
+    policy = load_policy(tmp_path / "pol")
+    from jepa_world.checkpoints.load import load_world_model
+
+    model = load_world_model(policy.world_model)
+    env = _Poisoned(image_size=32)
+    settings = PlannerSettings(samples=16, elites=4, iterations=2, horizon=4, replan_every=2)
+    agent = PolicyCEMAgent(policy=policy, model=model, settings=settings, policy_fraction=0.25)
+    pairs = eval_pairs(env, 3, seed=1)
+    first = run_episodes(env, agent, pairs, max_steps=6).paths
+    torch.randn(100)  # the global RNG moves; the agent's runs must not
+    np.testing.assert_array_equal(run_episodes(env, agent, pairs, max_steps=6).paths, first)
