@@ -3,7 +3,7 @@
 jepa-world pretrain [--config FILE ...] [key=value ...]
 jepa-world info
 jepa-world index DIR --output index.csv
-jepa-world export RUN --output DIR [--component target_encoder|encoder|predictor] [--format jepa_world|timm]
+jepa-world export RUN --output DIR [--component target_encoder|encoder|predictor] [--format jepa_world|timm|hf]
 jepa-world probe --checkpoint RUN_OR_CKPT|random [--config FILE ...] [probe.key=value ...]
 jepa-world train-policy --checkpoint WM_RUN [--config FILE ...] [policy.key=value ...]
 jepa-world plan --checkpoint RUN [--agent cem|mppi|policy|policy+cem|mcts] [--config FILE ...] [plan.key=value ...]
@@ -310,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load one component of RUN (a run folder: its newest checkpoints/step_*.pt; a checkpoint file; "
         "or an export folder) strictly and write it to DIR: format jepa_world for jepa_world.load_encoder / "
         "load_predictor, format timm for timm.create_model('local-dir:DIR', pretrained=True) (image encoders with "
-        "a position table only). See docs/hub.md.",
+        "a position table only), format hf for transformers' AutoModel.from_pretrained(DIR) (IJepaModel for image "
+        "encoders with a table, VJEPA2Model for RoPE video encoders with their predictor). See docs/hub.md.",
     )
     e.add_argument("run", metavar="RUN", help="run folder, checkpoint file or export folder")
     e.add_argument("--output", "-o", required=True, metavar="DIR", help="folder to write")
@@ -320,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="target_encoder",
         help="which network (default target_encoder, the EMA encoder the releases evaluate)",
     )
-    e.add_argument("--format", choices=("jepa_world", "timm"), default="jepa_world", help="default jepa_world")
+    e.add_argument("--format", choices=("jepa_world", "timm", "hf"), default="jepa_world", help="default jepa_world")
     e.add_argument("--num-heads", type=int, metavar="N", help="heads, for official checkpoints of unlisted widths")
     e.add_argument("--num-frames", type=int, metavar="T", help="clip length of an official video checkpoint (16)")
     e.set_defaults(func=_cmd_export)

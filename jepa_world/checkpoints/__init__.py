@@ -5,11 +5,13 @@
     pretrained.py  our export format: config.json + model.safetensors (save_pretrained / from_pretrained)
     official.py    the I-JEPA / V-JEPA / V-JEPA 2 / V-JEPA 2-AC release formats: release detection, shape inference
     timm.py        export of image encoders to timm
+    hf.py          Hugging Face transformers folders (IJepaModel / VJEPA2Model) in and out
     load.py        the front doors: load_encoder / load_predictor / load_ac_predictor / load_world_model / export
 
 This face re-exports the public names of those modules.
 """
 
+from jepa_world.checkpoints.hf import load_hf_component, save_hf
 from jepa_world.checkpoints.io import (
     CHECKPOINT_FORMAT,
     CheckpointError,
@@ -61,6 +63,7 @@ __all__ = [
     "load_ac_predictor",
     "load_checkpoint",
     "load_encoder",
+    "load_hf_component",
     "load_predictor",
     "load_state_dict_strict",
     "load_world_model",
@@ -68,6 +71,7 @@ __all__ = [
     "prune_checkpoints",
     "resolve_checkpoint",
     "save_checkpoint",
+    "save_hf",
     "save_pretrained",
     "save_timm",
     "strip_prefixes",

@@ -2,7 +2,8 @@
 `export_checkpoint` (policies: `checkpoints.policy.load_policy`).
 
 What they read (see `docs/hub.md`):
-    - a pretrained folder written by `save_pretrained` (`pretrained.py`);
+    - a pretrained folder written by `save_pretrained` (`pretrained.py`), or by transformers' `save_pretrained` for
+      `IJepaModel` / `VJEPA2Model` (`hf.py`);
     - a run folder (its newest `checkpoints/step_*.pt`) or one of our training checkpoints: the modules are rebuilt
       from the config saved in it (`jepa_world.factory`, never the training layer);
     - an official I-JEPA / V-JEPA / V-JEPA 2 / V-JEPA 2-AC checkpoint or a bare state dict (`official.py`).
@@ -19,6 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from jepa_world.checkpoints.hf import hf_export_type, hf_model_type, load_hf_component, save_hf
 from jepa_world.checkpoints.io import CheckpointError, list_checkpoints, load_checkpoint
 from jepa_world.checkpoints.official import (
     detect_release,
@@ -48,7 +50,7 @@ from jepa_world.models.world_model import WorldModel
 
 COMPONENTS = ("target_encoder", "encoder", "predictor")
 ENCODER_COMPONENTS = ("target_encoder", "encoder")
-EXPORT_FORMATS = ("jepa_world", "timm")
+EXPORT_FORMATS = ("jepa_world", "timm", "hf")
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -102,6 +104,8 @@ def _ours_kwargs(state: Mapping, component: str, path: Path) -> tuple[type[nn.Mo
 
 def _load_component(path: str | Path, *, component: str, strict: bool, overrides: dict) -> nn.Module:
     source = resolve_checkpoint(path)
+    if source.is_dir() and hf_model_type(source) is not None:
+        return load_hf_component(source, component=component, strict=strict, **overrides)
     if source.is_dir():
         return from_pretrained(source, strict=strict, **overrides)
     state = load_checkpoint(source)
@@ -340,18 +344,26 @@ def export_checkpoint(
         run_or_ckpt: anything `load_encoder` reads (a run folder uses its newest checkpoint).
         output_dir: folder to write config.json + model.safetensors to.
         component: "target_encoder", "encoder" or "predictor".
-        format: "jepa_world" (`from_pretrained` / `load_encoder` read it) or "timm" (image encoders only).
+        format: "jepa_world" (`from_pretrained` / `load_encoder` read it), "timm" (image encoders only) or "hf"
+            (transformers: an image encoder as `IJepaModel`; a RoPE video encoder with the source's predictor as
+            `VJEPA2Model`; `component` picks the encoder).
         **overrides: passed to the loader (e.g. `num_heads=`, `num_frames=` for official checkpoints).
 
     Returns:
         The output folder.
+
+    Raises:
+        ValueError: bad component / format, or a model the format cannot represent (the reason named).
     """
     if component not in COMPONENTS:
         raise ValueError(f"component={component!r}; expected one of {COMPONENTS}")
     if format not in EXPORT_FORMATS:
         raise ValueError(f"format={format!r}; expected one of {EXPORT_FORMATS}")
-    if format == "timm" and component == "predictor":
-        raise ValueError("format='timm' exports encoders only; use component='target_encoder' or 'encoder'")
+    if format in ("timm", "hf") and component == "predictor":
+        raise ValueError(
+            f"format={format!r} exports encoders only (with format='hf', a V-JEPA 2 encoder takes its predictor "
+            "along); use component='target_encoder' or 'encoder'"
+        )
     if component == "predictor":
         module: nn.Module = load_predictor(run_or_ckpt, **overrides)
     else:
@@ -359,4 +371,15 @@ def export_checkpoint(
     if format == "timm":
         return save_timm(module, output_dir)
     source = resolve_checkpoint(run_or_ckpt)
+    if format == "hf":
+        predictor = None
+        if hf_export_type(module) == "vjepa2":
+            try:
+                predictor = load_predictor(run_or_ckpt, **overrides)
+            except CheckpointError as err:
+                raise ValueError(
+                    f"transformers' VJEPA2Model is the encoder and its predictor in one model, and {source} gives no "
+                    f"predictor ({err}); export from the run or checkpoint that holds both"
+                ) from None
+        return save_hf(module, output_dir, predictor=predictor, source=f"{source.name} [{component}]")
     return save_pretrained(module, output_dir, source=f"{source.name} [{component}]")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -62,7 +63,10 @@ def _sincos_settings(table: torch.Tensor, grid: tuple[int, ...], dim: int) -> di
     )
     table = table.detach().float().reshape(-1, dim)
     for cand in candidates:
-        ref = sincos_table(grid, dim, layout=cand["sincos_layout"], uniform_power=cand["uniform_power"])
+        try:
+            ref = sincos_table(grid, dim, layout=cand["sincos_layout"], uniform_power=cand["uniform_power"])
+        except (ValueError, AssertionError, RuntimeError):  # a width this layout cannot split
+            continue
         if ref.shape == table.shape and torch.allclose(ref, table.cpu(), atol=1e-4):
             return cand
     return {}
@@ -131,21 +135,60 @@ def _require(state_dict: Mapping, keys: tuple[str, ...], what: str, kind: str) -
         )
 
 
+def _video_grids(n_tokens: int) -> list[tuple[int, int, int]]:
+    """Every (time steps, side, side) grid with side >= 2 that holds `n_tokens` tokens."""
+    grids = []
+    for steps in range(1, n_tokens + 1):
+        side = math.isqrt(n_tokens // steps) if n_tokens % steps == 0 else 0
+        if side >= 2 and steps * side * side == n_tokens:
+            grids.append((steps, side, side))
+    return grids
+
+
 def _grid_from_table(
-    n_tokens: int, *, video: bool, tubelet: int, num_frames: int | None, what: str, key: str
+    table: torch.Tensor, *, video: bool, tubelet: int, num_frames: int | None, what: str, key: str
 ) -> tuple[int, ...]:
-    """Token grid of a stored table: square spatial grid, and for video num_frames / tubelet time steps."""
+    """Token grid of a stored `[1, N, D]` table: square spatial grid, and for video its time steps.
+
+    With `num_frames` given, the time axis is num_frames / tubelet. Without it, a video table fits several grids
+    (128 tokens: 2 x 8 x 8 or 8 x 4 x 4); a sin-cos table says which, because it equals the table of exactly one of
+    them. A table that matches none (learned, or a custom layout) falls back on the releases' 16 frames with a warning
+    naming the other grids and the override; if 16 frames do not fit, it is an error naming them.
+    """
+    n_tokens, dim = table.shape[1], table.shape[-1]
     if not video:
         side = math.isqrt(n_tokens)
         if side * side != n_tokens:
             raise CheckpointError(f"{what}: {key} holds {n_tokens} tokens, not a square grid; pass img_size=(H, W)")
         return (side, side)
-    frames = num_frames or DEFAULT_NUM_FRAMES
-    steps = frames // tubelet
+    if num_frames is None:
+        candidates = _video_grids(n_tokens)
+        matched = [g for g in candidates if _sincos_settings(table, g, dim)]
+        if len(matched) == 1:
+            return matched[0]
+        default = next((g for g in candidates if g[0] * tubelet == DEFAULT_NUM_FRAMES), None)
+        listing = ", ".join(f"{g[0] * tubelet} frames at {g[1]}x{g[2]} tokens" for g in candidates)
+        if default is not None and len(candidates) > 1:
+            warnings.warn(
+                f"{what}: {key} holds {n_tokens} tokens, which fit several clip shapes ({listing}), and the table is "
+                f"not a sin-cos table that tells them apart; assuming the releases' {DEFAULT_NUM_FRAMES} frames. Pass "
+                "num_frames= (and img_size=) if the model was trained on other clips: a wrong guess gives wrong "
+                "features without any other error",
+                stacklevel=4,
+            )
+        if default is not None:
+            return default
+        raise CheckpointError(
+            f"{what}: {key} holds {n_tokens} tokens, which is not {DEFAULT_NUM_FRAMES // tubelet} time steps (the "
+            f"releases' {DEFAULT_NUM_FRAMES} frames / tubelet {tubelet}) x a square grid"
+            + (f"; it fits {listing}" if candidates else "")
+            + "; pass num_frames= (the clip length the model was trained with)"
+        )
+    steps = num_frames // tubelet
     side = math.isqrt(n_tokens // steps) if steps and n_tokens % steps == 0 else 0
     if side == 0 or steps * side * side != n_tokens:
         raise CheckpointError(
-            f"{what}: {key} holds {n_tokens} tokens, which is not {steps} time steps (num_frames={frames} / "
+            f"{what}: {key} holds {n_tokens} tokens, which is not {steps} time steps (num_frames={num_frames} / "
             f"tubelet {tubelet}) x a square grid; pass num_frames= (the clip length the model was trained with)"
         )
     return (steps, side, side)
@@ -186,6 +229,10 @@ def infer_encoder_kwargs(
     num_frames = overrides.get("num_frames")
     kwargs["num_frames"] = (num_frames or DEFAULT_NUM_FRAMES) if video else 1
     pos = state_dict.get("pos_embed")
+    if pos is not None and video and num_frames is None and "img_size" not in overrides:
+        # The table's grid gives the clip length (ambiguous grids: see _grid_from_table).
+        grid = _grid_from_table(pos, video=True, tubelet=tubelet, num_frames=None, what=what, key="pos_embed")
+        kwargs["num_frames"], num_frames = (grid[0] * tubelet,) * 2
     if pos is None:
         kwargs["pos_embed"] = "rope"
         kwargs["img_size"] = _ROPE_IMG_SIZE.get(release, 224) // patch_size * patch_size
@@ -194,7 +241,7 @@ def infer_encoder_kwargs(
         kwargs["pos_embed"] = "sincos"
         if "img_size" not in overrides:
             grid = _grid_from_table(
-                pos.shape[1], video=video, tubelet=tubelet, num_frames=num_frames, what=what, key="pos_embed"
+                pos, video=video, tubelet=tubelet, num_frames=num_frames, what=what, key="pos_embed"
             )
             kwargs["img_size"] = grid[-1] * patch_size
         grid = (kwargs["num_frames"] // tubelet,) if video else ()
@@ -264,7 +311,7 @@ def infer_predictor_kwargs(
     else:
         kwargs["pos_embed"] = "sincos"
         grid = overrides.get("grid_size") or _grid_from_table(
-            pos.shape[1], video=video, tubelet=tubelet, num_frames=num_frames, what=what, key="predictor_pos_embed"
+            pos, video=video, tubelet=tubelet, num_frames=num_frames, what=what, key="predictor_pos_embed"
         )
         kwargs["grid_size"] = tuple(grid)
         kwargs.update(_RELEASE_POS.get(release) or _sincos_settings(pos, tuple(grid), width))

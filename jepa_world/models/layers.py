@@ -146,8 +146,12 @@ def rope_tables(coords: torch.Tensor, head_dim: int) -> tuple[torch.Tensor, torc
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate the first `cos.shape[-1]` channels of `x [B, H, N, Dh]` in interleaved pairs; the rest pass through."""
+    """Rotate the first `cos.shape[-1]` channels of `x [B, H, N, Dh]` in interleaved pairs; the rest pass through.
+
+    The tables are built in float32 and applied in `x`'s dtype, so a bf16 model stays bf16 (and SDPA sees one dtype).
+    """
     n = cos.shape[-1]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     xr, rest = x[..., :n], x[..., n:]
     pairs = xr.unflatten(-1, (-1, 2))
     rotated = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)
@@ -226,13 +230,20 @@ class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x)), each with drop-path."""
 
     def __init__(
-        self, *, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_path: float = 0.0
+        self,
+        *,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_path: float = 0.0,
+        norm_eps: float = LN_EPS,
     ):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = Attention(dim=dim, num_heads=num_heads, qkv_bias=qkv_bias)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim=dim, hidden_dim=int(dim * mlp_ratio))
 
     def forward(

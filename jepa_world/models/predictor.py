@@ -50,6 +50,7 @@ class MaskPredictor(nn.Module):
         pos_embed: "sincos" (fixed table) or "rope" (3-D rotary on the original grid positions).
         sincos_layout: 2-D channel order ("vjepa" or "ijepa").
         uniform_power: V-JEPA 3-D channel split.
+        norm_eps: LayerNorm epsilon (1e-6 in the releases).
         zero_init_mask_tokens: start mask tokens at 0 (releases' default) instead of trunc-normal.
         act_checkpoint: activation checkpointing in the blocks.
         init_std: std of the truncated-normal init.
@@ -70,6 +71,7 @@ class MaskPredictor(nn.Module):
         pos_embed: str = "sincos",
         sincos_layout: str = "vjepa",
         uniform_power: bool = False,
+        norm_eps: float = LN_EPS,
         zero_init_mask_tokens: bool = True,
         act_checkpoint: bool = False,
         init_std: float = 0.02,
@@ -99,10 +101,17 @@ class MaskPredictor(nn.Module):
             self.predictor_pos_embed = None
         dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.predictor_blocks = nn.ModuleList(
-            Block(dim=predictor_embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=p)
+            Block(
+                dim=predictor_embed_dim,
+                num_heads=num_heads,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                drop_path=p,
+                norm_eps=norm_eps,
+            )
             for p in dpr
         )
-        self.predictor_norm = nn.LayerNorm(predictor_embed_dim, eps=LN_EPS)
+        self.predictor_norm = nn.LayerNorm(predictor_embed_dim, eps=norm_eps)
         self.predictor_proj = nn.Linear(predictor_embed_dim, embed_dim)
 
         init_weights_(self, std=init_std)

@@ -84,6 +84,7 @@ class VisionTransformer(nn.Module):
         pos_embed: str = "sincos",
         sincos_layout: str = "vjepa",
         uniform_power: bool = False,
+        norm_eps: float = LN_EPS,
         act_checkpoint: bool = False,
         init_std: float = 0.02,
     ):
@@ -121,10 +122,17 @@ class VisionTransformer(nn.Module):
 
         dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
-            Block(dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=dpr[i])
+            Block(
+                dim=embed_dim,
+                num_heads=num_heads,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                drop_path=dpr[i],
+                norm_eps=norm_eps,
+            )
             for i in range(depth)
         )
-        self.norm = nn.LayerNorm(embed_dim, eps=LN_EPS)
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
 
         init_weights_(self, std=init_std)
         rescale_blocks_(self.blocks)

@@ -9,6 +9,7 @@ explicit softmax attention, LayerNorm eps 1e-6), with the V-JEPA 2 RoPE written 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -422,6 +423,32 @@ def test_num_frames_override_and_non_square_grid(tmp_path):
     with pytest.raises(CheckpointError, match=r"48 tokens.*num_frames="):
         checkpoints.load_encoder(tmp_path / "odd.pt")
     assert checkpoints.load_encoder(tmp_path / "odd.pt", num_frames=6).grid_size == (3, GRID, GRID)
+
+
+def test_ambiguous_video_table_is_read_from_its_values(tmp_path):
+    # 4 frames at 8 x 8 tokens and 16 frames at 4 x 4 both hold 128 tokens: the sin-cos values tell them apart, so
+    # the 4-frame model loads exactly with no num_frames= (it used to be rebuilt as 16 frames and interpolated).
+    pos = table(ref_sincos_3d_uniform(2, 8, 8, WIDTH))
+    enc = encoder_state(9, width=WIDTH, depth=1, kernel=(2, PATCH, PATCH), pos=pos)
+    pred = predictor_state(0, enc_width=WIDTH, width=96, depth=1, mask_keys=["mask_tokens.0"], pos=None)
+    release_file(tmp_path / "short.pt", "module.backbone.", enc, enc, pred)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = checkpoints.load_encoder(tmp_path / "short.pt")
+    assert model.grid_size == (2, 8, 8) and model.config["num_frames"] == 4
+    x = torch.randn(1, 3, 4, 8 * PATCH, 8 * PATCH)
+    sd = torch.load(tmp_path / "short.pt")["target_encoder"]
+    with torch.no_grad():
+        assert_close(model(x), ref_encoder(sd, "module.backbone.", x, heads=3))
+    # A table that is not sin-cos cannot tell: the default 16 frames, with a warning naming every fit and the override.
+    learned = encoder_state(9, width=WIDTH, depth=1, kernel=(2, PATCH, PATCH), pos=torch.randn(1, 128, WIDTH))
+    torch.save({"target_encoder": {"module.backbone." + k: v for k, v in learned.items()}}, tmp_path / "learned.pt")
+    with pytest.warns(UserWarning, match=r"4 frames at 8x8 tokens, 16 frames at 4x4 tokens.*num_frames="):
+        guessed = checkpoints.load_encoder(tmp_path / "learned.pt")
+    assert guessed.grid_size == (8, 4, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert checkpoints.load_encoder(tmp_path / "learned.pt", num_frames=4).grid_size == (2, 8, 8)
 
 
 def test_unknown_width_needs_num_heads(vjepa):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 import jepa_world
+from jepa_world.models.predictor import MaskPredictor
 from jepa_world.models.vit import VisionTransformer
 
 
@@ -119,3 +122,24 @@ def test_activation_checkpointing_same_gradients():
     a(x).sum().backward()
     b(x).sum().backward()
     torch.testing.assert_close(a.blocks[0].attn.qkv.weight.grad, b.blocks[0].attn.qkv.weight.grad)
+
+
+@pytest.mark.parametrize("video", [False, True])
+def test_bf16_rope_encoder_and_predictor(video):
+    # RoPE tables are built in float32 and applied in the module's dtype: a bf16 model runs (it crashed in SDPA
+    # with "Expected query, key, and value to have the same dtype") and stays close to float32.
+    torch.manual_seed(0)
+    frames = dict(num_frames=4) if video else {}
+    enc = VisionTransformer(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, pos_embed="rope", **frames)
+    pred = MaskPredictor(
+        grid_size=enc.grid_size, embed_dim=64, predictor_embed_dim=32, depth=1, num_heads=4, pos_embed="rope"
+    )
+    x = torch.randn(2, 3, 4, 32, 32) if video else torch.randn(2, 3, 32, 32)
+    n = math.prod(enc.grid_size)
+    ctx, tgt = torch.arange(n // 2)[None].expand(2, -1), torch.arange(n // 2, n)[None].expand(2, -1)
+    with torch.no_grad():
+        ref = pred(enc(x, ctx), ctx, tgt)
+        enc16, pred16 = enc.to(torch.bfloat16), pred.to(torch.bfloat16)
+        out = pred16(enc16(x.bfloat16(), ctx), ctx, tgt)
+    assert out.dtype == torch.bfloat16
+    assert ((out.float() - ref).norm() / ref.norm()).item() < 0.05
