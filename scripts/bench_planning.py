@@ -13,6 +13,8 @@
    - `jepa-finetune`: the same pretrained ViT, fine-tuned (`wm.finetune_encoder=true`);
    - `random-vit`: a random-init ViT of the same architecture, frozen (the control: does pretraining matter?);
    - `random-vit-finetune`: the same random-init ViT, fine-tuned (the control of `jepa-finetune`);
+   - `jepa-transfer`: the same pretraining recipe on other video (the built-in moving-shapes frames,
+     `data.source=synthetic_images`: no Two-Rooms frame is seen), then frozen like `jepa` (what most users will do);
    then plan on the same `--episodes` start / goal pairs (`jepa-world plan`, pairs from `--pair-seed`): start and goal
    in opposite rooms, 200 steps, success = final distance < 4.5 px; the learned agent sees pixels only and never
    queries the simulator.
@@ -45,7 +47,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RECIPE = CONFIGS / "world_model" / "two_rooms.yaml"
 JEPA_RECIPE = CONFIGS / "world_model" / "two_rooms_jepa.yaml"
 PRETRAIN_RECIPE = CONFIGS / "pretrain" / "two_rooms_ijepa.yaml"
-ENCODERS = ("joint", "jepa", "jepa-finetune", "random-vit", "random-vit-finetune")
+ENCODERS = ("joint", "jepa", "jepa-finetune", "random-vit", "random-vit-finetune", "jepa-transfer")
 QUIET = ["train.progress=false", "train.tensorboard=false"]
 
 
@@ -54,7 +56,10 @@ def _encoder(kind: str, seed: int, out: Path, episodes: Path, args) -> tuple[lis
     if kind == "joint":
         return [], 0.0
     enc = out / f"pretrain_seed{seed}"
-    over = [f"seed={seed}", f"data.episodes={episodes}", f"train.output_dir={enc}", *QUIET, *args.pretrain_overrides]
+    data = [f"data.episodes={episodes}"]
+    if kind == "jepa-transfer":  # other video: the built-in moving shapes, at the same frame size
+        enc, data = out / f"pretrain_transfer_seed{seed}", ["data.source=synthetic_images"]
+    over = [f"seed={seed}", *data, f"train.output_dir={enc}", *QUIET, *args.pretrain_overrides]
     if args.pretrain_steps is not None:
         over.append(f"train.max_steps={args.pretrain_steps}")
     cfg = load_config([PRETRAIN_RECIPE], over)
