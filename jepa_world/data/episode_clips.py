@@ -1,12 +1,13 @@
 """Pretraining on recorded episodes: clips (V-JEPA) or single frames (I-JEPA) from the frames of offline episodes.
 
 The episodes are the documented format of `jepa_world.data.episodes` (`jepa-world collect`, or a user's own robot
-episodes written with `write_episode`); only their frames are used. A clip is `num_frames` frames `frame_step` apart
-inside one episode; every window start of every episode is an item. Augmentation is the video pipeline's
-(`make_clip_transform`: one random resized crop and flip for the whole clip, seeded by the key's `aug_seed`), so a
-key maps to the same clip in any process, worker or resumed run, and sharding comes from the loop's sampler as for
-any dataset. An episode that cannot be read at item time (deleted or damaged after the dataset was built) is skipped
-like an unreadable image: the next item is used and `"skipped"` counts it, up to `max_skip_fraction` of the items.
+episodes written with `write_episode`) or a LeRobot v3 dataset with one camera; only their frames are used. A clip is
+`num_frames` frames `frame_step` apart inside one episode; every window start of every episode is an item.
+Augmentation is the video pipeline's (`make_clip_transform`: one random resized crop and flip for the whole clip,
+seeded by the key's `aug_seed`), so a key maps to the same clip in any process, worker or resumed run, and sharding
+comes from the loop's sampler as for any dataset. An episode that cannot be read at item time (deleted or damaged
+after the dataset was built) is skipped like an unreadable image: the next item is used and `"skipped"` counts it, up
+to `max_skip_fraction` of the items.
 
 Items: `{"x": [3, T, S, S] float32 ImageNet-normalised (or [3, S, S] for num_frames=1), "skipped": int}`.
 """
@@ -21,7 +22,7 @@ from typing import Any
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from jepa_world.data.episodes import EpisodeDataset
+from jepa_world.data.episode_formats import open_episodes
 from jepa_world.data.transforms import apply_seeded, normalize_clip, split_key
 from jepa_world.data.video.dataset import make_clip_transform
 
@@ -59,7 +60,7 @@ class EpisodeClips(Dataset):
         hflip: bool = True,
         max_skip_fraction: float = 0.5,
     ) -> None:
-        self.windows = EpisodeDataset(root=root, window=num_frames, frameskip=frame_step, uint8=True)
+        self.windows = open_episodes(root=root, window=num_frames, frameskip=frame_step, uint8=True)
         self.num_frames, self.train = num_frames, train
         self.transform = make_clip_transform(
             image_size, train=train, crop_scale=tuple(crop_scale), crop_aspect=tuple(crop_aspect), hflip=hflip

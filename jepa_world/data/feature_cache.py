@@ -3,8 +3,9 @@
 A frozen encoder gives every frame the same features at every step, so a world model trained on top of it need not
 re-encode each window at each step (measured on Two-Rooms with a frozen ViT-nano/8 under a token readout: 1.9 s per
 step re-encoding 32 windows of 17 frames on one core, most of it the ViT). `FeatureWindows` encodes every frame of
-every episode once, keeps the features in RAM (float32), and serves the windows of the underlying `EpisodeDataset`
-with `"tokens"` in place of the pixels. The data layer knows no model: the encoder comes in as a callable.
+every episode once, keeps the features in RAM (float32), and serves the windows of the underlying episode dataset
+(either format, `data.episode_formats`) with `"tokens"` in place of the pixels. The data layer knows no model: the
+encoder comes in as a callable.
 
 Items: `{"tokens": [T, ...] float32, "actions": [T-1, A*k], ("states": [T, S])}`.
 """
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from jepa_world.data.episodes import EpisodeDataset
+from jepa_world.data.episode_formats import EpisodeWindows
 
 Encode = Callable[[np.ndarray], torch.Tensor]  # uint8 frames [F, H, W, 3] -> features [F, ...] (no grad)
 
@@ -36,7 +37,7 @@ class FeatureWindows(Dataset):
 
     def __init__(
         self,
-        windows: EpisodeDataset,
+        windows: EpisodeWindows,
         encode: Encode,
         *,
         batch_size: int = 256,
