@@ -67,6 +67,9 @@ class PredictorConfig:
     embed_dim: int | None = None  # override the preset's width (null keeps it)
     depth: int | None = None
     num_heads: int | None = None
+    # all target blocks in one pass with a block-sparse mask (context attends to context only; each block to the
+    # context and itself): faster, different math from the releases (docs/benchmarks.md "Single-pass predictor")
+    single_pass: bool = False
 
 
 @dataclass
@@ -148,8 +151,14 @@ class TrainConfig:
 
 @dataclass
 class WorldModelConfig:
-    # data: episodes written by `jepa-world collect`; null collects them into train.output_dir/episodes first
+    # data: a folder of episodes, ours (`jepa-world collect`) or a LeRobot v3 dataset (meta/info.json); null collects
+    # Two-Rooms episodes into train.output_dir/episodes first
     episodes: str | None = None
+    # LeRobot datasets only: the features read as frames, actions and states (LeRobot action i is taken at frame i, so
+    # an episode of L frames gives L-1 actions: its last action is dropped)
+    lerobot_camera: str | None = None  # a video / image feature; null: the only one (an error lists several)
+    lerobot_action_key: str = "action"
+    lerobot_state_key: str | None = "auto"  # auto: observation.state when present; null: no states; a key: required
     env: str = "two_rooms"  # environment for the automatic collection (and for `jepa-world plan`)
     num_episodes: int = 3000
     episode_steps: int = 16

@@ -18,19 +18,27 @@ from torch import Tensor
 
 from jepa_world.checkpoints.io import CheckpointError
 from jepa_world.checkpoints.load import load_world_model_run
-from jepa_world.data.episodes import EpisodeDataset
+from jepa_world.data.episode_formats import open_episodes
 from jepa_world.data.latent_pairs import LatentPairs
 from jepa_world.models.world_model import WorldModel
 from jepa_world.policies import EvolvedController, GoalActor, GoalCritic, ImaginedActorCritic, LinearController
-from jepa_world.training.tasks import Task, episodes_of, param_groups
+from jepa_world.training.tasks import Task, episode_keys, episodes_of, param_groups
 
 
 @torch.no_grad()
 def encode_frames(
-    model: WorldModel, root: Path, *, num: int, seed: int, image_size: int, batch_size: int = 256
+    model: WorldModel,
+    root: Path,
+    *,
+    num: int,
+    seed: int,
+    image_size: int,
+    batch_size: int = 256,
+    keys: dict | None = None,
 ) -> Tensor:
-    """Latents `[M, HW, D]` of `num` frames drawn without replacement (seeded) from the episodes in `root`."""
-    frames = EpisodeDataset(root=root, window=1, image_size=image_size)  # one item per frame
+    """Latents `[M, HW, D]` of `num` frames drawn without replacement (seeded) from the episodes in `root` (either
+    format; `keys`: the LeRobot feature arguments of `open_episodes`)."""
+    frames = open_episodes(root=root, window=1, image_size=image_size, **(keys or {}))  # one item per frame
     rng = np.random.default_rng((seed, 11))
     rows = np.sort(rng.choice(len(frames), size=min(num, len(frames)), replace=False))
     out = []
@@ -57,7 +65,14 @@ def policy_task(cfg: DictConfig) -> Task:
     root = episodes_of(run.config)
     if not root.is_dir():
         raise FileNotFoundError(f"the world model {run.source} trained on {root}, which no longer exists")
-    latents = encode_frames(model, root, num=po.num_latents, seed=cfg.seed, image_size=run.config.data.image_size)
+    latents = encode_frames(
+        model,
+        root,
+        num=po.num_latents,
+        seed=cfg.seed,
+        image_size=run.config.data.image_size,
+        keys=episode_keys(run.config),
+    )
     latent_dim, action_dim = latents[0].numel(), model.predictor.action_dim
     meta = {
         "method": str(po.method),

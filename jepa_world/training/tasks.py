@@ -21,8 +21,9 @@ from torch.utils.data import Dataset
 from jepa_world.checkpoints.io import CheckpointError
 from jepa_world.checkpoints.load import load_encoder
 from jepa_world.checkpoints.pretrained import module_config
+from jepa_world.config.schema import WorldModelConfig
 from jepa_world.data.build import build_dataset
-from jepa_world.data.episodes import EpisodeDataset
+from jepa_world.data.episode_formats import open_episodes
 from jepa_world.data.feature_cache import FeatureWindows
 from jepa_world.data.transforms import frames_to_tensor, uint8_to_float
 from jepa_world.factory import build_jepa, build_masks, build_world_model, ema_schedule
@@ -111,6 +112,17 @@ def episodes_of(cfg: DictConfig) -> Path:
     return Path(w.episodes) if w.episodes is not None else Path(cfg.train.output_dir) / "episodes"
 
 
+def episode_keys(cfg: DictConfig) -> dict:
+    """`open_episodes`' LeRobot feature arguments from `wm.lerobot_*` (the schema's defaults for a run saved before
+    those keys existed)."""
+    w, default = cfg.wm, WorldModelConfig()
+    return {
+        "camera": w.get("lerobot_camera", default.lerobot_camera),
+        "action_key": w.get("lerobot_action_key", default.lerobot_action_key),
+        "state_key": w.get("lerobot_state_key", default.lerobot_state_key),
+    }
+
+
 def world_model_task(cfg: DictConfig) -> Task:
     """Teacher forcing + multi-step rollout on windows of offline episodes (collected first if wm.episodes is null)."""
     w = cfg.wm
@@ -123,13 +135,14 @@ def world_model_task(cfg: DictConfig) -> Task:
                          seed=cfg.seed, image_size=cfg.data.image_size, progress=cfg.train.progress)  # fmt: skip
     if not root.is_dir():
         raise FileNotFoundError(f"wm.episodes={str(root)!r} does not exist (write episodes with `jepa-world collect`)")
-    dataset = EpisodeDataset(
+    dataset = open_episodes(
         root=root,
         window=w.window,
         frameskip=w.frameskip,
         image_size=cfg.data.image_size,
         in_memory=w.in_memory,
         uint8=True,  # collate uint8 frames, convert once per batch in prepare
+        **episode_keys(cfg),
     )
     state_dim = (dataset.state_dim or 0) if w.use_states else 0
     action_dim = dataset.action_dim
