@@ -68,7 +68,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     check_writable_target(args.output, what="--output")
     root = collect_episodes(env_name=args.env, num_episodes=args.episodes, steps=args.steps, output_dir=args.output,
                             policy=args.policy, seed=args.seed, image_size=args.image_size,
-                            overwrite=args.overwrite)  # fmt: skip
+                            overwrite=args.overwrite, format=args.format, fps=args.fps)  # fmt: skip
     print(f"wrote {args.episodes} episodes of {args.steps} steps to {root}")
     return 0
 
@@ -257,8 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
         "train-wm",
         help="train an action-conditioned world model (latent dynamics) on offline episodes",
         epilog="World-model keys live under wm.* (see `jepa-world pretrain --help` for every key). Without "
-        "wm.episodes, Two-Rooms episodes are collected into <train.output_dir>/episodes first. "
-        "wm.encoder_checkpoint=RUN uses a pretrained (frozen) encoder.",
+        "wm.episodes, Two-Rooms episodes are collected into <train.output_dir>/episodes first; wm.episodes=DIR reads "
+        "our episode format or a LeRobot v3 dataset (wm.lerobot_camera / _action_key / _state_key pick its "
+        "features). wm.encoder_checkpoint=RUN uses a pretrained (frozen) encoder.",
     )
     _add_config_args(w)
     w.set_defaults(func=_cmd_train_wm)
@@ -283,6 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--image-size", type=int, default=64)
     c.add_argument("--overwrite", action="store_true", help="replace episodes already in DIR")
+    c.add_argument(
+        "--format",
+        choices=("episodes", "lerobot"),
+        default="episodes",
+        help="episodes: our .npz episodes (default); lerobot: a LeRobot v3 dataset (mp4 + parquet)",
+    )
+    c.add_argument("--fps", type=int, default=10, help="frame rate recorded in a LeRobot dataset (default 10)")
     c.set_defaults(func=_cmd_collect)
 
     i = sub.add_parser("info", help="versions, registered models and the device")

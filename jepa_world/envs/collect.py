@@ -1,8 +1,10 @@
 """Offline collection: roll a behaviour policy out in a pixel environment and write episodes in the documented format.
 
 The format (`jepa_world.data.episodes`): one ``episode_{i:06d}.npz`` per episode with ``frames`` / ``actions`` /
-``states``, plus ``metadata.json``. Two-Rooms / point-arena envs are built directly; any other gymnasium id is rendered
-through ``PixelObservationAdapter``. Episode ``i`` draws everything from ``numpy.random.default_rng((seed, i))``.
+``states``, plus ``metadata.json``; or, with ``format="lerobot"``, a LeRobot v3 dataset
+(`jepa_world.data.lerobot_writer`; the collection's metadata in ``meta/jepa_world.json``). Two-Rooms / point-arena
+envs are built directly; any other gymnasium id is rendered through ``PixelObservationAdapter``. Episode ``i`` draws
+everything from ``numpy.random.default_rng((seed, i))``.
 """
 
 from __future__ import annotations
@@ -18,13 +20,22 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jepa_world.atomic import atomic_write_text
-from jepa_world.data.episodes import EPISODE_GLOB, METADATA_FILE, episode_filename, write_episode, write_metadata
+from jepa_world.data.episodes import (
+    EPISODE_GLOB,
+    FORMAT_VERSION,
+    METADATA_FILE,
+    episode_filename,
+    write_episode,
+    write_metadata,
+)
+from jepa_world.data.lerobot_writer import LeRobotWriter
 from jepa_world.data.npz import read_npz_header
 from jepa_world.envs import ENV_ALIASES, PixelObservationAdapter, make_env
 from jepa_world.envs.policies import make_policy
 from jepa_world.envs.two_rooms import MAX_ACTION_NORM, TwoRoomsEnv, clip_action_norm
 
 COLLECT_RECORD = ".collect.json"  # the settings of a collection in progress (a rerun with the same ones resumes)
+FORMATS = ("episodes", "lerobot")  # ours, LeRobot v3
 
 
 def _make_collection_env(env_name: str, image_size: int, steps: int, env_kwargs: dict[str, Any]) -> Any:
@@ -61,6 +72,8 @@ def collect_episodes(
     env_kwargs: dict[str, Any] | None = None,
     compress: bool = True,
     overwrite: bool = False,
+    format: str = "episodes",
+    fps: int = 10,
 ) -> Path:
     """Roll out a behaviour policy and write episodes plus ``metadata.json`` to ``output_dir``.
 
@@ -82,6 +95,9 @@ def collect_episodes(
         env_kwargs: Extra environment constructor arguments.
         compress: Compressed episode files (see the module docstring).
         overwrite: Replace episodes already in ``output_dir`` instead of refusing.
+        format: ``"episodes"`` (ours) or ``"lerobot"`` (a LeRobot v3 dataset; video frames, see
+            `jepa_world.data.lerobot_writer`; no resumption: an interrupted one is replaced with ``overwrite``).
+        fps: Frame rate recorded in a LeRobot dataset.
 
     Returns:
         ``output_dir`` as a Path.
@@ -98,13 +114,15 @@ def collect_episodes(
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if format not in FORMATS:
+        raise ValueError(f"format={format!r}; expected one of {', '.join(FORMATS)}")
     out = Path(output_dir)
     env_kwargs = dict(env_kwargs or {})
     policy_kwargs = dict(policy_kwargs or {})
     params = dict(env_name=env_name, num_episodes=num_episodes, steps=steps, seed=seed, image_size=image_size,
                   compress=compress, env_kwargs=env_kwargs, policy_kwargs=policy_kwargs,
                   policy=policy if isinstance(policy, str) else None)  # fmt: skip
-    keep = _resumable(out, params, overwrite=overwrite)
+    keep = _resumable(out, params, overwrite=overwrite) if format == "episodes" else {}
     env = _make_collection_env(env_name, image_size, steps, env_kwargs)
     two_rooms = isinstance(env, TwoRoomsEnv)
     if callable(policy):
@@ -116,6 +134,11 @@ def collect_episodes(
     else:
         raise ValueError(f"policy={policy!r} is only defined for Two-Rooms envs; use 'random' or a callable")
     box = getattr(env.action_space, "low", None) is not None
+    writer = None
+    if format == "lerobot":
+        names = {"action_names": ["dx", "dy"], "state_names": ["x", "y"]} if two_rooms else {}
+        task = f"{env_name}: {policy_name} behaviour policy"
+        writer = LeRobotWriter(root=out, fps=fps, task=task, overwrite=overwrite, **names)
 
     lengths: list[int] = []
     action_dim = state_dim = None
@@ -150,34 +173,34 @@ def collect_episodes(
             if terminated or truncated:
                 break
         has_states = all(s is not None for s in states)
-        write_episode(
-            out / episode_filename(i),
-            frames=np.stack(frames),
-            actions=np.stack(actions),
-            states=np.stack(states) if has_states else None,
-            compress=compress,
-        )
+        episode = {"frames": np.stack(frames), "actions": np.stack(actions)}
+        episode["states"] = np.stack(states) if has_states else None
+        if writer is not None:
+            writer.add_episode(**episode)
+        else:
+            write_episode(out / episode_filename(i), **episode, compress=compress)
         lengths.append(len(actions))
         action_dim = len(actions[0])
         state_dim = len(states[0]) if has_states else None
     env.close()
-    write_metadata(
-        out,
-        {
-            "env_name": env_name,
-            "env_kwargs": env_kwargs,
-            "image_size": image_size,
-            "action_dim": action_dim,
-            "state_dim": state_dim,
-            "num_episodes": num_episodes,
-            "steps": steps,
-            "episode_lengths": lengths,
-            "policy": policy_name,
-            "policy_kwargs": policy_kwargs,
-            "seed": seed,
-            "actions_note": f"actions as applied by the env (Two-Rooms: rescaled to norm <= {MAX_ACTION_NORM})",
-        },
-    )
+    metadata = {
+        "env_name": env_name,
+        "env_kwargs": env_kwargs,
+        "image_size": image_size,
+        "action_dim": action_dim,
+        "state_dim": state_dim,
+        "num_episodes": num_episodes,
+        "steps": steps,
+        "episode_lengths": lengths,
+        "policy": policy_name,
+        "policy_kwargs": policy_kwargs,
+        "seed": seed,
+        "actions_note": f"actions as applied by the env (Two-Rooms: rescaled to norm <= {MAX_ACTION_NORM})",
+    }
+    if writer is not None:
+        writer.close(extra_metadata={"format_version": FORMAT_VERSION, **metadata, "fps": fps})
+    else:
+        write_metadata(out, metadata)
     return out
 
 

@@ -6,6 +6,7 @@ import errno
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("gymnasium")
 
@@ -70,3 +71,20 @@ def test_an_unreadable_episode_left_by_an_old_writer_is_named_and_rewritten(tmp_
     with pytest.warns(UserWarning, match=r"rewriting unreadable episode_000002\.npz"):
         collect_episodes(output_dir=out, **SETTINGS)
     assert (out / episode_filename(2)).read_bytes() == good
+
+
+def test_a_lerobot_collection_holds_the_same_episodes_and_refuses_a_full_folder(tmp_path):
+    from jepa_world.data.lerobot import LeRobotEpisodes
+
+    ours = EpisodeDataset(root=collect_episodes(output_dir=tmp_path / "ours", **SETTINGS), window=2)
+    out = collect_episodes(output_dir=tmp_path / "lerobot", format="lerobot", fps=5, **SETTINGS)
+    lerobot = LeRobotEpisodes(root=out, window=2)
+    assert lerobot.fps == 5 and len(lerobot) == len(ours) and lerobot.state_dim == ours.state_dim == 2
+    for i in range(0, len(ours), 7):  # the same rollouts: actions and states exact, frames within video rounding
+        a, b = ours[i], lerobot[i]
+        assert torch.equal(a["actions"], b["actions"]) and torch.equal(a["states"], b["states"])
+        assert (a["x"] - b["x"]).abs().max() < 0.1  # ImageNet-normalised: 2 grey levels / 255 / std
+    with pytest.raises(ValueError, match="not empty; pass overwrite=True"):
+        collect_episodes(output_dir=out, format="lerobot", **SETTINGS)
+    collect_episodes(output_dir=out, format="lerobot", overwrite=True, **{**SETTINGS, "num_episodes": 2})
+    assert len(LeRobotEpisodes(root=out, window=2).episodes) == 2
