@@ -62,6 +62,7 @@ def build_jepa(cfg: DictConfig) -> JEPA:
         embed_dim=encoder.embed_dim,
         num_mask_tokens=len(cfg.masks.num_blocks) if cfg.data.num_frames > 1 else 1,
         pos_embed=m.pos_embed,
+        single_pass=p.single_pass,
         act_checkpoint=m.act_checkpoint,
     )
     overrides = {"predictor_embed_dim": p.embed_dim, "depth": p.depth, "num_heads": p.num_heads}

@@ -7,6 +7,11 @@ the full loop body: target encoder, context encoder, predictor, loss, backward, 
 
     python scripts/bench_train.py                  # the default table (ViT-Ti / ViT-S, image and video)
     python scripts/bench_train.py --quick          # small sizes only (a smoke run)
+    python scripts/bench_train.py --compare single_pass   # each case with and without the option, side by side
+
+With `--compare`, every case is built once per variant (the default, then each option) and the timed steps
+alternate between the variants (this machine's noise is bursty); each row gives its speed-up over the default's
+s/step of the same run. An option that changes the math (single_pass) also changes the FLOPs it counts.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ CASES = {
                                    "data.num_frames=16", "predictor.name=predictor_small"], 8),
     "default job (ViT-Ti/8 8x64px)": ([], 16),
 }  # fmt: skip
+OPTIONS = {"single_pass": ["predictor.single_pass=true"]}  # --compare: options that are off by default
 QUICK = {
     "I-JEPA ViT-nano/8 64px": (["model.name=vit_nano", "data.image_size=64", "data.num_frames=1"], 16),
     "V-JEPA ViT-nano/8 8x64px": (["model.name=vit_nano"], 8),
@@ -82,20 +88,27 @@ def count_flops(step) -> float:
     return float(counter.get_total_flops())
 
 
-def bench(name: str, overrides: list[str], batch: int, steps: int) -> dict:
-    step = make_step(overrides, batch)
-    flops = count_flops(step)  # also the warm-up step
-    peaks, times = [matmul_peak()], []
+def bench(name: str, overrides: list[str], batch: int, steps: int, options: list[str]) -> list[dict]:
+    variants = {"default": overrides, **{o: overrides + OPTIONS[o] for o in options}}
+    fns = {v: make_step(over, batch) for v, over in variants.items()}
+    flops = {v: count_flops(fn) for v, fn in fns.items()}  # also the warm-up steps
+    peaks, times = [matmul_peak()], {v: [] for v in fns}
     for _ in range(steps):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
+        for v, fn in fns.items():  # alternate: each variant sees the same machine
+            t = time.perf_counter()
+            fn()
+            times[v].append(time.perf_counter() - t)
         peaks.append(matmul_peak())
-    sec = statistics.median(times)
     peak = statistics.median(peaks)
-    achieved = flops / sec / 1e9
-    return {"case": name, "batch": batch, "s/step": sec, "samples/s": batch / sec, "GFLOP/step": flops / 1e9,
-            "GFLOP/s": achieved, "peak GFLOP/s": peak, "MFU": achieved / peak}  # fmt: skip
+    rows = []
+    for v in fns:
+        sec = statistics.median(times[v])
+        achieved = flops[v] / sec / 1e9
+        rows.append({"case": name if v == "default" else f"{name} +{v}", "batch": batch, "s/step": sec,
+                     "samples/s": batch / sec, "GFLOP/step": flops[v] / 1e9, "GFLOP/s": achieved,
+                     "peak GFLOP/s": peak, "MFU": achieved / peak,
+                     "speed-up": statistics.median(times["default"]) / sec})  # fmt: skip
+    return rows
 
 
 def main() -> None:
@@ -103,19 +116,24 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes only")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per case (median reported)")
     parser.add_argument("--only", default=None, help="substring of the case names to run")
+    parser.add_argument("--compare", default="", help=f"options timed beside the default: {', '.join(OPTIONS)}")
     args = parser.parse_args()
+    options = [o.strip() for o in args.compare.split(",") if o.strip()]
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        parser.error(f"--compare {','.join(unknown)}: expected some of {', '.join(OPTIONS)}")
     cases = QUICK if args.quick else CASES
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32")
-    header = f"| {'case':32} | batch | s/step | samples/s | GFLOP/step | GFLOP/s | peak GFLOP/s | MFU |"
+    header = f"| {'case':44} | batch | s/step | samples/s | GFLOP/step | GFLOP/s | peak GFLOP/s | MFU | speed-up |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for name, (overrides, batch) in cases.items():
         if args.only and args.only not in name:
             continue
-        r = bench(name, overrides, batch, args.steps)
-        print(f"| {r['case']:32} | {r['batch']:5d} | {r['s/step']:6.2f} | {r['samples/s']:9.2f} | "
-              f"{r['GFLOP/step']:10.1f} | {r['GFLOP/s']:7.1f} | {r['peak GFLOP/s']:12.1f} | {r['MFU']:4.0%} |",
-              flush=True)  # fmt: skip
+        for r in bench(name, overrides, batch, args.steps, options):
+            print(f"| {r['case']:44} | {r['batch']:5d} | {r['s/step']:6.2f} | {r['samples/s']:9.2f} | "
+                  f"{r['GFLOP/step']:10.1f} | {r['GFLOP/s']:7.1f} | {r['peak GFLOP/s']:12.1f} | {r['MFU']:4.0%} | "
+                  f"{r['speed-up']:7.2f}x |", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

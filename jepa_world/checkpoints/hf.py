@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -351,6 +352,12 @@ def hf_config(encoder: VisionTransformer, predictor: MaskPredictor | None = None
             pooler_act="tanh",
         )
     pc = predictor.config
+    if pc.get("single_pass"):
+        warnings.warn(
+            "the predictor was trained with single_pass=True; transformers' VJEPA2Predictor runs the releases' "
+            "per-block attention, so its predictions differ from ours (the weights are exported as they are)",
+            stacklevel=3,
+        )
     return dict(
         model_type="vjepa2",
         architectures=["VJEPA2Model"],

@@ -11,6 +11,14 @@ Shapes:
 The predictor works at width P (384 in the releases): context tokens are projected D -> P and get their positions;
 each target slot is a learned mask token plus the target's position; `[context, targets]` run through the blocks
 together and only the target slots are projected back P -> D.
+
+Two ways to predict M target blocks from one context:
+    - per block (the releases, default): M sequences `[context, block m]`, full attention in each: the context runs
+      through the blocks M times, and its tokens also attend to that block's mask tokens.
+    - single pass (`single_pass=True`, a faster recipe; different math from the releases): one sequence
+      `[context, block 1, ..., block M]` with a block-sparse attention mask (`single_pass_mask`): the context attends
+      to the context only, each block to the context and itself. The context runs through the blocks once, and no
+      block sees another. Each block's prediction equals the per-block one with context-to-target attention removed.
 """
 
 from __future__ import annotations
@@ -34,6 +42,16 @@ from jepa_world.models.layers import (
 from jepa_world.registry import register_model
 
 
+def single_pass_mask(num_context: int, num_blocks: int, block_len: int, device=None) -> torch.Tensor:
+    """Boolean attention mask `[L, L]` (True = may attend), L = Kc + M * Kt, for `[context, block 1, ..., block M]`.
+
+    Context rows see the context columns only; the rows of block m see the context and block m.
+    """
+    group = torch.cat([torch.zeros(num_context, dtype=torch.long, device=device),
+                       torch.arange(1, num_blocks + 1, device=device).repeat_interleave(block_len)])  # fmt: skip
+    return (group[None, :] == 0) | (group[:, None] == group[None, :])  # [L, L]
+
+
 class MaskPredictor(nn.Module):
     """Narrow ViT with mask tokens.
 
@@ -52,6 +70,7 @@ class MaskPredictor(nn.Module):
         uniform_power: V-JEPA 3-D channel split.
         norm_eps: LayerNorm epsilon (1e-6 in the releases).
         zero_init_mask_tokens: start mask tokens at 0 (releases' default) instead of trunc-normal.
+        single_pass: predict all target blocks in one sequence with a block-sparse mask (see the module docstring).
         act_checkpoint: activation checkpointing in the blocks.
         init_std: std of the truncated-normal init.
     """
@@ -73,6 +92,7 @@ class MaskPredictor(nn.Module):
         uniform_power: bool = False,
         norm_eps: float = LN_EPS,
         zero_init_mask_tokens: bool = True,
+        single_pass: bool = False,
         act_checkpoint: bool = False,
         init_std: float = 0.02,
     ):
@@ -88,6 +108,7 @@ class MaskPredictor(nn.Module):
         self.predictor_embed_dim = predictor_embed_dim
         self.num_heads = num_heads
         self.pos_embed_kind = pos_embed
+        self.single_pass = single_pass
         self.act_checkpoint = act_checkpoint
 
         self.predictor_embed = nn.Linear(embed_dim, predictor_embed_dim)
@@ -151,26 +172,28 @@ class MaskPredictor(nn.Module):
         grid = tuple(grid_size) if grid_size is not None else self.grid_size
 
         z = self.predictor_embed(z)  # [B, Kc, P]
-        # Every target block is predicted from the same context: fold the M blocks into the batch.
-        z = z.repeat_interleave(M, dim=0)  # [B*M, Kc, P]
-        ctx_ids = context_idx.repeat_interleave(M, dim=0)  # [B*M, Kc]
-        tgt_ids = target_idx.flatten(0, 1)  # [B*M, Kt]
-        queries = self.mask_tokens[mask_index].to(z.dtype).expand(B * M, Kt, -1)  # [B*M, Kt, P]
+        if self.single_pass:  # one sequence [context, block 1, ..., block M]; no batch folding
+            ctx_ids, tgt_ids, rows = context_idx, target_idx.flatten(1), B  # [B, Kc], [B, M*Kt]
+        else:  # every target block is predicted from the same context: fold the M blocks into the batch
+            z = z.repeat_interleave(M, dim=0)  # [B*M, Kc, P]
+            ctx_ids, tgt_ids, rows = context_idx.repeat_interleave(M, dim=0), target_idx.flatten(0, 1), B * M
+        queries = self.mask_tokens[mask_index].to(z.dtype).expand(rows, tgt_ids.shape[1], -1)  # [rows, Kq, P]
         rope = None
         if self.predictor_pos_embed is not None:
             pos = resize_pos_embed(self.predictor_pos_embed, self.grid_size, grid).to(z.dtype)
-            pos = pos.expand(B * M, -1, -1)  # [B*M, N, P]
+            pos = pos.expand(rows, -1, -1)  # [rows, N, P]
             z = z + apply_masks(pos, ctx_ids)
             queries = queries + apply_masks(pos, tgt_ids)
         else:
             # Tokens keep their original grid positions for the rotation.
-            ids = torch.cat([ctx_ids, tgt_ids], dim=1)  # [B*M, Kc+Kt]
+            ids = torch.cat([ctx_ids, tgt_ids], dim=1)  # [rows, Kc+Kq]
             rope = rope_tables(grid_coords(ids, grid), self.predictor_embed_dim // self.num_heads)
+        mask = single_pass_mask(Kc, M, Kt, device=z.device) if self.single_pass and M > 1 else None
 
-        x = torch.cat([z, queries], dim=1)  # [B*M, Kc+Kt, P]
-        x = run_blocks(self.predictor_blocks, x, rope=rope, checkpoint=self.act_checkpoint)
-        x = self.predictor_proj(self.predictor_norm(x[:, Kc:]))  # [B*M, Kt, D]
-        x = x.view(B, M, Kt, -1)
+        x = torch.cat([z, queries], dim=1)  # [rows, Kc+Kq, P]
+        x = run_blocks(self.predictor_blocks, x, rope=rope, attn_mask=mask, checkpoint=self.act_checkpoint)
+        x = self.predictor_proj(self.predictor_norm(x[:, Kc:]))  # [rows, Kq, D]
+        x = x.reshape(B, M, Kt, -1)
         return x[:, 0] if single else x
 
 

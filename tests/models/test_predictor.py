@@ -58,3 +58,81 @@ def test_bad_mask_index():
     pred = _pred()
     with pytest.raises(ValueError, match="mask_index=2"):
         pred(torch.randn(1, 2, 128), torch.tensor([[0, 1]]), torch.tensor([[2, 3]]), mask_index=2)
+
+
+def test_single_pass_mask_is_block_sparse():
+    from jepa_world.models.predictor import single_pass_mask
+
+    # Kc = 2 context tokens, M = 2 blocks of Kt = 2: rows/cols [c c | b1 b1 | b2 b2], True = may attend.
+    expected = torch.tensor(
+        [
+            [1, 1, 0, 0, 0, 0],
+            [1, 1, 0, 0, 0, 0],
+            [1, 1, 1, 1, 0, 0],
+            [1, 1, 1, 1, 0, 0],
+            [1, 1, 0, 0, 1, 1],
+            [1, 1, 0, 0, 1, 1],
+        ],
+        dtype=torch.bool,
+    )
+    assert torch.equal(single_pass_mask(2, 2, 2), expected)
+
+
+def _explicit_single_pass(pred: MaskPredictor, z, ctx, tgt, mask_index: int) -> torch.Tensor:
+    """Reference: each block alone in `[context, block m]`, with an explicit mask that hides the block from the
+    context rows (the context then computes the same features in every pass)."""
+    B, M, Kt = tgt.shape
+    Kc = ctx.shape[1]
+    per_block = _pred_like(pred, single_pass=False)
+    mask = torch.ones(Kc + Kt, Kc + Kt, dtype=torch.bool)
+    mask[:Kc, Kc:] = False
+    outs = []
+    for m in range(M):
+        h = per_block.predictor_embed(z)
+        q = per_block.mask_tokens[mask_index].expand(B, Kt, -1)
+        ids = torch.cat([ctx, tgt[:, m]], dim=1)
+        if per_block.predictor_pos_embed is not None:
+            pos = per_block.predictor_pos_embed.expand(B, -1, -1)
+            x = torch.cat([h, q], dim=1) + torch.gather(pos, 1, ids[..., None].expand(-1, -1, pos.shape[-1]))
+            rope = None
+        else:
+            from jepa_world.models.layers import grid_coords, rope_tables
+
+            x = torch.cat([h, q], dim=1)
+            rope = rope_tables(grid_coords(ids, pred.grid_size), pred.predictor_embed_dim // pred.num_heads)
+        for blk in per_block.predictor_blocks:
+            x = blk(x, rope=rope, attn_mask=mask)
+        outs.append(per_block.predictor_proj(per_block.predictor_norm(x[:, Kc:])))
+    return torch.stack(outs, dim=1)
+
+
+def _pred_like(pred: MaskPredictor, **kw) -> MaskPredictor:
+    other = MaskPredictor(**{**pred.config, **kw}).eval()
+    other.load_state_dict(pred.state_dict())
+    return other
+
+
+@pytest.mark.parametrize("pos_embed", ["sincos", "rope"])
+def test_single_pass_equals_its_explicit_reference(pos_embed):
+    torch.manual_seed(0)
+    pred = _pred(pos_embed=pos_embed, single_pass=True).eval()
+    with torch.no_grad():
+        for p in pred.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    z = torch.randn(3, 7, 128)
+    ctx = torch.stack([torch.randperm(32)[:7] for _ in range(3)])
+    tgt = torch.stack([torch.randperm(32)[:12].view(3, 4) for _ in range(3)])  # [B, M=3, Kt=4]
+    with torch.no_grad():
+        out = pred(z, ctx, tgt, mask_index=1)
+        ref = _explicit_single_pass(pred, z, ctx, tgt, mask_index=1)
+        per_block = _pred_like(pred, single_pass=False)(z, ctx, tgt, mask_index=1)
+    assert out.shape == (3, 3, 4, 128)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    # Different math from the releases' per-block pass (the context there also attends to the block's mask tokens).
+    assert (out - per_block).abs().max() > 1e-3
+    # One block alone: the single pass and its reference agree too, and blocks do not see each other.
+    with torch.no_grad():
+        changed = tgt.clone()
+        changed[:, 2] = torch.stack([torch.randperm(32)[:4] for _ in range(3)])
+        torch.testing.assert_close(pred(z, ctx, changed, mask_index=1)[:, :2], out[:, :2], atol=1e-5, rtol=1e-5)

@@ -43,9 +43,10 @@ def test_run_writes_config_checkpoint_and_logs(tmp_path):
     assert summary["step"] == 4
 
 
-def test_resume_is_exact(tmp_path):
+@pytest.mark.parametrize("option", [{}, {"predictor.single_pass": True}], ids=["default", "single_pass"])
+def test_resume_is_exact(tmp_path, option):
     """A run that dies after its step-3 checkpoint and resumes ends bit-exact where the uninterrupted run ends."""
-    over = {"train.max_steps": 6, "train.ckpt_every": 3}
+    over = {"train.max_steps": 6, "train.ckpt_every": 3, **option}
     pretrain(load_config([], tiny_overrides(tmp_path / "a", **over)))
     straight, crashed = tmp_path / "a" / "run", tmp_path / "b" / "run"
     shutil.copytree(straight, crashed)
