@@ -7,7 +7,7 @@ the full loop body: target encoder, context encoder, predictor, loss, backward, 
 
     python scripts/bench_train.py                  # the default table (ViT-Ti / ViT-S, image and video)
     python scripts/bench_train.py --quick          # small sizes only (a smoke run)
-    python scripts/bench_train.py --compare single_pass   # each case with and without the option, side by side
+    python scripts/bench_train.py --compare single_pass,fused_adamw   # each case with and without, side by side
 
 With `--compare`, every case is built once per variant (the default, then each option) and the timed steps
 alternate between the variants (this machine's noise is bursty); each row gives its speed-up over the default's
@@ -42,7 +42,8 @@ CASES = {
                                    "data.num_frames=16", "predictor.name=predictor_small"], 8),
     "default job (ViT-Ti/8 8x64px)": ([], 16),
 }  # fmt: skip
-OPTIONS = {"single_pass": ["predictor.single_pass=true"]}  # --compare: options that are off by default
+# --compare: options that are off by default
+OPTIONS = {"single_pass": ["predictor.single_pass=true"], "fused_adamw": ["optim.fused=true"]}
 QUICK = {
     "I-JEPA ViT-nano/8 64px": (["model.name=vit_nano", "data.image_size=64", "data.num_frames=1"], 16),
     "V-JEPA ViT-nano/8 8x64px": (["model.name=vit_nano"], 8),
@@ -66,7 +67,8 @@ def make_step(overrides: list[str], batch: int):
     torch.manual_seed(0)
     model = build_jepa(cfg)
     masks = build_masks(cfg, model.encoder.grid_size)
-    opt = torch.optim.AdamW(param_groups([model.encoder, model.predictor]), lr=1e-4)
+    fused = True if cfg.optim.fused else None
+    opt = torch.optim.AdamW(param_groups([model.encoder, model.predictor]), lr=1e-4, fused=fused)
     ema = EMA(online=model.encoder, target=model.target_encoder, momentum=constant(0.996))
     shape = (batch, 3, cfg.data.num_frames, cfg.data.image_size, cfg.data.image_size)
     x = torch.randn(shape if cfg.data.num_frames > 1 else shape[:2] + shape[3:])

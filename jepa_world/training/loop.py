@@ -160,7 +160,11 @@ class _Run:
             check_resumable(cfg, self.task.name, self.state, self.resume_from)
         self.lr_sched, self.wd_sched = build_schedules(cfg)
         self.optimizer = torch.optim.AdamW(
-            self.task.param_groups, lr=self.lr_sched(0), betas=tuple(cfg.optim.betas), weight_decay=0.0
+            self.task.param_groups,
+            lr=self.lr_sched(0),
+            betas=tuple(cfg.optim.betas),
+            weight_decay=0.0,
+            fused=True if cfg.optim.fused else None,
         )
         self.counters = {"data_skipped": 0, "steps_skipped": 0}
 

@@ -43,7 +43,11 @@ def test_run_writes_config_checkpoint_and_logs(tmp_path):
     assert summary["step"] == 4
 
 
-@pytest.mark.parametrize("option", [{}, {"predictor.single_pass": True}], ids=["default", "single_pass"])
+@pytest.mark.parametrize(
+    "option",
+    [{}, {"predictor.single_pass": True}, {"optim.fused": True}],
+    ids=["default", "single_pass", "fused_adamw"],
+)
 def test_resume_is_exact(tmp_path, option):
     """A run that dies after its step-3 checkpoint and resumes ends bit-exact where the uninterrupted run ends."""
     over = {"train.max_steps": 6, "train.ckpt_every": 3, **option}
