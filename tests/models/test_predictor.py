@@ -136,3 +136,20 @@ def test_single_pass_equals_its_explicit_reference(pos_embed):
         changed = tgt.clone()
         changed[:, 2] = torch.stack([torch.randperm(32)[:4] for _ in range(3)])
         torch.testing.assert_close(pred(z, ctx, changed, mask_index=1)[:, :2], out[:, :2], atol=1e-5, rtol=1e-5)
+
+
+def test_single_pass_with_activation_checkpointing_same_gradients():
+    torch.manual_seed(0)
+    pred = _pred(single_pass=True)
+    ckpt = _pred_like(pred, act_checkpoint=True).train()
+    z = torch.randn(2, 6, 128)
+    ctx = torch.stack([torch.randperm(32)[:6] for _ in range(2)])
+    tgt = torch.stack([torch.randperm(32)[:8].view(2, 4) for _ in range(2)])
+    grads = []
+    for model in (pred.train(), ckpt):
+        model.zero_grad()
+        model(z, ctx, tgt).square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 0
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, atol=1e-6, rtol=1e-5)
