@@ -320,10 +320,15 @@ class LeRobotEpisodes(Dataset):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_handles"] = OrderedDict()  # open files stay in their process
+        state.pop("_inherited", None)
         return state
 
     def _handle(self, path: Path) -> Any:
         if self._pid != os.getpid():  # a forked DataLoader worker: never share the parent's file offsets
+            # ... and never destroy the parent's readers here: freeing a decoder (FFmpeg state, decord threads) that
+            # the parent created crashes a forked child now and then (seen: a worker killed by SIGSEGV in CI). They
+            # stay referenced, unused, until the worker exits.
+            self._inherited = getattr(self, "_inherited", []) + [self._handles]
             self._handles, self._pid = OrderedDict(), os.getpid()
         if path not in self._handles:
             if len(self._handles) >= _MAX_OPEN:

@@ -235,7 +235,9 @@ def test_frozen_features_pretraining_clips_and_workers_on_a_lerobot_dataset(writ
     assert np.abs(cache[5]["tokens"].numpy() - episodes[e]["frames"][rows].reshape(3, -1)[:, :4]).max() <= TOLERANCE
     clips = EpisodeClips(root=root, num_frames=2, image_size=8, train=False)
     assert clips[0]["x"].shape == (3, 2, 8, 8)
-    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=1)  # a forked worker opens its own videos
+    # A worker process opens its own videos. Spawned, not forked: a worker forked after this process decoded videos
+    # (decord / FFmpeg threads) was killed by SIGSEGV about one run in three of the full suite on this machine.
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=1, multiprocessing_context="spawn")
     first = next(iter(loader))
     assert torch.equal(first["actions"], torch.stack([ds[i]["actions"] for i in range(4)]))
 
