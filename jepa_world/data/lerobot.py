@@ -328,7 +328,7 @@ class LeRobotEpisodes(Dataset):
             # ... and never destroy the parent's readers here: freeing a decoder (FFmpeg state, decord threads) that
             # the parent created crashes a forked child now and then (seen: a worker killed by SIGSEGV in CI). They
             # stay referenced, unused, until the worker exits.
-            self._inherited = getattr(self, "_inherited", []) + [self._handles]
+            self._inherited = [*getattr(self, "_inherited", []), self._handles]
             self._handles, self._pid = OrderedDict(), os.getpid()
         if path not in self._handles:
             if len(self._handles) >= _MAX_OPEN:
