@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from jepa_world.checkpoints.hf import hf_export_type, hf_model_type, load_hf_component, save_hf
@@ -41,6 +41,7 @@ from jepa_world.checkpoints.pretrained import (
 )
 from jepa_world.checkpoints.state_dict import abbrev, instantiate, is_state_dict, load_state_dict_strict
 from jepa_world.checkpoints.timm import save_timm
+from jepa_world.config import saved_config
 from jepa_world.factory import build_jepa, build_world_model
 from jepa_world.models.ac_predictor import ActionConditionedPredictor
 from jepa_world.models.predictor import MaskPredictor
@@ -92,7 +93,7 @@ def _ours_kwargs(state: Mapping, component: str, path: Path) -> tuple[type[nn.Mo
     """Constructor kwargs of a component of one of our training checkpoints, rebuilt from its saved config."""
     try:
         with torch.device("meta"):
-            jepa = build_jepa(OmegaConf.create(state["config"]))
+            jepa = build_jepa(saved_config(state["config"], source=str(path)))
     except Exception as err:  # a config from another version or task: say so rather than guess
         raise CheckpointError(
             f"{path}: cannot rebuild the model from the config saved in the checkpoint ({type(err).__name__}: {err})"
@@ -282,7 +283,8 @@ def load_world_model_run(path_or_run: str | Path, *, device: str | torch.device 
         )
     state = load_checkpoint(source)
     model = _world_model_from_state(state, source).to(device).eval()
-    return WorldModelRun(model=model, config=OmegaConf.create(state["config"]), source=source, step=int(state["step"]))
+    config = saved_config(state["config"], source=str(source))
+    return WorldModelRun(model=model, config=config, source=source, step=int(state["step"]))
 
 
 def _world_model_from_state(state: Mapping, source: Path) -> WorldModel:
@@ -295,7 +297,7 @@ def _world_model_from_state(state: Mapping, source: Path) -> WorldModel:
             f"it holds {abbrev(sorted(map(str, state)))}"
         )
     meta = state["meta"]
-    cfg = OmegaConf.create(state["config"])
+    cfg = saved_config(state["config"], source=str(source))
     encoder = None
     enc_cfg = meta.get("encoder_config") or {}
     with torch.random.fork_rng(devices=[]):  # random init that the loaded weights replace: keep the caller's RNG

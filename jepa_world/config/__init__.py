@@ -11,7 +11,7 @@ Sections: model / predictor / masks / data / optim / train for pretraining (`jep
 """
 
 from jepa_world.config.checks import PATH_KEYS, validate
-from jepa_world.config.load import defaults_table, load_config, to_yaml
+from jepa_world.config.load import defaults_table, load_config, saved_config, to_yaml
 from jepa_world.config.schema import (
     COMMAND_DEFAULTS,
     Choice,
@@ -77,6 +77,7 @@ __all__ = [
     "WorldModelConfig",
     "defaults_table",
     "load_config",
+    "saved_config",
     "to_yaml",
     "validate",
 ]

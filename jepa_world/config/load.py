@@ -119,6 +119,24 @@ def load_config(
     return cfg
 
 
+def saved_config(saved: Mapping | DictConfig, *, source: str = "a checkpoint") -> DictConfig:
+    """A config saved with a run, completed with today's schema defaults for the keys it predates.
+
+    Runs written before a key was added (e.g. `predictor.single_pass`) rebuild exactly as they trained: every new key
+    defaults to the behaviour before it existed. A key the schema no longer has is an error that names it.
+
+    Raises:
+        ConfigError: the saved config has a key or value today's schema does not accept.
+    """
+    schema = OmegaConf.structured(Config)
+    try:
+        cfg = OmegaConf.merge(schema, OmegaConf.create(saved))
+    except OmegaConfBaseException as err:
+        raise _friendly(err, schema, f"the config saved in {source}") from None
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
 def to_yaml(cfg: DictConfig) -> str:
     """The resolved config as YAML (what is saved next to every checkpoint)."""
     return OmegaConf.to_yaml(cfg, resolve=True)

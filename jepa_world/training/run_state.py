@@ -69,7 +69,8 @@ except ImportError:  # not POSIX: no advisory locks (the run folder is then not 
 # wrong-shaped weights), so it is refused naming them. Optimiser, schedule and logging keys may change on resume.
 RESUME_KEYS = (
     "model.name", "model.patch_size", "model.tubelet_size", "model.depth", "model.pos_embed", "predictor.name",
-    "predictor.embed_dim", "predictor.depth", "predictor.num_heads", "data.image_size", "data.num_frames",
+    "predictor.embed_dim", "predictor.depth", "predictor.num_heads", "predictor.single_pass", "data.image_size",
+    "data.num_frames",
     "masks.num_blocks", "wm.encoder", "wm.embed_dim", "wm.encoder_kwargs", "wm.encoder_checkpoint",
     "wm.finetune_encoder", "wm.pool", "wm.predictor", "wm.predictor_kwargs", "wm.use_states", "wm.frameskip",
     "policy.method", "policy.world_model", "policy.num_latents", "policy.hidden_dim", "policy.depth",

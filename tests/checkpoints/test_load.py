@@ -280,3 +280,24 @@ def test_paths_that_are_not_checkpoints(tmp_path):
 def test_unknown_model_name_suggests_close_names():
     with pytest.raises(ValueError, match="did you mean 'vit_small'"):
         jepa_world.create_model("vit_smal")
+
+
+def test_checkpoints_saved_before_a_config_key_existed_still_load(run_dir, tmp_path):
+    """A run saved by an earlier version lacks today's newer keys (predictor.single_pass, optim.fused): it rebuilds
+    with their defaults, i.e. as it trained. A key the schema no longer knows is named."""
+    import yaml
+
+    from jepa_world.config import ConfigError, saved_config
+
+    state = checkpoints.load_checkpoint(checkpoints.list_checkpoints(run_dir / "checkpoints")[-1])
+    config = yaml.safe_load(state["config"])  # saved as the resolved YAML text
+    del config["predictor"]["single_pass"], config["optim"]["fused"]
+    state["config"] = yaml.safe_dump(config)
+    old = tmp_path / "old.pt"
+    torch.save(state, old)
+    encoder = jepa_world.load_encoder(old)
+    assert _same_state(encoder, jepa_world.load_encoder(run_dir))
+    assert saved_config(state["config"]).predictor.single_pass is False
+    config["predictor"]["retired_key"] = 1
+    with pytest.raises(ConfigError, match="retired_key"):
+        saved_config(config, source="old.pt")
