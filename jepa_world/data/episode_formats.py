@@ -9,13 +9,14 @@ same interface and items (`EpisodeDataset`'s).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from jepa_world.data.episodes import EPISODE_GLOB, EpisodeDataset
 from jepa_world.data.lerobot import AUTO, INFO_FILE, LeRobotEpisodes, read_info
+from jepa_world.data.windows import EpisodeWindows
 
 EPISODES = "episodes"  # our format
 LEROBOT = "lerobot"
-EpisodeWindows = EpisodeDataset | LeRobotEpisodes
 
 
 def episode_format(root: str | Path) -> str:
@@ -52,35 +53,29 @@ def episode_format(root: str | Path) -> str:
 def open_episodes(
     *,
     root: str | Path,
-    window: int = 8,
-    frameskip: int = 1,
-    stride: int = 1,
-    image_size: int | None = None,
-    normalize: bool = True,
-    in_memory: bool = False,
-    uint8: bool = False,
     camera: str | None = None,
     action_key: str = "action",
     state_key: str | None = AUTO,
+    **options: Any,
 ) -> EpisodeWindows:
     """The windows of the episodes in ``root``, whichever format they are in.
 
     Args:
         root: Dataset folder, either format (`episode_format`).
-        window, frameskip, stride, image_size, normalize, in_memory, uint8: As for `EpisodeDataset`.
         camera, action_key, state_key: The features a LeRobot dataset is read from (`LeRobotEpisodes`); only the
             defaults are accepted for our format, which has one meaning per array.
+        **options: The window arguments both datasets take (``window``, ``frameskip``, ``stride``, ``image_size``,
+            ``normalize``, ``in_memory``, ``uint8``: see `EpisodeDataset`).
 
     Raises:
         ValueError: From `episode_format`, from the dataset, or LeRobot keys set for a folder in our format.
+        TypeError: An option neither dataset takes.
     """
-    common = dict(root=root, window=window, frameskip=frameskip, stride=stride, image_size=image_size,
-                  normalize=normalize, in_memory=in_memory, uint8=uint8)  # fmt: skip
     if episode_format(root) == LEROBOT:
-        return LeRobotEpisodes(**common, camera=camera, action_key=action_key, state_key=state_key)
+        return LeRobotEpisodes(root=root, camera=camera, action_key=action_key, state_key=state_key, **options)
     keys = (("camera", camera, None), ("action_key", action_key, "action"), ("state_key", state_key, AUTO))
     changed = {name: value for name, value, default in keys if value != default}
     if changed:
         raise ValueError(f"{changed} select the features of a LeRobot dataset; root={str(root)!r} is in our episode "
                          "format (frames / actions / states arrays): leave them at their defaults")  # fmt: skip
-    return EpisodeDataset(**common)
+    return EpisodeDataset(root=root, **options)

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,12 +46,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from jepa_world.atomic import atomic_write, atomic_write_text
 from jepa_world.data.npz import NpzMember, read_npz_header, read_rows
-from jepa_world.data.transforms import frames_to_tensor, split_key
+from jepa_world.data.windows import EpisodeWindows, check_window_args, nonfinite_message
 
 FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
@@ -66,25 +63,6 @@ def episode_filename(index: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------- validation
-def _first_nonfinite(x: np.ndarray) -> tuple[str, int] | None:
-    """``("NaN" | "inf", row)`` of the first row of ``x`` with a non-finite value, else None."""
-    bad = ~np.isfinite(x.reshape(x.shape[0], -1))
-    if not bad.any():
-        return None
-    step = int(np.argmax(bad.any(axis=1)))
-    return ("NaN" if np.isnan(x[step]).any() else "inf"), step
-
-
-def _nonfinite_message(x: np.ndarray, name: str, steps: np.ndarray | None = None) -> str | None:
-    """``"<name> contain NaN at step t"`` for the first bad row (``steps`` maps rows to episode steps), else None."""
-    found = _first_nonfinite(x) if len(x) else None
-    if found is None:
-        return None
-    kind, row = found
-    step = row if steps is None else int(steps[row])
-    return f"{name} contain {kind} at step {step}"
-
-
 def _check_shapes(
     frames_shape: tuple[int, ...],
     frames_dtype: np.dtype,
@@ -124,9 +102,9 @@ def validate_episode(
     if problem is None and states is not None and not np.issubdtype(states.dtype, np.number):
         problem = f"states must be numeric, got dtype {states.dtype}"
     if problem is None:
-        problem = _nonfinite_message(actions.astype(np.float64), "actions")
+        problem = nonfinite_message(actions.astype(np.float64), "actions")
     if problem is None and states is not None:
-        problem = _nonfinite_message(states.astype(np.float64), "states")
+        problem = nonfinite_message(states.astype(np.float64), "states")
     if problem is not None:
         raise ValueError(f"{name}: {problem}")
 
@@ -242,7 +220,7 @@ class _Episode:
     states: NpzMember | None
 
 
-class EpisodeDataset(Dataset):
+class EpisodeDataset(EpisodeWindows):
     """Lazy windows over a directory of episodes (format in the module docstring).
 
     Only the ``.npz`` headers are read at construction; every item opens its episode file and reads its window
@@ -263,8 +241,7 @@ class EpisodeDataset(Dataset):
             ``image_size`` (else float as usual; the ``uint8`` attribute tells which): batches collate 4x less data
             and are converted once with ``transforms.uint8_to_float``.
 
-    Items: ``{"x": [T, 3, H, W], "actions": [T-1, A*k], "states": [T, S]}`` (``states`` only when stored). Keys
-    are an int or ``(index, aug_seed)`` (no augmentation here, so ``aug_seed`` is ignored).
+    Items, keys and the window interface: `jepa_world.data.windows.EpisodeWindows`.
 
     Attributes:
         num_skipped: Episodes too short for one window (skipped with a warning).
@@ -283,11 +260,7 @@ class EpisodeDataset(Dataset):
         in_memory: bool = False,
         uint8: bool = False,
     ) -> None:
-        for name, value in (("window", window), ("frameskip", frameskip), ("stride", stride)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
-            raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
+        check_window_args(window=window, frameskip=frameskip, stride=stride, image_size=image_size)
         self.root = Path(root)
         if not self.root.is_dir():
             raise ValueError(f"root={str(self.root)!r} is not a directory")
@@ -297,34 +270,10 @@ class EpisodeDataset(Dataset):
         self.window, self.frameskip, self.stride = window, frameskip, stride
         self.image_size, self.normalize, self.uint8 = image_size, normalize, uint8
         self.metadata = read_metadata(self.root)
-        span = (window - 1) * frameskip + 1  # frames one window covers
-        self.episodes: list[_Episode] = []
-        ep_index, starts = [], []
-        self.num_skipped = 0
-        for path in files:
-            episode = self._inspect(path)
-            if episode.num_frames < span:
-                self.num_skipped += 1
-                continue
-            first_starts = np.arange(0, episode.num_frames - span + 1, stride)
-            ep_index.append(np.full(len(first_starts), len(self.episodes), dtype=np.int64))
-            starts.append(first_starts.astype(np.int64))
-            self.episodes.append(episode)
-        if not self.episodes:
-            raise ValueError(
-                f"root={str(self.root)!r}: none of the {len(files)} episodes has the {span} frames a window of "
-                f"{window} with frameskip {frameskip} needs"
-            )
-        if self.num_skipped:
-            warnings.warn(
-                f"{self.num_skipped} of {len(files)} episodes in {self.root} are shorter than {span} frames; skipped",
-                stacklevel=2,
-            )
+        self._index_windows([self._inspect(path) for path in files], where=f"root={str(self.root)!r}")
         self._check_consistent()
         if uint8 and image_size is not None:
             self.uint8 = all(ep.frames.shape[1:3] == (image_size, image_size) for ep in self.episodes)
-        self._episode_of = np.concatenate(ep_index)  # [N] episode of each window
-        self._start_of = np.concatenate(starts)  # [N] first frame of each window
         # {"frames", "actions"(, "states")} arrays of every episode when in_memory; None reads windows from the files.
         self._arrays: list[dict[str, np.ndarray]] | None = None
         if in_memory:
@@ -341,7 +290,7 @@ class EpisodeDataset(Dataset):
                 with np.load(ep.path, allow_pickle=False) as data:  # reads these members only, not the frames
                     arrays = {name: np.asarray(data[name]) for name in names}
             for name in names:
-                problem = _nonfinite_message(arrays[name], name)
+                problem = nonfinite_message(arrays[name], name)
                 if problem is not None:
                     raise ValueError(f"{ep.path.name}: {problem}")
 
@@ -351,11 +300,14 @@ class EpisodeDataset(Dataset):
         with np.load(ep.path, allow_pickle=False) as data:
             return {name: np.asarray(data[name]) for name in names}
 
-    def _rows(self, index: int, name: str, rows: np.ndarray) -> np.ndarray:
-        ep = self.episodes[index]
+    def _read(self, episode: int, name: str, rows: np.ndarray) -> np.ndarray:
+        ep = self.episodes[episode]
         if self._arrays is not None:
-            return self._arrays[index][name][rows]
+            return self._arrays[episode][name][rows]
         return read_rows(ep.path, name, getattr(ep, name), rows)
+
+    def _source(self, episode: int) -> Path:
+        return self.episodes[episode].path
 
     @staticmethod
     def _inspect(path: Path) -> _Episode:
@@ -393,61 +345,3 @@ class EpisodeDataset(Dataset):
                     f"{ep.path.name}: frame shape {ep.frames.shape[1:]} differs from {first.path.name}'s "
                     f"{first.frames.shape[1:]}; pass image_size to resize"
                 )
-
-    @property
-    def action_dim(self) -> int:
-        return self.episodes[0].actions.shape[1]
-
-    @property
-    def state_dim(self) -> int | None:
-        states = self.episodes[0].states
-        return None if states is None else states.shape[1]
-
-    def __len__(self) -> int:
-        return len(self._start_of)
-
-    def window_location(self, key: Any) -> tuple[Path, int]:
-        """``(episode file, first frame index)`` of the window behind a key."""
-        index, _ = split_key(key, len(self))
-        return self.episodes[int(self._episode_of[index])].path, int(self._start_of[index])
-
-    def window_rows(self, key: Any) -> tuple[int, np.ndarray]:
-        """``(episode number, frame rows [T])`` of the window behind a key (what a feature cache indexes)."""
-        index, _ = split_key(key, len(self))
-        start = int(self._start_of[index])
-        return int(self._episode_of[index]), start + self.frameskip * np.arange(self.window)
-
-    def episode_frames(self, episode: int) -> np.ndarray:
-        """All frames ``uint8 [F, H, W, 3]`` of one episode (from RAM when ``in_memory``)."""
-        ep = self.episodes[episode]
-        return self._rows(episode, "frames", np.arange(ep.num_frames))
-
-    def __getitem__(self, key: Any) -> dict[str, torch.Tensor]:
-        return self.item(key)
-
-    def item(self, key: Any, *, frames: bool = True) -> dict[str, torch.Tensor]:
-        """The item behind a key; `frames=False` leaves out (and does not read) its pixels."""
-        e, frame_rows = self.window_rows(key)  # [T]
-        ep = self.episodes[e]
-        k, t = self.frameskip, self.window
-        action_rows = np.arange(frame_rows[0], frame_rows[0] + k * (t - 1))  # [(T-1)*k]
-        actions = self._rows(e, "actions", action_rows).astype(np.float32)  # [(T-1)*k, A]
-        problem = _nonfinite_message(actions, "actions", action_rows)
-        if problem is not None:
-            raise ValueError(f"{ep.path.name}: {problem}")
-        action_blocks = actions.reshape(t - 1, k * ep.actions.shape[1])  # [T-1, A*k]
-        item = {"actions": torch.from_numpy(action_blocks)}
-        if frames:
-            item["x"] = self._frames_to_tensor(self._rows(e, "frames", frame_rows))  # from [T, H, W, 3] uint8
-        if ep.states is not None:
-            states = self._rows(e, "states", frame_rows).astype(np.float32)  # [T, S]
-            problem = _nonfinite_message(states, "states", frame_rows)
-            if problem is not None:
-                raise ValueError(f"{ep.path.name}: {problem}")
-            item["states"] = torch.from_numpy(states)
-        return item
-
-    def _frames_to_tensor(self, frames: np.ndarray) -> torch.Tensor:
-        if self.uint8:
-            return torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))  # [T, 3, H, W] uint8
-        return frames_to_tensor(frames, normalize=self.normalize, image_size=self.image_size)

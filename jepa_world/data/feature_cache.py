@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from jepa_world.data.episode_formats import EpisodeWindows
+from jepa_world.data.windows import EpisodeWindows
 
 Encode = Callable[[np.ndarray], torch.Tensor]  # uint8 frames [F, H, W, 3] -> features [F, ...] (no grad)
 

@@ -24,7 +24,7 @@ Alignment with our episode convention (`jepa_world.data.episodes`)
 LeRobot records ``action[i]`` at frame ``i`` (the command sent after observing frame ``i``), so an episode of ``L``
 frames becomes frames ``0 .. L-1`` (``[T+1, H, W, 3]``, ``T = L-1``), actions ``0 .. L-2`` (``[T, A]``: action ``t``
 moves frame ``t`` to ``t+1``) and states ``0 .. L-1`` (``[T+1, S]``). The last frame's action leads nowhere in the
-episode and is dropped (not read, not checked). Items are those of `EpisodeDataset`.
+episode and is dropped (not read, not checked). Items are those of `EpisodeDataset` (`jepa_world.data.windows`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,13 +41,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
-from jepa_world.data.episodes import _nonfinite_message
-from jepa_world.data.transforms import frames_to_tensor, split_key
 from jepa_world.data.video.readers import PyAVReader, open_video
+from jepa_world.data.windows import EpisodeWindows, check_window_args, nonfinite_message
 
 INFO_FILE = "meta/info.json"
 EPISODES_DIR = "meta/episodes"
@@ -148,8 +144,8 @@ class LeRobotEpisode:
     rows: np.ndarray
 
 
-class LeRobotEpisodes(Dataset):
-    """Lazy windows over a LeRobot v3 dataset, with the interface and items of `EpisodeDataset`.
+class LeRobotEpisodes(EpisodeWindows):
+    """Lazy windows over a LeRobot v3 dataset, with the interface and items of `EpisodeDataset` (`EpisodeWindows`).
 
     Args:
         root: Dataset folder (holds ``meta/info.json``).
@@ -188,11 +184,7 @@ class LeRobotEpisodes(Dataset):
         state_key: str | None = AUTO,
         reader: str = "auto",
     ) -> None:
-        for name, value in (("window", window), ("frameskip", frameskip), ("stride", stride)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
-            raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
+        check_window_args(window=window, frameskip=frameskip, stride=stride, image_size=image_size)
         self.root = Path(root)
         info = read_info(self.root)
         if info is None or not str(info.get("codebase_version", "")).startswith("v3"):
@@ -210,19 +202,7 @@ class LeRobotEpisodes(Dataset):
         self.fps = float(features[self.camera].get("info", {}).get("video.fps") or info["fps"])
         self._handles: OrderedDict[Path, Any] = OrderedDict()  # open readers of this process
         self._pid = os.getpid()
-        all_episodes = self._load_episodes()
-        span = (window - 1) * frameskip + 1  # frames one window covers
-        self.episodes = [ep for ep in all_episodes if ep.num_frames >= span]
-        self.num_skipped = len(all_episodes) - len(self.episodes)
-        if not self.episodes:
-            raise _fail(self.root, f"none of the {len(all_episodes)} episodes has the {span} frames a window of "
-                                   f"{window} with frameskip {frameskip} needs")  # fmt: skip
-        if self.num_skipped:
-            warnings.warn(f"{self.num_skipped} of {len(all_episodes)} episodes in {self.root} are shorter than "
-                          f"{span} frames; skipped", stacklevel=2)  # fmt: skip
-        starts = [np.arange(0, ep.num_frames - span + 1, stride, dtype=np.int64) for ep in self.episodes]
-        self._episode_of = np.concatenate([np.full(len(s), e, dtype=np.int64) for e, s in enumerate(starts)])
-        self._start_of = np.concatenate(starts)
+        self._index_windows(self._load_episodes(), where=f"LeRobot dataset {str(self.root)!r}")
         self.frame_shape = tuple(self._decode(0, np.array([0])).shape[1:])  # (H, W, 3)
         if uint8 and image_size is not None:
             self.uint8 = self.frame_shape[:2] == (image_size, image_size)
@@ -281,7 +261,7 @@ class LeRobotEpisodes(Dataset):
             actions = vectors[self.action_key][rows[:-1]]  # action i moves frame i to i+1; the last one is dropped
             states = vectors[self.state_key][rows] if self.state_key is not None else None
             for name, values in (("actions", actions), ("states", states)):
-                problem = None if values is None else _nonfinite_message(values, name)
+                problem = None if values is None else nonfinite_message(values, name)
                 if problem is not None:
                     raise _fail(self.root, f"{where}: {problem}")
             if self.is_video:
@@ -339,6 +319,16 @@ class LeRobotEpisodes(Dataset):
         self._handles.move_to_end(path)
         return self._handles[path]
 
+    def _read(self, episode: int, name: str, rows: np.ndarray) -> np.ndarray:
+        if name == "actions":
+            return self.episodes[episode].actions[rows]
+        if name == "states":
+            return self.episodes[episode].states[rows]
+        return self._arrays[episode][rows] if self._arrays is not None else self._decode(episode, rows)
+
+    def _source(self, episode: int) -> Path:
+        return self.episodes[episode].source
+
     def _decode(self, episode: int, frames: np.ndarray) -> np.ndarray:
         """Frames ``uint8 [N, H, W, 3]`` at positions ``frames`` of episode number ``episode``."""
         ep = self.episodes[episode]
@@ -370,55 +360,3 @@ class LeRobotEpisodes(Dataset):
             source = io.BytesIO(data) if data is not None else self.root / cell["path"]
             images.append(np.asarray(Image.open(source).convert("RGB")))
         return np.stack(images)
-
-    # -------------------------------------------------------------------------------------------------- interface
-    @property
-    def action_dim(self) -> int:
-        return self.episodes[0].actions.shape[1]
-
-    @property
-    def state_dim(self) -> int | None:
-        states = self.episodes[0].states
-        return None if states is None else states.shape[1]
-
-    def __len__(self) -> int:
-        return len(self._start_of)
-
-    def window_location(self, key: Any) -> tuple[Path, int]:
-        """``(file holding the frames, first frame index within the episode)`` of the window behind a key."""
-        index, _ = split_key(key, len(self))
-        return self.episodes[int(self._episode_of[index])].source, int(self._start_of[index])
-
-    def window_rows(self, key: Any) -> tuple[int, np.ndarray]:
-        """``(episode number, frame rows [T])`` of the window behind a key (what a feature cache indexes)."""
-        index, _ = split_key(key, len(self))
-        start = int(self._start_of[index])
-        return int(self._episode_of[index]), start + self.frameskip * np.arange(self.window)
-
-    def episode_frames(self, episode: int) -> np.ndarray:
-        """All frames ``uint8 [F, H, W, 3]`` of one episode (from RAM when ``in_memory``)."""
-        if self._arrays is not None:
-            return self._arrays[episode]
-        return self._decode(episode, np.arange(self.episodes[episode].num_frames))
-
-    def __getitem__(self, key: Any) -> dict[str, torch.Tensor]:
-        return self.item(key)
-
-    def item(self, key: Any, *, frames: bool = True) -> dict[str, torch.Tensor]:
-        """The item behind a key; `frames=False` leaves out (and does not decode) its pixels."""
-        e, frame_rows = self.window_rows(key)  # [T]
-        ep = self.episodes[e]
-        k, t = self.frameskip, self.window
-        actions = ep.actions[frame_rows[0] : frame_rows[0] + k * (t - 1)]  # [(T-1)*k, A]
-        item = {"actions": torch.from_numpy(actions.reshape(t - 1, k * actions.shape[1]).copy())}  # [T-1, A*k]
-        if frames:
-            pixels = self._arrays[e][frame_rows] if self._arrays is not None else self._decode(e, frame_rows)
-            item["x"] = self._frames_to_tensor(pixels)  # from [T, H, W, 3] uint8
-        if ep.states is not None:
-            item["states"] = torch.from_numpy(ep.states[frame_rows].copy())  # [T, S]
-        return item
-
-    def _frames_to_tensor(self, frames: np.ndarray) -> torch.Tensor:
-        if self.uint8:
-            return torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))  # [T, 3, H, W] uint8
-        return frames_to_tensor(frames, normalize=self.normalize, image_size=self.image_size)
