@@ -11,7 +11,8 @@ the full loop body: target encoder, context encoder, predictor, loss, backward, 
 
 With `--compare`, every case is built once per variant (the default, then each option) and the timed steps
 alternate between the variants (this machine's noise is bursty); each row gives its speed-up over the default's
-s/step of the same run. An option that changes the math (single_pass) also changes the FLOPs it counts.
+s/step of the same run. An option that changes the math (single_pass) also changes the FLOPs it counts; `compile`
+(`train.compile=true`) runs untimed warm-up steps first (they compile) and is credited the default's FLOPs.
 """
 
 from __future__ import annotations
@@ -43,7 +44,12 @@ CASES = {
     "default job (ViT-Ti/8 8x64px)": ([], 16),
 }  # fmt: skip
 # --compare: options that are off by default
-OPTIONS = {"single_pass": ["predictor.single_pass=true"], "fused_adamw": ["optim.fused=true"]}
+OPTIONS = {
+    "single_pass": ["predictor.single_pass=true"],
+    "fused_adamw": ["optim.fused=true"],
+    "compile": ["train.compile=true"],  # compiled before timing (warm-up steps), same FLOPs as the default
+}
+WARMUP = 3  # untimed steps of a compiled variant: the first compiles, the next settle the dynamic shapes
 QUICK = {
     "I-JEPA ViT-nano/8 64px": (["model.name=vit_nano", "data.image_size=64", "data.num_frames=1"], 16),
     "V-JEPA ViT-nano/8 8x64px": (["model.name=vit_nano"], 8),
@@ -73,9 +79,12 @@ def make_step(overrides: list[str], batch: int):
     shape = (batch, 3, cfg.data.num_frames, cfg.data.image_size, cfg.data.image_size)
     x = torch.randn(shape if cfg.data.num_frames > 1 else shape[:2] + shape[3:])
     counter = iter(range(10**9))
+    if cfg.train.compile:  # as the training loop does it: in place, dynamic shapes, masks as fresh tensors
+        model.compile(dynamic=True)
 
     def step() -> None:
-        loss, _ = model({"x": x, "masks": masks(batch, step=next(counter))})
+        step_masks = [m.to("cpu", copy=cfg.train.compile) for m in masks(batch, step=next(counter))]
+        loss, _ = model({"x": x, "masks": step_masks})
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -93,7 +102,11 @@ def count_flops(step) -> float:
 def bench(name: str, overrides: list[str], batch: int, steps: int, options: list[str]) -> list[dict]:
     variants = {"default": overrides, **{o: overrides + OPTIONS[o] for o in options}}
     fns = {v: make_step(over, batch) for v, over in variants.items()}
-    flops = {v: count_flops(fn) for v, fn in fns.items()}  # also the warm-up steps
+    flops = {v: count_flops(fn) for v, fn in fns.items() if v != "compile"}  # also the warm-up steps
+    if "compile" in fns:
+        for _ in range(WARMUP):
+            fns["compile"]()
+        flops["compile"] = flops["default"]  # the same math
     peaks, times = [matmul_peak()], {v: [] for v in fns}
     for _ in range(steps):
         for v, fn in fns.items():  # alternate: each variant sees the same machine

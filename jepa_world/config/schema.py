@@ -150,6 +150,10 @@ class TrainConfig:
     skip_nonfinite: bool = False  # skip (and count) steps with a non-finite loss / gradient instead of stopping
     progress: bool = True  # tqdm bar on the main process
     tensorboard: bool = True
+    # torch.compile of the task model's forward (inductor, dynamic shapes: the masks' token counts change every step,
+    # so one graph serves them all). The same math rounded differently in the last bits, so off by default; the first
+    # steps compile (about 2 minutes for ViT-nano on a 2-core CPU). Measured gains: docs/benchmarks.md.
+    compile: bool = False
 
 
 @dataclass

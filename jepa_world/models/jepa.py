@@ -28,7 +28,7 @@ from jepa_world.models.layers import apply_masks
 from jepa_world.models.predictor import MaskPredictor
 from jepa_world.models.vit import VisionTransformer
 from jepa_world.objectives.losses import (
-    collapse_diagnostics,
+    collapse_metrics,
     covariance_loss,
     feature_std,
     jepa_loss,
@@ -103,9 +103,7 @@ class JEPA(nn.Module):
         metrics["target_std"] = feature_std(h)
         if batch.get("diagnostics"):
             # Effective rank needs an SVD: only on logging steps.
-            metrics.update(
-                {f"target_{k}": torch.tensor(v, device=h.device) for k, v in collapse_diagnostics(h).items()}
-            )
+            metrics.update({f"target_{k}": v for k, v in collapse_metrics(h).items()})
         return loss, metrics
 
     def _regulariser(self, z: torch.Tensor, metrics: dict[str, torch.Tensor], *, suffix: str) -> torch.Tensor:

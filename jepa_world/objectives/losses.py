@@ -7,8 +7,8 @@ use L1 (``jepa_loss``).
 
 Collapse (all features mapping to one point or a low-dimensional subspace) shows as the per-dimension std of the
 target features falling to 0, the mean pairwise cosine similarity rising to 1 and the effective rank falling towards
-1; ``collapse_diagnostics`` logs all three cheaply. ``variance_loss`` / ``covariance_loss`` are the VICReg
-regularisers, optional add-ons against collapse.
+1; ``collapse_metrics`` computes all three cheaply (``collapse_diagnostics``: as floats). ``variance_loss`` /
+``covariance_loss`` are the VICReg regularisers, optional add-ons against collapse.
 
 World-model loss terms (`VarianceTerm`, `CovarianceTerm`, `SmoothnessTerm`, `InverseDynamicsTerm`) are small modules
 passed to `WorldModel(terms=...)` (as EB-JEPA does): each maps the per-frame latents `z [B, T, HW, D]` and the actions
@@ -46,6 +46,7 @@ __all__ = [
     "VarianceTerm",
     "collapse_diagnostics",
     "collapse_health",
+    "collapse_metrics",
     "covariance_loss",
     "effective_rank",
     "feature_std",
@@ -174,8 +175,9 @@ def mean_cosine_similarity(h: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def collapse_diagnostics(h: Tensor, *, max_rows: int = 4096) -> dict[str, float]:
-    """Feature std, effective rank and mean cosine similarity of ``h`` as Python floats (for logging).
+def collapse_metrics(h: Tensor, *, max_rows: int = 4096) -> dict[str, Tensor]:
+    """Feature std, effective rank and mean cosine similarity of ``h`` as 0-d tensors (no device sync, no graph break
+    under torch.compile); all three NaN when ``h`` holds a non-finite value.
 
     Above ``max_rows`` rows the diagnostics use ``max_rows`` evenly spaced rows (deterministic, so values are
     comparable across steps) to keep the SVD and the reductions cheap.
@@ -194,11 +196,19 @@ def collapse_diagnostics(h: Tensor, *, max_rows: int = 4096) -> dict[str, float]
     if n > max_rows:
         idx = torch.arange(max_rows, device=h.device) * n // max_rows  # [max_rows], strictly increasing
         h = h[idx]
-    if not torch.isfinite(h).all():  # a diverged step: report NaN, let the loop's non-finite guard decide
-        return {"feat_std": math.nan, "eff_rank": math.nan, "mean_cos": math.nan}
-    values = torch.stack([feature_std(h), effective_rank(h), mean_cosine_similarity(h)])
-    feat_std, eff_rank, mean_cos = values.tolist()  # one device sync for all three
-    return {"feat_std": feat_std, "eff_rank": eff_rank, "mean_cos": mean_cos}
+    # A diverged step reports NaN (the loop's non-finite guard decides); the SVD never sees a non-finite value.
+    finite = torch.isfinite(h).all()
+    h = torch.where(finite, h, torch.zeros_like(h))
+    values = torch.stack([feature_std(h), effective_rank(h), mean_cosine_similarity(h)])  # [3]
+    values = torch.where(finite, values, torch.full_like(values, math.nan))
+    return dict(zip(("feat_std", "eff_rank", "mean_cos"), values.unbind()))
+
+
+@torch.no_grad()
+def collapse_diagnostics(h: Tensor, *, max_rows: int = 4096) -> dict[str, float]:
+    """`collapse_metrics` as Python floats (for logging; one device sync)."""
+    metrics = collapse_metrics(h, max_rows=max_rows)
+    return dict(zip(metrics, torch.stack(list(metrics.values())).tolist()))
 
 
 def variance_loss(z: Tensor, *, gamma: float = 1.0, eps: float = 1e-4) -> Tensor:

@@ -228,11 +228,11 @@ class MaskSet:
     def batch_size(self) -> int:
         return self.context_idx.shape[0]
 
-    def to(self, device: torch.device | str, *, non_blocking: bool = False) -> MaskSet:
-        """Move both index tensors to ``device``."""
+    def to(self, device: torch.device | str, *, non_blocking: bool = False, copy: bool = False) -> MaskSet:
+        """Move both index tensors to ``device`` (``copy``: always as fresh tensors, never views of another one)."""
         return MaskSet(
-            self.context_idx.to(device, non_blocking=non_blocking),
-            self.target_idx.to(device, non_blocking=non_blocking),
+            self.context_idx.to(device, non_blocking=non_blocking, copy=copy),
+            self.target_idx.to(device, non_blocking=non_blocking, copy=copy),
         )
 
     def select(self, rows: slice) -> MaskSet:

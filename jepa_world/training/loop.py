@@ -83,13 +83,15 @@ def _mixed_precision(cfg: DictConfig) -> str:
     return "bf16" if torch.cuda.is_available() else "no"
 
 
-def _to_device(batch, device: torch.device):
+def _to_device(batch, device: torch.device, *, copy: bool = False):
+    """`batch` on `device`; `copy`: every tensor a fresh one, so no input is a view of another (a view makes
+    torch.compile guard on the strides of the tensor it was sliced from, and recompile when they change)."""
     if hasattr(batch, "to"):
-        return batch.to(device)
+        return batch.to(device, copy=True) if copy else batch.to(device)
     if isinstance(batch, dict):
-        return {k: _to_device(v, device) for k, v in batch.items()}
+        return {k: _to_device(v, device, copy=copy) for k, v in batch.items()}
     if isinstance(batch, list | tuple):
-        return type(batch)(_to_device(v, device) for v in batch)
+        return type(batch)(_to_device(v, device, copy=copy) for v in batch)
     return batch
 
 
@@ -223,7 +225,7 @@ class _Run:
             item = next(data_iter)
             self.counters["data_skipped"] += int(item["skipped"].sum()) if "skipped" in item else 0
             batch = self.task.prepare(item, step * tc.grad_accum + micro, self.rows, self.micro_global)
-            batch = _to_device(batch, acc.device)
+            batch = _to_device(batch, acc.device, copy=tc.compile)
             last_micro = micro == tc.grad_accum - 1
             batch["diagnostics"] = diagnostics and last_micro
             # Gradients are all-reduced only on the last micro-step of an optimizer step.
@@ -324,6 +326,12 @@ def _fit(cfg: DictConfig, make_task: Callable[[], Task], acc: Accelerator) -> di
                 "stopped_by_signal": False, "stopped_by_time": False, "already_finished": True}  # fmt: skip
     loader = _make_loader(task, cfg, acc, start_step=start_step)
     model, run.optimizer = acc.prepare(task.model, run.optimizer)
+    if tc.compile:  # around the DDP wrapper (as torch recommends); the task's modules and their keys stay as they are
+        # One graph, not one per DDP bucket: the split graphs' backward fails on CPU (torch 2.14, gloo: "expected
+        # Tensor() for op: input"); gradients are then all-reduced after the backward instead of during it.
+        if run.world > 1:
+            torch._dynamo.config.optimize_ddp = False
+        model = torch.compile(model, dynamic=True)  # dynamic: one graph for the masks' changing token counts
     if tc.tensorboard:
         acc.init_trackers("tensorboard", config=flatten(OmegaConf.to_container(cfg)))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ import torch.nn.functional as F
 
 from jepa_world.objectives.losses import (
     collapse_diagnostics,
+    collapse_metrics,
     covariance_loss,
     effective_rank,
     feature_std,
@@ -176,6 +179,17 @@ def test_collapse_diagnostics_keys_and_values():
     assert out["feat_std"] == pytest.approx(feature_std(h).item(), rel=1e-6)
     assert out["eff_rank"] == pytest.approx(effective_rank(h).item(), rel=1e-6)
     assert out["mean_cos"] == pytest.approx(mean_cosine_similarity(h).item(), abs=1e-6)
+
+
+def test_collapse_metrics_are_tensors_and_nan_on_nonfinite_features():
+    h = torch.randn(4, 30, 8, generator=_gen(18))
+    out = collapse_metrics(h)
+    assert all(isinstance(v, torch.Tensor) and v.dim() == 0 for v in out.values())
+    assert {k: v.item() for k, v in out.items()} == collapse_diagnostics(h)
+    for bad in (math.nan, math.inf):
+        broken = h.clone()
+        broken[1, 3, 2] = bad
+        assert all(math.isnan(v) for v in collapse_diagnostics(broken).values()), bad
 
 
 def test_collapse_diagnostics_collapsed_features():

@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from jepa_world import checkpoints
 from jepa_world.config import load_config
 from jepa_world.training import pretrain
@@ -55,4 +57,29 @@ def test_two_processes_match_one(tmp_path):
     two = [json.loads(line) for line in (run_two / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in two] == list(range(1, 13))
     for a, b in zip(one[10:], two[10:], strict=True):
+        assert abs(a["loss"] - b["loss"]) < 1e-4, (a["step"], a["loss"], b["loss"])
+
+
+@pytest.mark.slow  # two processes compiling take minutes on 2 cores
+def test_two_compiled_processes_match_one(tmp_path):
+    """`train.compile=true` keeps the 2-process = 1-process equivalence (each process compiles its own forward)."""
+    over = {"train.max_steps": 4, "train.batch_size": 4, "train.ckpt_every": 4, "optim.warmup_steps": 2,
+            "train.compile": True}  # fmt: skip
+    pretrain(load_config([], tiny_overrides(tmp_path / "one", **over)))
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(_free_port()), "-m", "jepa_world.cli", "pretrain",
+        *tiny_overrides(tmp_path / "two", **over),
+    ]  # fmt: skip
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=1500)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run_one, run_two = tmp_path / "one" / "run", tmp_path / "two" / "run"
+    state = checkpoints.load_checkpoint(checkpoints.list_checkpoints(run_two / "checkpoints")[-1])
+    assert state["world_size"] == 2, "accelerate started one process: the test would prove nothing"
+    one = [json.loads(line) for line in (run_one / "metrics.jsonl").read_text().splitlines()]
+    two = [json.loads(line) for line in (run_two / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in two] == list(range(1, 5))
+    for a, b in zip(one, two, strict=True):
         assert abs(a["loss"] - b["loss"]) < 1e-4, (a["step"], a["loss"], b["loss"])
