@@ -7,7 +7,7 @@ the full loop body: target encoder, context encoder, predictor, loss, backward, 
 
     python scripts/bench_train.py                  # the default table (ViT-Ti / ViT-S, image and video)
     python scripts/bench_train.py --quick          # small sizes only (a smoke run)
-    python scripts/bench_train.py --compare single_pass,fused_adamw   # each case with and without, side by side
+    python scripts/bench_train.py --compare single_pass,fused_adamw,compile   # each case with and without, side by side
 
 With `--compare`, every case is built once per variant (the default, then each option) and the timed steps
 alternate between the variants (this machine's noise is bursty); each row gives its speed-up over the default's
