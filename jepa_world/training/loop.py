@@ -87,7 +87,7 @@ def _to_device(batch, device: torch.device, *, copy: bool = False):
     """`batch` on `device`; `copy`: every tensor a fresh one, so no input is a view of another (a view makes
     torch.compile guard on the strides of the tensor it was sliced from, and recompile when they change)."""
     if hasattr(batch, "to"):
-        return batch.to(device, copy=True) if copy else batch.to(device)
+        return batch.to(device, copy=copy)  # a tensor or a MaskSet
     if isinstance(batch, dict):
         return {k: _to_device(v, device, copy=copy) for k, v in batch.items()}
     if isinstance(batch, list | tuple):

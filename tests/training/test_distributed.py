@@ -22,7 +22,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_two_processes(tmp_path, over: dict) -> subprocess.CompletedProcess:
+def _run_two_processes(tmp_path, over: dict, *, timeout: int = 600) -> subprocess.CompletedProcess:
     """`jepa-world pretrain` in 2 CPU processes into tmp_path/two; fails the test unless it ran as 2 processes."""
     # The exact command that really starts 2 CPU processes (`--cpu --num_processes 2` silently starts one).
     cmd = [
@@ -32,7 +32,7 @@ def _run_two_processes(tmp_path, over: dict) -> subprocess.CompletedProcess:
         *tiny_overrides(tmp_path / "two", **over),
     ]  # fmt: skip
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=1500)
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
     assert out.returncode == 0, out.stderr[-3000:]
     state = checkpoints.load_checkpoint(checkpoints.list_checkpoints(tmp_path / "two" / "run" / "checkpoints")[-1])
     assert state["world_size"] == 2, "accelerate started one process: the test would prove nothing"
@@ -74,7 +74,7 @@ def test_two_compiled_processes_match_one(tmp_path):
     over = {"train.max_steps": 4, "train.batch_size": 4, "train.ckpt_every": 4, "optim.warmup_steps": 2,
             "train.compile": True}  # fmt: skip
     pretrain(load_config([], tiny_overrides(tmp_path / "one", **over)))
-    _run_two_processes(tmp_path, over)
+    _run_two_processes(tmp_path, over, timeout=1500)  # each process compiles
     two = _logged(tmp_path, "two")
     assert [r["step"] for r in two] == list(range(1, 5))
     _assert_same_losses(_logged(tmp_path, "one"), two)
