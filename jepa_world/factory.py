@@ -87,7 +87,13 @@ def build_masks(cfg: DictConfig, grid_size: tuple[int, ...]) -> MultiBlock2DMask
             seed=cfg.seed,
         )
     specs = [
-        BlockSpec(num_blocks=n, spatial_scale=s, temporal_scale=t, aspect_ratio=tuple(mc.target_aspect))
+        BlockSpec(
+            num_blocks=n,
+            spatial_scale=s,
+            temporal_scale=t,
+            aspect_ratio=tuple(mc.target_aspect),
+            temporal_anchor=str(mc.temporal_anchor),
+        )
         for n, s, t in zip(mc.num_blocks, mc.spatial_scale, mc.temporal_scale)
     ]
     return MultiBlock3DMasks(grid_size=tuple(grid_size), specs=specs, seed=cfg.seed)

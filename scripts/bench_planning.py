@@ -16,6 +16,8 @@
    - `random-vit-finetune`: the same random-init ViT, fine-tuned (the control of `jepa-finetune`);
    - `jepa-transfer`: the same pretraining recipe on other video (the built-in moving-shapes frames,
      `data.source=synthetic_images`: no Two-Rooms frame is seen), then frozen like `jepa` (what most users will do);
+   - `jepa-video`: V-JEPA on the episodes' clips, predicting the future half of each clip from its past
+     (`configs/pretrain/two_rooms_vjepa.yaml`), then frozen like `jepa` (each frame read as one repeated tubelet);
    then plan on the same `--episodes` start / goal pairs (`jepa-world plan`, pairs from `--pair-seed`): start and goal
    in opposite rooms, 200 steps, success = final distance < 4.5 px; the learned agent sees pixels only and never
    queries the simulator.
@@ -48,7 +50,8 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RECIPE = CONFIGS / "world_model" / "two_rooms.yaml"
 JEPA_RECIPE = CONFIGS / "world_model" / "two_rooms_jepa.yaml"
 PRETRAIN_RECIPE = CONFIGS / "pretrain" / "two_rooms_ijepa.yaml"
-ENCODERS = ("joint", "jepa", "jepa-finetune", "random-vit", "random-vit-finetune", "jepa-transfer")
+VIDEO_RECIPE = CONFIGS / "pretrain" / "two_rooms_vjepa.yaml"
+ENCODERS = ("joint", "jepa", "jepa-finetune", "random-vit", "random-vit-finetune", "jepa-transfer", "jepa-video")
 QUIET = ["train.progress=false", "train.tensorboard=false"]
 FINETUNE_STEPS = 1000  # train-wm steps of the -finetune rows (--train-steps overrides)
 
@@ -61,10 +64,13 @@ def _encoder(kind: str, seed: int, out: Path, episodes: Path, args) -> tuple[lis
     data = [f"data.episodes={episodes}"]
     if kind == "jepa-transfer":  # other video: the built-in moving shapes, at the same frame size
         enc, data = out / f"pretrain_transfer_seed{seed}", ["data.source=synthetic_images"]
+    recipe = PRETRAIN_RECIPE
+    if kind == "jepa-video":
+        enc, recipe = out / f"pretrain_video_seed{seed}", VIDEO_RECIPE
     over = [f"seed={seed}", *data, f"train.output_dir={enc}", *QUIET, *args.pretrain_overrides]
     if args.pretrain_steps is not None:
         over.append(f"train.max_steps={args.pretrain_steps}")
-    cfg = load_config([PRETRAIN_RECIPE], over)
+    cfg = load_config([recipe], over)
     tic = time.perf_counter()
     if kind.startswith("random-vit"):  # the weights the pretraining run starts from
         enc = out / f"random_vit_seed{seed}"

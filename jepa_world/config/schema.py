@@ -47,6 +47,7 @@ PlanEnv = _choice("PlanEnv", ("two_rooms", "point_arena", "two_rooms_discrete"))
 PlanAgent = _choice("PlanAgent", ("cem", "mppi", "policy", "policy+cem", "mcts"))
 PolicyMethod = _choice("PolicyMethod", ("actor_critic", "evolution"))
 ProbeKind = _choice("ProbeKind", ("linear", "attentive", "both"))
+TemporalAnchor = _choice("TemporalAnchor", ("random", "end"))  # objectives.masks.TEMPORAL_ANCHORS
 EncoderComponent = _choice("EncoderComponent", ("target_encoder", "encoder"))
 
 
@@ -109,6 +110,9 @@ class MaskConfig:
     num_blocks: list[int] = field(default_factory=lambda: [8, 2])
     spatial_scale: list[float] = field(default_factory=lambda: [0.15, 0.7])
     temporal_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    # where the boxes sit in time: random (V-JEPA), or end (every box ends at the clip's last frame: the context is the
+    # past, the target the future; temporal_scale 0.5 predicts the second half of the clip from the first)
+    temporal_anchor: TemporalAnchor = TemporalAnchor.random
 
 
 @dataclass

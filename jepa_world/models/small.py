@@ -77,7 +77,8 @@ class TokenReadout(nn.Module):
     loses which patch it is in (measured on Two-Rooms: a minimum of the goal cost in every patch).
 
     Args:
-        backbone: a ViT encoder (its `grid_size` and `embed_dim` fix N and D).
+        backbone: a ViT encoder (its `grid_size` and `embed_dim` fix N and D; a video ViT gives N = H' * W' tokens per
+            frame, the frame repeated over one tubelet).
         embed_dim: output latent width E.
         hidden_dim: MLP hidden width.
         freeze_backbone: no gradient to the backbone, kept in eval mode (its features are computed under no_grad).
@@ -92,7 +93,8 @@ class TokenReadout(nn.Module):
         grid = getattr(backbone, "grid_size", None)
         if grid is None or not hasattr(backbone, "embed_dim"):
             raise TypeError(f"backbone is a {type(backbone).__name__}; TokenReadout needs a ViT (grid_size, embed_dim)")
-        num_tokens = math.prod(grid)
+        # A video backbone reads one frame as one tubelet (the frame repeated): one time step of its (T, H, W) grid.
+        num_tokens = math.prod(grid[-2:])
         self.backbone, self.embed_dim, self.freeze_backbone = backbone, embed_dim, freeze_backbone
         self.input_norm = nn.BatchNorm1d(num_tokens * backbone.embed_dim, affine=False)
         self.mlp = Mlp(dim=num_tokens * backbone.embed_dim, hidden_dim=hidden_dim, out_dim=embed_dim)

@@ -192,16 +192,15 @@ def world_model_task(cfg: DictConfig) -> Task:
 
 
 def _pretrained_encoder(path: str, image_size: int):
-    """The EMA encoder of a pretraining run, checked against the frames it will see (`data.image_size`)."""
+    """The EMA encoder of a pretraining run, checked against the frames it will see (`data.image_size`).
+
+    A video encoder encodes each frame as one tubelet of that frame repeated (as V-JEPA 2-AC does): one time step of
+    tokens per frame.
+    """
     try:
         encoder = load_encoder(path, component="target_encoder")
     except CheckpointError as err:  # name the config key: the loader names the file
         raise ValueError(f"wm.encoder_checkpoint={path!r}: {err}") from None
-    if getattr(encoder, "is_video", False):
-        raise ValueError(
-            f"wm.encoder_checkpoint={path!r} is a video encoder (tubelet {encoder.tubelet_size}); the world model "
-            "encodes one frame at a time: pretrain an image model (data.num_frames=1)"
-        )
     grid, patch = getattr(encoder, "grid_size", None), getattr(encoder, "patch_size", None)
     if grid is not None and patch is not None and grid[-1] * patch != image_size:
         raise ValueError(

@@ -214,6 +214,37 @@ def test_3d_blocks_are_boxes_of_shared_size():
     assert len(fronts) > 1, "temporal positions should vary when the block is shorter than the clip"
 
 
+def test_3d_boxes_anchored_at_the_end_predict_the_future_from_the_past():
+    grid = (4, 8, 8)
+    future = BlockSpec(num_blocks=1, spatial_scale=0.3, temporal_scale=0.5, temporal_anchor="end")
+    gen = MultiBlock3DMasks(grid_size=grid, specs=[future])
+    positions = set()
+    for step in STEPS:
+        (ms,) = gen(4, step=step)
+        for b in range(4):
+            target = to_grid(ms.target_idx[b, 0], grid)
+            ok, (t, _, _) = is_full_box(target)
+            assert ok and t == 2
+            assert target[2:].any(dim=0).equal(target[2]) and not target[:2].any(), "the box is the last 2 time steps"
+            assert target[2].equal(target[3]), "the same place in both future steps"
+            positions.add(tuple(target[2].nonzero()[0].tolist()))
+            assert torch.equal(to_grid(ms.context_idx[b], grid), ~target)  # the whole past is context
+    assert len(positions) > 1, "spatial positions still vary"
+    # Whole future frames: the context is exactly the first half of the clip.
+    whole = BlockSpec(
+        num_blocks=1, spatial_scale=1.0, temporal_scale=0.5, aspect_ratio=(1.0, 1.0), temporal_anchor="end"
+    )
+    (ms,) = MultiBlock3DMasks(grid_size=grid, specs=[whole])(3, step=0)
+    assert torch.equal(ms.context_idx, torch.arange(128)[None].expand(3, -1))
+    assert torch.equal(ms.target_idx[:, 0], torch.arange(128, 256)[None].expand(3, -1))
+    # The default ("random") stream is unchanged by the option: same draws, only the time starts are pinned.
+    rand = BlockSpec(num_blocks=1, spatial_scale=0.3, temporal_scale=0.5)
+    a, b = MultiBlock3DMasks(grid_size=grid, specs=[rand])(4, step=5), gen(4, step=5)
+    assert torch.equal(a[0].target_idx % 64, b[0].target_idx % 64)
+    with pytest.raises(ValueError, match="temporal_anchor must be one of"):
+        BlockSpec(num_blocks=1, spatial_scale=0.3, temporal_anchor="start")
+
+
 def test_3d_targets_are_tubes_exactly_when_nothing_is_cut():
     gen = MultiBlock3DMasks(grid_size=GRID_3D)
     for step in STEPS:
@@ -416,8 +447,8 @@ def test_mask_stream_key_is_stable():
     # (and a resumed run would no longer replay the masks of the original one).
     import hashlib
 
-    from jepa_world.objectives.masks import _generator
+    from jepa_world.objectives.mask_sampling import mask_generator
 
     for seed, step in ((0, 0), (3, 7), (-1, 10**9)):
         digest = hashlib.blake2b(f"jepa_world.masks:{seed}:{step}".encode(), digest_size=8).digest()
-        assert _generator(seed, step).initial_seed() == int.from_bytes(digest, "little") & ((1 << 63) - 1)
+        assert mask_generator(seed, step).initial_seed() == int.from_bytes(digest, "little") & ((1 << 63) - 1)

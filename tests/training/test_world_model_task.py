@@ -102,6 +102,32 @@ def test_a_readout_trains_on_a_frozen_vit_and_the_world_model_loads_back(tmp_pat
         assert torch.equal(value, wm.encoder.state_dict()[key]), key
 
 
+def test_a_video_encoder_reads_each_frame_as_one_tubelet_under_the_world_model(tmp_path):
+    from jepa_world.training import pretrain
+    from tests.conftest import tiny_overrides
+
+    # V-JEPA clips of 4 frames, tubelet 2, the future half of each clip as the target (the two_rooms_vjepa recipe).
+    pre = {"data.num_frames": 4, "train.max_steps": 1, "masks.num_blocks": "[1]", "masks.spatial_scale": "[1.0]",
+           "masks.temporal_scale": "[0.5]", "masks.temporal_anchor": "end"}  # fmt: skip
+    pretrain(load_config([], tiny_overrides(tmp_path / "pre", **pre)))
+    encoder_run = tmp_path / "pre" / "run"
+    over = _over(tmp_path, **{"wm.encoder_checkpoint": encoder_run, "wm.readout_dim": 8, "train.max_steps": 2})
+    train_world_model(load_config([], over, command="train-wm"))
+    wm = checkpoints.load_world_model(tmp_path / "run")
+    backbone = wm.encoder.backbone
+    assert backbone.is_video and backbone.grid_size == (2, 4, 4)
+    state = checkpoints.load_checkpoint(checkpoints.list_checkpoints(encoder_run / "checkpoints")[-1])
+    for key, value in state["target_encoder"].items():  # frozen: bit-identical after train-wm
+        assert torch.equal(value, wm.encoder.backbone.state_dict()[key]), key
+    x = torch.rand(2, 3, 3, 32, 32)  # [B, T, C, H, W]: three frames per sample
+    z = wm.encode(x)
+    assert z.shape == (2, 3, 1, 8) and torch.isfinite(z).all()
+    with torch.no_grad():  # one frame = one tubelet of that frame repeated: 16 tokens per frame
+        tokens = backbone(x[0, 1][None])
+        tubelet = backbone(x[0, 1][None, :, None].expand(-1, -1, 2, -1, -1))
+    assert tokens.shape == (1, 16, backbone.embed_dim) and torch.equal(tokens, tubelet)
+
+
 def test_a_finetuned_vit_moves_at_the_scaled_learning_rate(tmp_path):
     from jepa_world.training.tasks import world_model_task
 
