@@ -136,7 +136,12 @@ def build_world_model(
     frozen = w.encoder_checkpoint is not None and not w.finetune_encoder
     if w.encoder_checkpoint is not None and w.readout_dim > 0:
         # The pretrained ViT stays frozen (unless fine-tuned) under a readout that trains with the dynamics.
-        encoder = TokenReadout(backbone=encoder, embed_dim=w.readout_dim, freeze_backbone=not w.finetune_encoder)
+        encoder = TokenReadout(
+            backbone=encoder,
+            embed_dim=w.readout_dim,
+            freeze_backbone=not w.finetune_encoder,
+            trainable_blocks=w.finetune_blocks,
+        )
         frozen = False
     predictor = create_model(
         w.predictor, embed_dim=encoder.embed_dim, action_dim=action_dim, state_dim=state_dim, **w.predictor_kwargs

@@ -14,6 +14,8 @@
      of the frozen recipe's 4,000: every step re-encodes its windows);
    - `random-vit`: a random-init ViT of the same architecture, frozen (the control: does pretraining matter?);
    - `random-vit-finetune`: the same random-init ViT, fine-tuned (the control of `jepa-finetune`);
+   - `jepa-finetune-last`, `random-vit-finetune-last`: only the ViT's last block fine-tuned (`wm.finetune_blocks=1`,
+     FINETUNE_LAST_STEPS train-wm steps): the frozen first blocks' tokens are computed once, as for a frozen ViT;
    - `jepa-transfer`: the same pretraining recipe on other video (the built-in moving-shapes frames,
      `data.source=synthetic_images`: no Two-Rooms frame is seen), then frozen like `jepa` (what most users will do);
    - `jepa-video`: V-JEPA on the episodes' clips, predicting the future half of each clip from its past
@@ -51,9 +53,11 @@ RECIPE = CONFIGS / "world_model" / "two_rooms.yaml"
 JEPA_RECIPE = CONFIGS / "world_model" / "two_rooms_jepa.yaml"
 PRETRAIN_RECIPE = CONFIGS / "pretrain" / "two_rooms_ijepa.yaml"
 VIDEO_RECIPE = CONFIGS / "pretrain" / "two_rooms_vjepa.yaml"
-ENCODERS = ("joint", "jepa", "jepa-finetune", "random-vit", "random-vit-finetune", "jepa-transfer", "jepa-video")
+ENCODERS = ("joint", "jepa", "jepa-finetune", "jepa-finetune-last", "random-vit", "random-vit-finetune",
+            "random-vit-finetune-last", "jepa-transfer", "jepa-video")  # fmt: skip
 QUIET = ["train.progress=false", "train.tensorboard=false"]
 FINETUNE_STEPS = 1000  # train-wm steps of the -finetune rows (--train-steps overrides)
+FINETUNE_LAST_STEPS = 2000  # of the -finetune-last rows: the first blocks' tokens are cached, only the last one runs
 
 
 def _encoder(kind: str, seed: int, out: Path, episodes: Path, args) -> tuple[list[str], float]:
@@ -80,6 +84,8 @@ def _encoder(kind: str, seed: int, out: Path, episodes: Path, args) -> tuple[lis
         pretrain(cfg)
     # Fine-tuning re-encodes every window (~2.5 s per step on this CPU): FINETUNE_STEPS, not the frozen recipe's 4,000.
     extra = ["wm.finetune_encoder=true", f"train.max_steps={FINETUNE_STEPS}"] if kind.endswith("-finetune") else []
+    if kind.endswith("-finetune-last"):
+        extra = ["wm.finetune_encoder=true", "wm.finetune_blocks=1", f"train.max_steps={FINETUNE_LAST_STEPS}"]
     return [f"wm.encoder_checkpoint={enc}", *extra], time.perf_counter() - tic
 
 

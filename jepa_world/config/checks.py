@@ -41,6 +41,12 @@ def validate(cfg: DictConfig) -> None:
             fail(key, "must be >= 1")
     if cfg.wm.window < 2:
         fail("wm.window", "must be >= 2 (a transition needs two frames)")
+    if cfg.wm.finetune_blocks and not (cfg.wm.finetune_encoder and cfg.wm.readout_dim > 0):
+        fail(
+            "wm.finetune_blocks",
+            "needs wm.finetune_encoder=true and wm.readout_dim > 0 (it trains the last blocks of "
+            "a pretrained ViT under its readout)",
+        )
     for key in (
         "data.num_workers",
         "optim.warmup_steps",
@@ -50,6 +56,7 @@ def validate(cfg: DictConfig) -> None:
         "train.max_minutes",
         "train.stop_grace_s",
         "wm.readout_dim",
+        "wm.finetune_blocks",
         "var_weight",
         "cov_weight",
     ):

@@ -184,6 +184,9 @@ class WorldModelConfig:
     # this width (`TokenReadout`: per-position MLP over all tokens) trained with the dynamics and the loss terms
     readout_dim: int = 0
     encoder_lr_scale: float = 0.1  # encoder LR = optim.lr x this when fine-tuning a pretrained encoder
+    # with finetune_encoder and a readout: train only the ViT's last k blocks and final norm (0: all of it); the frozen
+    # first blocks' tokens are computed once per frame, like a frozen encoder's, so a step costs k / depth of the ViT
+    finetune_blocks: int = 0
     encoder: str = "pooled_encoder"  # used when encoder_checkpoint is null
     embed_dim: int = 64  # latent width of that encoder
     encoder_kwargs: dict[str, Any] = field(default_factory=dict)  # extra constructor args of wm.encoder

@@ -76,16 +76,27 @@ class TokenReadout(nn.Module):
     own weights for every token position. Mean-pooling the tokens instead keeps where a dot sits inside a patch and
     loses which patch it is in (measured on Two-Rooms: a minimum of the goal cost in every patch).
 
+    What of the backbone trains: nothing (`freeze_backbone`), all of it, or only its last `trainable_blocks` blocks
+    and final norm. Whatever is frozen is a fixed function of the frame, so its output (`frozen_features`) can be
+    computed once per frame and passed to `forward` in place of the pixels (`jepa_world.data.feature_cache`).
+
     Args:
         backbone: a ViT encoder (its `grid_size` and `embed_dim` fix N and D; a video ViT gives N = H' * W' tokens per
             frame, the frame repeated over one tubelet).
         embed_dim: output latent width E.
         hidden_dim: MLP hidden width.
         freeze_backbone: no gradient to the backbone, kept in eval mode (its features are computed under no_grad).
+        trainable_blocks: with `freeze_backbone=False`, train only the last k blocks and the final norm (0: all).
     """
 
     def __init__(
-        self, *, backbone: nn.Module, embed_dim: int = 32, hidden_dim: int = 256, freeze_backbone: bool = True
+        self,
+        *,
+        backbone: nn.Module,
+        embed_dim: int = 32,
+        hidden_dim: int = 256,
+        freeze_backbone: bool = True,
+        trainable_blocks: int = 0,
     ):
         config = {k: v for k, v in locals().items() if k not in ("self", "__class__", "backbone")}
         super().__init__()
@@ -93,24 +104,61 @@ class TokenReadout(nn.Module):
         grid = getattr(backbone, "grid_size", None)
         if grid is None or not hasattr(backbone, "embed_dim"):
             raise TypeError(f"backbone is a {type(backbone).__name__}; TokenReadout needs a ViT (grid_size, embed_dim)")
+        depth = len(getattr(backbone, "blocks", ()))
+        if trainable_blocks and (freeze_backbone or not 0 < trainable_blocks <= depth):
+            raise ValueError(
+                f"trainable_blocks={trainable_blocks} needs freeze_backbone=False and 1 <= k <= the backbone's depth "
+                f"{depth}"
+            )
         # A video backbone reads one frame as one tubelet (the frame repeated): one time step of its (T, H, W) grid.
         num_tokens = math.prod(grid[-2:])
         self.backbone, self.embed_dim, self.freeze_backbone = backbone, embed_dim, freeze_backbone
+        # Blocks [0, frozen_blocks) and the embeddings never train: depth when frozen, depth - k when partly trained.
+        self.frozen_blocks = depth if freeze_backbone else depth - trainable_blocks if trainable_blocks else 0
         self.input_norm = nn.BatchNorm1d(num_tokens * backbone.embed_dim, affine=False)
         self.mlp = Mlp(dim=num_tokens * backbone.embed_dim, hidden_dim=hidden_dim, out_dim=embed_dim)
         if freeze_backbone:
             self.backbone.requires_grad_(False)
-            self.backbone.eval()
+        elif trainable_blocks:
+            for name, p in self.backbone.named_parameters():
+                p.requires_grad_(p.requires_grad and self._trains(name))
+        self.train(self.training)
+
+    @property
+    def caches_features(self) -> bool:
+        """Whether part of the backbone is frozen, so `frozen_features` of a frame never change."""
+        return self.freeze_backbone or self.frozen_blocks > 0
+
+    def _trains(self, name: str) -> bool:
+        if name.startswith("norm."):
+            return True
+        parts = name.split(".")
+        return parts[0] == "blocks" and int(parts[1]) >= self.frozen_blocks
 
     def train(self, mode: bool = True) -> TokenReadout:
         super().train(mode)
         if self.freeze_backbone:
             self.backbone.eval()  # a frozen feature extractor has no drop-path noise
+        else:
+            for block in self.backbone.blocks[: self.frozen_blocks]:
+                block.eval()
         return self
 
+    @torch.no_grad()
+    def frozen_features(self, x: Tensor) -> Tensor:
+        """What the frozen part of the backbone makes of frames `[B, C, H, W]`: tokens `[B, N, D]`."""
+        if self.freeze_backbone:
+            return self.backbone(x)
+        return self.backbone.forward_prefix(x, self.frozen_blocks)[0]
+
     def forward(self, x: Tensor) -> Tensor:
-        """Frames `[B, C, H, W]`, or the backbone's tokens `[B, N, D]` computed earlier -> latents `[B, 1, E]`."""
-        if x.ndim == 3:  # precomputed (frozen) backbone features
+        """Frames `[B, C, H, W]`, or their `frozen_features` `[B, N, D]` computed earlier -> latents `[B, 1, E]`."""
+        if self.caches_features and not self.freeze_backbone:  # partly trained: frozen prefix, trained suffix
+            z = x if x.ndim == 3 else self.frozen_features(x)
+            grid = tuple(self.backbone.grid_size[-2:])
+            grid = (1, *grid) if getattr(self.backbone, "is_video", False) else grid
+            tokens = self.backbone.forward_suffix(z, self.frozen_blocks, grid)
+        elif x.ndim == 3:  # precomputed (frozen) backbone features
             tokens = x
         else:
             with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):

@@ -174,13 +174,8 @@ class VisionTransformer(nn.Module):
         """
         x = self._as_input(x)
         grid = self.token_grid(x)
-        z = self.patch_embed(x)  # [B, N, D]
-        if self.pos_embed is not None:
-            z = z + self.position_table(grid).to(z.dtype)
-        rope = None
-        if self.pos_embed_kind == "rope":
-            ids = torch.arange(z.shape[1], device=z.device)[None].expand(z.shape[0], -1) if idx is None else idx
-            rope = rope_tables(grid_coords(ids, grid), self.embed_dim // self.num_heads)
+        z = self._embed(x, grid)  # [B, N, D]
+        rope = self._rope(z, grid, idx)
         if idx is not None:
             z = apply_masks(z, idx)  # [B, K, D]
         z = run_blocks(self.blocks, z, rope=rope, checkpoint=self.act_checkpoint)
@@ -189,6 +184,41 @@ class VisionTransformer(nn.Module):
     def forward_features(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         """Alias of forward (timm naming): `[B, N, D]` token features."""
         return self.forward(x, idx)
+
+    def forward_prefix(self, x: torch.Tensor, num_blocks: int) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """The first `num_blocks` blocks on the whole input: `(z [B, N, D] before the final norm, token grid)`.
+
+        With `forward_suffix(z, num_blocks, grid)` it gives `forward(x)`: a model that trains only the last blocks
+        can compute the frozen first ones once (`TokenReadout`).
+        """
+        if not 0 <= num_blocks <= len(self.blocks):
+            raise ValueError(f"num_blocks={num_blocks} must be in [0, depth={len(self.blocks)}]")
+        x = self._as_input(x)
+        grid = self.token_grid(x)
+        z = self._embed(x, grid)
+        z = run_blocks(self.blocks[:num_blocks], z, rope=self._rope(z, grid, None), checkpoint=self.act_checkpoint)
+        return z, grid
+
+    def forward_suffix(self, z: torch.Tensor, start: int, grid: tuple[int, ...]) -> torch.Tensor:
+        """Blocks `start..depth-1` and the final norm on all tokens `z [B, N, D]` of a `grid` (see forward_prefix)."""
+        if not 0 <= start <= len(self.blocks):
+            raise ValueError(f"start={start} must be in [0, depth={len(self.blocks)}]")
+        z = run_blocks(self.blocks[start:], z, rope=self._rope(z, grid, None), checkpoint=self.act_checkpoint)
+        return self.norm(z)
+
+    def _embed(self, x: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+        z = self.patch_embed(x)  # [B, N, D]
+        if self.pos_embed is not None:
+            z = z + self.position_table(grid).to(z.dtype)
+        return z
+
+    def _rope(
+        self, z: torch.Tensor, grid: tuple[int, ...], idx: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.pos_embed_kind != "rope":
+            return None
+        ids = torch.arange(z.shape[1], device=z.device)[None].expand(z.shape[0], -1) if idx is None else idx
+        return rope_tables(grid_coords(ids, grid), self.embed_dim // self.num_heads)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -160,13 +160,12 @@ def world_model_task(cfg: DictConfig) -> Task:
     if model.inverse_dynamics is not None:
         components["inverse_dynamics"] = model.inverse_dynamics
 
-    if isinstance(model.encoder, TokenReadout) and model.encoder.freeze_backbone:
-        # A frozen ViT gives each frame the same tokens at every step: encode every frame once.
-        backbone = model.encoder.backbone
+    if isinstance(model.encoder, TokenReadout) and model.encoder.caches_features:
+        # A frozen ViT (or its frozen first blocks) gives each frame the same tokens at every step: encode them once.
+        readout = model.encoder
 
-        @torch.no_grad()
         def encode_frames(frames):  # uint8 [F, H, W, 3] -> tokens [F, N, D], frames as the dataset would give them
-            return backbone(frames_to_tensor(frames, image_size=cfg.data.image_size))
+            return readout.frozen_features(frames_to_tensor(frames, image_size=cfg.data.image_size))
 
         dataset = FeatureWindows(dataset, encode_frames, log=print if cfg.train.progress else None)
 

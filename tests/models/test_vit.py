@@ -67,6 +67,25 @@ def test_image_into_video_model_repeats_frame():
     torch.testing.assert_close(model(img), model(clip))
 
 
+@pytest.mark.parametrize("pos_embed", ["sincos", "rope"])
+@pytest.mark.parametrize("num_frames", [1, 4])
+def test_prefix_then_suffix_is_the_whole_forward(num_frames, pos_embed):
+    torch.manual_seed(0)
+    model = jepa_world.create_model("vit_nano", depth=3, img_size=32, patch_size=8, num_frames=num_frames,
+                                    pos_embed=pos_embed).eval()  # fmt: skip
+    x = torch.randn(2, 3, 32, 32)  # an image (a video model reads it as one repeated tubelet)
+    full = model(x)
+    for k in range(4):
+        z, grid = model.forward_prefix(x, k)
+        assert z.shape == full.shape and grid == ((1, 4, 4) if num_frames > 1 else (4, 4))
+        torch.testing.assert_close(model.forward_suffix(z, k, grid), full, atol=1e-6, rtol=1e-6)
+    assert not torch.allclose(model.forward_suffix(model.forward_prefix(x, 1)[0], 2, grid), full, atol=1e-3)
+    with pytest.raises(ValueError, match=r"num_blocks=4 must be in \[0, depth=3\]"):
+        model.forward_prefix(x, 4)
+    with pytest.raises(ValueError, match=r"start=-1 must be in \[0, depth=3\]"):
+        model.forward_suffix(full, -1, grid)
+
+
 def test_bad_args():
     with pytest.raises(ValueError, match="pos_embed"):
         VisionTransformer(pos_embed="learned")

@@ -519,3 +519,30 @@ def test_precomputed_frozen_tokens_give_the_same_loss_as_pixels():
     torch.testing.assert_close(m_tokens["loss_tf"], m_pixels["loss_tf"])
     with pytest.raises(ValueError, match=r"tokens'\] must be \[B, T >= 2, N, D\]"):
         wm({"tokens": tokens[:, 0], "actions": b["actions"]})
+
+
+def test_a_readout_that_trains_the_last_blocks_reads_their_frozen_prefix():
+    from jepa_world.models.small import TokenReadout
+
+    torch.manual_seed(0)
+    backbone = VisionTransformer(img_size=32, patch_size=8, embed_dim=D, depth=2, num_heads=2)
+    depth = 2
+    readout = TokenReadout(backbone=backbone, embed_dim=D, hidden_dim=16, freeze_backbone=False, trainable_blocks=1)
+    trains = {n for n, p in readout.backbone.named_parameters() if p.requires_grad}
+    assert trains and all(n.startswith((f"blocks.{depth - 1}.", "norm.")) for n in trains)
+    assert readout.caches_features and readout.frozen_blocks == depth - 1
+    readout.eval()
+    x = torch.rand(4, 3, 32, 32)
+    z = readout(x)
+    torch.testing.assert_close(readout(readout.frozen_features(x)), z)  # cached prefix = pixels
+    with torch.no_grad():  # the suffix is the backbone's own last block: the whole ViT on pixels
+        whole = readout.mlp(readout.input_norm(backbone(x).flatten(1)))[:, None]
+    torch.testing.assert_close(whole, z, atol=1e-6, rtol=1e-6)
+    readout.train()
+    readout(readout.frozen_features(x)).square().sum().backward()
+    assert backbone.blocks[-1].attn.qkv.weight.grad.abs().sum() > 0  # gradients reach the trained block
+    assert all(p.grad is None for p in backbone.blocks[0].parameters())
+    with pytest.raises(ValueError, match="trainable_blocks=5 needs freeze_backbone=False"):
+        TokenReadout(backbone=_vit(), embed_dim=D, freeze_backbone=False, trainable_blocks=5)
+    with pytest.raises(ValueError, match="trainable_blocks=1 needs freeze_backbone=False"):
+        TokenReadout(backbone=_vit(), embed_dim=D, trainable_blocks=1)

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from jepa_world import checkpoints
@@ -141,6 +142,28 @@ def test_a_finetuned_vit_moves_at_the_scaled_learning_rate(tmp_path):
     assert scales == {0.1} and len(trainable) > 10 and "pos_embed" not in trainable  # the sin-cos table stays fixed
     others = [g["lr_scale"] for g in task.param_groups if not ({id(p) for p in g["params"]} & backbone)]
     assert others and set(others) == {1.0}  # the readout, the predictor and the IDM head at the full LR
+
+
+def test_finetuning_the_last_block_caches_the_frozen_ones_and_trains_only_it(tmp_path):
+    from jepa_world.config import ConfigError
+    from jepa_world.data.feature_cache import FeatureWindows
+    from jepa_world.training.tasks import world_model_task
+
+    encoder_run = _pretrained(tmp_path)  # ViT-nano, depth 2
+    ft = {"wm.encoder_checkpoint": encoder_run, "wm.readout_dim": 8, "wm.finetune_encoder": True,
+          "wm.finetune_blocks": 1, "train.max_steps": 3}  # fmt: skip
+    cfg = load_config([], _over(tmp_path, **ft), command="train-wm")
+    assert isinstance(world_model_task(cfg).dataset, FeatureWindows)  # block 0 encoded once per frame
+    train_world_model(cfg)
+    pre = checkpoints.load_checkpoint(checkpoints.list_checkpoints(encoder_run / "checkpoints")[-1])["target_encoder"]
+    state = checkpoints.load_checkpoint(checkpoints.list_checkpoints(tmp_path / "run" / "checkpoints")[-1])["encoder"]
+    moved = {k for k, v in pre.items() if not torch.equal(v, state[f"backbone.{k}"])}
+    assert moved and all(k.startswith(("blocks.1.", "norm.")) for k in moved), sorted(moved)
+    assert any(k.startswith("blocks.1.") for k in moved)
+    wm = checkpoints.load_world_model(tmp_path / "run")
+    assert wm.encoder.frozen_blocks == 1 and wm.encode(torch.rand(2, 3, 3, 32, 32)).shape == (2, 3, 1, 8)
+    with pytest.raises(ConfigError, match="wm.finetune_blocks.*needs wm.finetune_encoder=true"):
+        load_config([], _over(tmp_path / "b", **{**ft, "wm.finetune_encoder": False}), command="train-wm")
 
 
 def test_an_encoder_that_does_not_fit_is_refused_naming_both_sizes(tmp_path):
