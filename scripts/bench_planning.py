@@ -57,7 +57,7 @@ ENCODERS = ("joint", "jepa", "jepa-finetune", "jepa-finetune-last", "random-vit"
             "random-vit-finetune-last", "jepa-transfer", "jepa-video")  # fmt: skip
 QUIET = ["train.progress=false", "train.tensorboard=false"]
 FINETUNE_STEPS = 1000  # train-wm steps of the -finetune rows (--train-steps overrides)
-FINETUNE_LAST_STEPS = 1000  # as FINETUNE_STEPS: the first blocks' tokens are cached, only the last one runs (~3x faster)
+FINETUNE_LAST_STEPS = 1000  # as FINETUNE_STEPS; the first blocks' tokens are cached, only the last one runs
 
 
 def _encoder(kind: str, seed: int, out: Path, episodes: Path, args) -> tuple[list[str], float]:

@@ -112,9 +112,13 @@ class TokenReadout(nn.Module):
             )
         # A video backbone reads one frame as one tubelet (the frame repeated): one time step of its (T, H, W) grid.
         num_tokens = math.prod(grid[-2:])
+        self._frame_grid = (1, *grid[-2:]) if getattr(backbone, "is_video", False) else tuple(grid[-2:])
         self.backbone, self.embed_dim, self.freeze_backbone = backbone, embed_dim, freeze_backbone
-        # Blocks [0, frozen_blocks) and the embeddings never train: depth when frozen, depth - k when partly trained.
-        self.frozen_blocks = depth if freeze_backbone else depth - trainable_blocks if trainable_blocks else 0
+        # Blocks [0, frozen_blocks) and the embeddings never train: all when frozen, all but the last k when partly.
+        if freeze_backbone:
+            self.frozen_blocks = depth
+        else:
+            self.frozen_blocks = depth - trainable_blocks if trainable_blocks else 0
         self.input_norm = nn.BatchNorm1d(num_tokens * backbone.embed_dim, affine=False)
         self.mlp = Mlp(dim=num_tokens * backbone.embed_dim, hidden_dim=hidden_dim, out_dim=embed_dim)
         if freeze_backbone:
@@ -153,16 +157,15 @@ class TokenReadout(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Frames `[B, C, H, W]`, or their `frozen_features` `[B, N, D]` computed earlier -> latents `[B, 1, E]`."""
-        if self.caches_features and not self.freeze_backbone:  # partly trained: frozen prefix, trained suffix
+        if x.ndim == 3 and not self.caches_features:
+            raise ValueError(f"tokens {tuple(x.shape)} in place of frames need a frozen backbone (or frozen blocks)")
+        if self.freeze_backbone:
+            tokens = x if x.ndim == 3 else self.frozen_features(x)
+        elif self.frozen_blocks:  # frozen first blocks, trained last ones
             z = x if x.ndim == 3 else self.frozen_features(x)
-            grid = tuple(self.backbone.grid_size[-2:])
-            grid = (1, *grid) if getattr(self.backbone, "is_video", False) else grid
-            tokens = self.backbone.forward_suffix(z, self.frozen_blocks, grid)
-        elif x.ndim == 3:  # precomputed (frozen) backbone features
-            tokens = x
+            tokens = self.backbone.forward_suffix(z, self.frozen_blocks, self._frame_grid)
         else:
-            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
-                tokens = self.backbone(x)  # [B, N, D]
+            tokens = self.backbone(x)  # [B, N, D]
         return self.mlp(self.input_norm(tokens.flatten(1)))[:, None]  # [B, 1, E]
 
 
