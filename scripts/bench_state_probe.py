@@ -1,0 +1,133 @@
+"""Does a frozen encoder know where the agent is? Linear probes of the Two-Rooms position from frozen ViT tokens.
+
+    python scripts/bench_state_probe.py --episodes runs/bench_planning/episodes \
+        --encoder ijepa=runs/bench_planning/pretrain_seed0 --encoder vjepa=runs/bench_planning/pretrain_video_seed0
+
+Frames of recorded episodes (their `states` are the agent's (x, y) position in px) are encoded by each frozen encoder
+(the EMA target encoder of a pretraining run; a video encoder reads each frame as one repeated tubelet, as under
+the world model) and by random-init ViTs of the same architecture (`--random-seeds`, built from
+`configs/pretrain/two_rooms_ijepa.yaml` as `bench_planning.py --encoder random-vit` does). A ridge regression from
+all tokens (flattened, standardised; the regularisation picked on a validation split) and one from the mean-pooled
+token predict the position on frames of held-out episodes, fit on a few frames or on all (`--fit-frames`: how
+much labelled data the features need). Prints, per encoder: RMSE in px and the share of frames whose position is
+recovered within 4.5 px (the planning benchmark's success radius).
+
+Results: docs/benchmarks.md ("A world model on JEPA embeddings").
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from jepa_world.checkpoints import load_encoder
+from jepa_world.config import load_config
+from jepa_world.data.episode_formats import open_episodes
+from jepa_world.factory import build_jepa
+
+PRETRAIN_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "pretrain" / "two_rooms_ijepa.yaml"
+LAMBDAS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3)
+
+
+def _frames(root: str, num_episodes: int, image_size: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Every 4th frame of the first `num_episodes` episodes: x [N, 3, S, S], positions [N, 2], episode ids [N]."""
+    data = open_episodes(root=root, window=1, stride=4, image_size=image_size)
+    if data.state_dim is None:
+        raise SystemExit(f"--episodes {root}: the episodes have no states (positions) to probe")
+    keys = [k for k in range(len(data)) if data.window_rows(k)[0] < num_episodes]
+    items = [data[k] for k in keys]
+    x = torch.cat([it["x"] for it in items])  # [N, 3, S, S]
+    s = np.concatenate([it["states"].numpy() for it in items])  # [N, 2]
+    return x, s, np.array([data.window_rows(k)[0] for k in keys])
+
+
+@torch.no_grad()
+def _tokens(encoder: torch.nn.Module, x: torch.Tensor, batch: int = 256) -> np.ndarray:
+    encoder.eval()
+    return torch.cat([encoder(x[i : i + batch]) for i in range(0, len(x), batch)]).numpy()  # [N, T, D]
+
+
+def _ridge(train: np.ndarray, y: np.ndarray, test: np.ndarray, lam: float) -> np.ndarray:
+    """Kernel (dual) ridge with a bias: fits [N, F] features with F >> N in O(N^2 F)."""
+    mu, sd = train.mean(0), train.std(0) + 1e-6
+    a, b = (train - mu) / sd, (test - mu) / sd
+    y_mu = y.mean(0)
+    gram = a @ a.T / a.shape[1]
+    alpha = np.linalg.solve(gram + lam * np.eye(len(a)), y - y_mu)
+    return b @ a.T / a.shape[1] @ alpha + y_mu
+
+
+def _probe(features: np.ndarray, s: np.ndarray, episode: np.ndarray, sizes: tuple[int, ...]) -> dict:
+    """Fit on n frames of the first 60% of the episodes, pick lambda on the next 20%, report on the last 20% (no
+    episode in two splits); one result per n in `sizes` (0: all of the 60%)."""
+    cut = np.quantile(np.unique(episode), [0.6, 0.8])
+    tr, va, te = episode < cut[0], (episode >= cut[0]) & (episode < cut[1]), episode >= cut[1]
+    f = features.reshape(len(features), -1).astype(np.float64)
+    rng = np.random.default_rng(0)  # the same subsets for every encoder
+    out = {}
+    for n in sizes:
+        fit = np.flatnonzero(tr)
+        fit = np.sort(rng.choice(fit, size=n, replace=False)) if 0 < n < len(fit) else fit
+        errs = {lam: np.sqrt(((_ridge(f[fit], s[fit], f[va], lam) - s[va]) ** 2).mean()) for lam in LAMBDAS}
+        lam = min(errs, key=errs.get)
+        pred = _ridge(f[fit], s[fit], f[te], lam)
+        dist = np.linalg.norm(pred - s[te], axis=1)
+        r2 = 1 - ((pred - s[te]) ** 2).sum() / ((s[te] - s[te].mean(0)) ** 2).sum()
+        out[n] = {"rmse": float(np.sqrt((dist**2).mean())), "r2": float(r2), "within": float((dist < 4.5).mean()),
+                  "lambda": lam, "fit_frames": len(fit), "test_frames": int(te.sum())}  # fmt: skip
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--episodes", required=True, help="episode folder with states (jepa-world collect --env two_rooms)")
+    p.add_argument("--encoder", action="append", default=[], metavar="NAME=RUN", help="a pretraining run (repeat)")
+    p.add_argument("--random-seeds", default="0", help="random-init ViTs to probe beside them (default 0; '' none)")
+    p.add_argument("--num-episodes", type=int, default=1000, help="episodes whose frames are probed (default 1000)")
+    p.add_argument("--fit-frames", default="100,1000,0", help="probe training-set sizes (0: all; default 100,1000,0)")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+
+    encoders: dict[str, torch.nn.Module] = {}
+    for seed in [int(s) for s in args.random_seeds.split(",") if s.strip()]:
+        cfg = load_config([PRETRAIN_RECIPE], [f"seed={seed}", f"data.episodes={args.episodes}"])
+        torch.manual_seed(seed)
+        encoders[f"random-init ViT (seed {seed})"] = build_jepa(cfg).target_encoder
+    for spec in args.encoder:
+        name, sep, run = spec.partition("=")
+        if not sep:
+            p.error(f"--encoder {spec!r}: expected NAME=RUN")
+        encoders[name] = load_encoder(run, component="target_encoder")
+    if not encoders:
+        p.error("nothing to probe: pass --encoder NAME=RUN or --random-seeds")
+
+    first = next(iter(encoders.values()))
+    image_size = first.grid_size[-1] * first.patch_size
+    x, s, episode = _frames(args.episodes, args.num_episodes, image_size)
+    sizes = tuple(int(n) for n in args.fit_frames.split(","))
+    print(f"{len(x)} frames of {args.num_episodes} episodes, positions in px (x, y), {image_size} px frames")
+    rows = []
+    for name, encoder in encoders.items():
+        tic = time.perf_counter()
+        z = _tokens(encoder, x)  # [N, T, D]
+        rows.append((name, _probe(z, s, episode, sizes), _probe(z.mean(axis=1), s, episode, (0,))[0]))
+        print(f"{name}: {time.perf_counter() - tic:.0f} s", flush=True)
+    res = rows[0][1]
+    fits = " / ".join(str(res[n]["fit_frames"]) for n in sizes)
+    print(f"\nLinear probe of the position, fit on {fits} frames, tested on {res[sizes[0]]['test_frames']} frames of "
+          "held-out episodes: RMSE in px (share within 4.5 px)\n")  # fmt: skip
+    head = " | ".join(f"all tokens, {res[n]['fit_frames']} frames" for n in sizes)
+    print(f"| encoder (frozen) | {head} | mean token, {res[0 if 0 in sizes else sizes[-1]]['fit_frames']} frames |")
+    print("|---|" + "---|" * (len(sizes) + 1))
+    for name, full, pooled in rows:
+        cells = " | ".join(f"{full[n]['rmse']:.2f} ({100 * full[n]['within']:.0f}%)" for n in sizes)
+        print(f"| {name} | {cells} | {pooled['rmse']:.2f} ({100 * pooled['within']:.0f}%) |")
+
+
+if __name__ == "__main__":
+    main()
