@@ -136,6 +136,9 @@ def build_world_model(
     frozen = w.encoder_checkpoint is not None and not w.finetune_encoder
     if w.encoder_checkpoint is not None and w.readout_dim > 0:
         # The pretrained ViT stays frozen (unless fine-tuned) under a readout that trains with the dynamics.
+        depth = len(getattr(encoder, "blocks", ()))
+        if w.finetune_blocks > depth:
+            raise ValueError(f"wm.finetune_blocks={w.finetune_blocks} is more than the pretrained ViT's {depth} blocks")
         encoder = TokenReadout(
             backbone=encoder,
             embed_dim=w.readout_dim,

@@ -162,6 +162,8 @@ def test_finetuning_the_last_block_caches_the_frozen_ones_and_trains_only_it(tmp
     assert any(k.startswith("blocks.1.") for k in moved)
     wm = checkpoints.load_world_model(tmp_path / "run")
     assert wm.encoder.frozen_blocks == 1 and wm.encode(torch.rand(2, 3, 3, 32, 32)).shape == (2, 3, 1, 8)
+    with pytest.raises(ValueError, match="wm.finetune_blocks=3 is more than the pretrained ViT's 2 blocks"):
+        world_model_task(load_config([], _over(tmp_path / "b", **{**ft, "wm.finetune_blocks": 3}), command="train-wm"))
     with pytest.raises(ConfigError, match="wm.finetune_blocks.*needs wm.finetune_encoder=true"):
         load_config([], _over(tmp_path / "b", **{**ft, "wm.finetune_encoder": False}), command="train-wm")
 
