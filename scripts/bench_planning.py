@@ -20,6 +20,7 @@
      `data.source=synthetic_images`: no Two-Rooms frame is seen), then frozen like `jepa` (what most users will do);
    - `jepa-video`: V-JEPA on the episodes' clips, predicting the future half of each clip from its past
      (`configs/pretrain/two_rooms_vjepa.yaml`), then frozen like `jepa` (each frame read as one repeated tubelet);
+     `jepa-video-finetune-last`: the same with its last block fine-tuned;
    then plan on the same `--episodes` start / goal pairs (`jepa-world plan`, pairs from `--pair-seed`): start and goal
    in opposite rooms, 200 steps, success = final distance < 4.5 px; the learned agent sees pixels only and never
    queries the simulator.
@@ -54,7 +55,7 @@ JEPA_RECIPE = CONFIGS / "world_model" / "two_rooms_jepa.yaml"
 PRETRAIN_RECIPE = CONFIGS / "pretrain" / "two_rooms_ijepa.yaml"
 VIDEO_RECIPE = CONFIGS / "pretrain" / "two_rooms_vjepa.yaml"
 ENCODERS = ("joint", "jepa", "jepa-finetune", "jepa-finetune-last", "random-vit", "random-vit-finetune",
-            "random-vit-finetune-last", "jepa-transfer", "jepa-video")  # fmt: skip
+            "random-vit-finetune-last", "jepa-transfer", "jepa-video", "jepa-video-finetune-last")  # fmt: skip
 QUIET = ["train.progress=false", "train.tensorboard=false"]
 FINETUNE_STEPS = 1000  # train-wm steps of the -finetune rows (--train-steps overrides)
 FINETUNE_LAST_STEPS = 1000  # as FINETUNE_STEPS; the first blocks' tokens are cached, only the last one runs
@@ -69,7 +70,7 @@ def _encoder(kind: str, seed: int, out: Path, episodes: Path, args) -> tuple[lis
     if kind == "jepa-transfer":  # other video: the built-in moving shapes, at the same frame size
         enc, data = out / f"pretrain_transfer_seed{seed}", ["data.source=synthetic_images"]
     recipe = PRETRAIN_RECIPE
-    if kind == "jepa-video":
+    if kind.startswith("jepa-video"):
         enc, recipe = out / f"pretrain_video_seed{seed}", VIDEO_RECIPE
     over = [f"seed={seed}", *data, f"train.output_dir={enc}", *QUIET, *args.pretrain_overrides]
     if args.pretrain_steps is not None:
