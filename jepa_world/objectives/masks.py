@@ -31,12 +31,9 @@ from typing import Any
 
 import torch
 
+from jepa_world.objectives.arg_checks import check_grid, check_int, check_range, check_scale
 from jepa_world.objectives.mask_sampling import (
     box_union,
-    check_grid,
-    check_int,
-    check_range,
-    check_scale,
     mask_generator,
     sample_hw,
     sample_starts,

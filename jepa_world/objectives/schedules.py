@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import math
 import numbers
-import operator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
+
+from jepa_world.objectives.arg_checks import check_int
 
 __all__ = [
     "Constant",
@@ -82,15 +83,7 @@ def _check_steps(obj: object, name: str, *, minimum: int) -> None:
 
 def _as_step(step: Any) -> int:
     # operator.index accepts numpy / 0-d torch integers but rejects floats, which would hide an off-by-one
-    if isinstance(step, bool):
-        raise TypeError(f"step must be an int, got {step!r}")
-    try:
-        step = operator.index(step)
-    except TypeError:
-        raise TypeError(f"step must be an int, got {step!r} ({type(step).__name__})") from None
-    if step < 0:
-        raise ValueError(f"step must be >= 0, got {step}")
-    return step
+    return check_int("step", step, minimum=0)
 
 
 def _lerp(a: float, b: float, w: float) -> float:
