@@ -51,14 +51,19 @@ def _tokens(encoder: torch.nn.Module, x: torch.Tensor, batch: int = 256) -> np.n
     return torch.cat([encoder(x[i : i + batch]) for i in range(0, len(x), batch)]).numpy()  # [N, T, D]
 
 
-def _ridge(train: np.ndarray, y: np.ndarray, test: np.ndarray, lam: float) -> np.ndarray:
-    """Kernel (dual) ridge with a bias: fits [N, F] features with F >> N in O(N^2 F)."""
+def _ridge(train: np.ndarray, y: np.ndarray, tests: list[np.ndarray], lams: tuple[float, ...]) -> dict:
+    """Kernel (dual) ridge with a bias, fit once per lambda on [N, F] features (F >> N: O(N^2 F) for the Gram matrix,
+    computed once): {lambda: [predictions for each of `tests`]}."""
     mu, sd = train.mean(0), train.std(0) + 1e-6
-    a, b = (train - mu) / sd, (test - mu) / sd
+    a = (train - mu) / sd
     y_mu = y.mean(0)
     gram = a @ a.T / a.shape[1]
-    alpha = np.linalg.solve(gram + lam * np.eye(len(a)), y - y_mu)
-    return b @ a.T / a.shape[1] @ alpha + y_mu
+    cross = [(t - mu) / sd @ a.T / a.shape[1] for t in tests]
+    out = {}
+    for lam in lams:
+        alpha = np.linalg.solve(gram + lam * np.eye(len(a)), y - y_mu)
+        out[lam] = [c @ alpha + y_mu for c in cross]
+    return out
 
 
 def _probe(features: np.ndarray, s: np.ndarray, episode: np.ndarray, sizes: tuple[int, ...]) -> dict:
@@ -72,9 +77,9 @@ def _probe(features: np.ndarray, s: np.ndarray, episode: np.ndarray, sizes: tupl
     for n in sizes:
         fit = np.flatnonzero(tr)
         fit = np.sort(rng.choice(fit, size=n, replace=False)) if 0 < n < len(fit) else fit
-        errs = {lam: np.sqrt(((_ridge(f[fit], s[fit], f[va], lam) - s[va]) ** 2).mean()) for lam in LAMBDAS}
-        lam = min(errs, key=errs.get)
-        pred = _ridge(f[fit], s[fit], f[te], lam)
+        preds = _ridge(f[fit], s[fit], [f[va], f[te]], LAMBDAS)
+        lam = min(LAMBDAS, key=lambda k: ((preds[k][0] - s[va]) ** 2).mean())
+        pred = preds[lam][1]
         dist = np.linalg.norm(pred - s[te], axis=1)
         r2 = 1 - ((pred - s[te]) ** 2).sum() / ((s[te] - s[te].mean(0)) ** 2).sum()
         out[n] = {"rmse": float(np.sqrt((dist**2).mean())), "r2": float(r2), "within": float((dist < 4.5).mean()),
