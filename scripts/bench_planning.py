@@ -3,6 +3,7 @@
     python scripts/bench_planning.py                                  # 3 seeds x 50 episodes (the recorded run)
     python scripts/bench_planning.py --seeds 0 --episodes 10 --train-steps 300 --collect-episodes 500   # smoke
     python scripts/bench_planning.py --encoder jepa,random-vit,joint --seeds 0,1,2 --pair-seed 1
+    python scripts/bench_planning.py --encoder jepa-video,random-vit,joint --wm-episodes 50,200  # few labelled
 
 1. Collect `--collect-episodes` random-walk episodes of 16 steps once (`jepa-world collect`, von Mises headings).
 2. For each encoder and training seed:
@@ -24,6 +25,9 @@
    then plan on the same `--episodes` start / goal pairs (`jepa-world plan`, pairs from `--pair-seed`): start and goal
    in opposite rooms, 200 steps, success = final distance < 4.5 px; the learned agent sees pixels only and never
    queries the simulator.
+   With `--wm-episodes N[,N...]` the world model trains on the first N collected episodes only (the same episodes:
+   collection is reproducible per episode), while the pretraining still reads the frames of all of them: the
+   setting of a user with much unlabelled video and few episodes with actions. Run folders gain `_wm{N}`.
 3. Random, no-op, straight line and CEM on the true simulator (ceiling) run once on the same pairs.
 
 Prints one table per run, then the summary (one row per encoder, pooled over seeds, mean +- std of the per-seed
@@ -97,6 +101,7 @@ def main() -> None:
     p.add_argument("--pair-seed", type=int, default=0, help="seed of the start / goal pairs (default 0)")
     p.add_argument("--episodes", type=int, default=50, help="evaluation episodes per agent and seed (default 50)")
     p.add_argument("--collect-episodes", type=int, default=4000, help="training episodes to collect (default 4000)")
+    p.add_argument("--wm-episodes", default="", help="comma-separated: train-wm on the first N episodes only")
     p.add_argument("--train-steps", type=int, default=None, help="override train.max_steps of the recipe")
     p.add_argument("--pretrain-steps", type=int, default=None, help="override train.max_steps of the pretraining")
     p.add_argument("--output", default="runs/bench_planning", help="run folder (default runs/bench_planning)")
@@ -122,22 +127,34 @@ def main() -> None:
     if not (episodes_dir / "metadata.json").exists():
         collect_episodes(env_name="two_rooms", num_episodes=args.collect_episodes, steps=16, output_dir=episodes_dir,
                          seed=12345, progress=False)  # fmt: skip
+    subsets = [int(n) for n in args.wm_episodes.split(",") if n.strip()]
+    if any(not 1 <= n <= args.collect_episodes for n in subsets):
+        p.error(f"--wm-episodes {args.wm_episodes}: each must be in 1..{args.collect_episodes} (--collect-episodes)")
+    for n in subsets:  # each episode depends only on the seed and its index: these are the first n of episodes_dir
+        if not (out / f"episodes_first{n}" / "metadata.json").exists():
+            collect_episodes(env_name="two_rooms", num_episodes=n, steps=16, output_dir=out / f"episodes_first{n}",
+                             seed=12345, progress=False)  # fmt: skip
     collect_s = time.perf_counter() - tic
     print(f"collect: {args.collect_episodes} episodes in {collect_s:.0f} s", flush=True)
 
     settings = PlannerSettings(samples=args.samples, iterations=args.iterations, horizon=args.horizon,
                                replan_every=args.replan_every)  # fmt: skip
     runs, baselines = [], None
-    for kind in kinds:
+    cases = [(kind, n) for n in (subsets or [None]) for kind in kinds]
+    for kind, n in cases:
         for seed in seeds:
-            run = out / f"{kind}_seed{seed}"
+            run = out / (f"{kind}_seed{seed}" + (f"_wm{n}" if n else ""))
             enc_over, pretrain_s = _encoder(kind, seed, out, episodes_dir, args)
-            overrides = [f"seed={seed}", f"wm.episodes={episodes_dir}", f"train.output_dir={run / 'wm'}", *QUIET,
+            wm_episodes = out / f"episodes_first{n}" if n else episodes_dir
+            overrides = [f"seed={seed}", f"wm.episodes={wm_episodes}", f"train.output_dir={run / 'wm'}", *QUIET,
                          *enc_over, *args.overrides]  # fmt: skip
             if args.train_steps is not None:
                 overrides.append(f"train.max_steps={args.train_steps}")
             files = [args.config] + ([JEPA_RECIPE] if kind != "joint" else [])
             cfg = load_config(files, overrides, command="train-wm")
+            if n is not None and cfg.train.batch_size > n:  # a window per episode at least: a batch of n fits
+                print(f"{kind}: train.batch_size {cfg.train.batch_size} -> {n} (only {n} episodes)", flush=True)
+                cfg = load_config(files, [*overrides, f"train.batch_size={n}"], command="train-wm")
             tic = time.perf_counter()
             summary = train_world_model(cfg)
             train_s = time.perf_counter() - tic
@@ -152,18 +169,21 @@ def main() -> None:
             learned = result["results"][0]
             if first:
                 baselines = result["results"][1:]
-            runs.append({"encoder": kind, "seed": seed, "steps": summary["step"], "pretrain_s": pretrain_s,
-                         "train_s": train_s, "plan_s": plan_s, "learned": learned,
+            n_wm = n or args.collect_episodes
+            runs.append({"encoder": kind, "wm_episodes": n_wm, "seed": seed, "steps": summary["step"],
+                         "pretrain_s": pretrain_s, "train_s": train_s, "plan_s": plan_s, "learned": learned,
                          "ms_per_replan_alone": alone["results"][0]["ms_per_replan_batched"]})  # fmt: skip
             print(result["table"])
-            print(f"{kind} seed {seed}: pretrain {pretrain_s / 60:.1f} min, train {train_s / 60:.1f} min, plan "
-                  f"{plan_s / 60:.1f} min, success {100 * learned['success_rate']:.0f}%", flush=True)  # fmt: skip
+            print(f"{kind} seed {seed}, {n_wm} train-wm episodes: pretrain {pretrain_s / 60:.1f} min, train "
+                  f"{train_s / 60:.1f} min, plan {plan_s / 60:.1f} min, success {100 * learned['success_rate']:.0f}%",
+                  flush=True)  # fmt: skip
 
     rows, lines = [], []
-    for kind in kinds:
-        mine = [r for r in runs if r["encoder"] == kind]
+    for kind, n in cases:
+        mine = [r for r in runs if (r["encoder"], r["wm_episodes"]) == (kind, n or args.collect_episodes)]
+        name = kind + (f", {n} episodes" if n else "")
         rates = np.array([r["learned"]["success_rate"] for r in mine])
-        rows.append({"name": f"{kind} + CEM ({len(mine)} seeds pooled)", "success_rate": float(rates.mean()),
+        rows.append({"name": f"{name} + CEM ({len(mine)} seeds pooled)", "success_rate": float(rates.mean()),
                      "success": [ok for r in mine for ok in r["learned"]["success"]],
                      "mean_final_distance": float(np.mean([r["learned"]["mean_final_distance"] for r in mine])),
                      "ms_per_step": float(np.mean([r["learned"]["ms_per_step"] for r in mine])),
@@ -171,7 +191,7 @@ def main() -> None:
                      "num_plans": sum(r["learned"]["num_plans"] for r in mine)})  # fmt: skip
         stage = {k: np.mean([r[k] for r in mine]) / 60 for k in ("pretrain_s", "train_s", "plan_s")}
         lines.append(
-            f"{kind}: per seed " + ", ".join(f"{100 * r:.0f}%" for r in rates)
+            f"{name}: per seed " + ", ".join(f"{100 * r:.0f}%" for r in rates)
             + f" (mean {100 * rates.mean():.1f} +- {100 * rates.std():.1f}); minutes per seed: pretrain "
             + f"{stage['pretrain_s']:.1f}, train-wm {stage['train_s']:.1f}, plan {stage['plan_s']:.1f}; replan "
             + f"{rows[-1]['ms_per_replan_batched'] / args.episodes:.1f} ms per episode ({args.episodes} batched), "
