@@ -57,6 +57,7 @@ def validate(cfg: DictConfig) -> None:
         "train.stop_grace_s",
         "wm.readout_dim",
         "wm.finetune_blocks",
+        "wm.val_episodes",
         "var_weight",
         "cov_weight",
     ):

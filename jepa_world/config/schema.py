@@ -176,6 +176,9 @@ class WorldModelConfig:
     window: int = 8  # frames per training window
     frameskip: int = 1  # env steps per model step (actions of skipped steps are concatenated)
     use_states: bool = False  # proprioception tokens (off for Two-Rooms, whose state is the answer)
+    # hold out the last k episodes: their windows are never trained on, and every logged step adds val_* metrics
+    # (the model's loss terms and rollout errors on up to 256 of their windows) to metrics.jsonl
+    val_episodes: int = 0
     in_memory: bool = False  # read every episode into RAM once (fast small-model training; 0.8 GB per 4k episodes)
     # encoder: a pretraining run / checkpoint (frozen unless finetune_encoder) or a registered encoder trained jointly
     encoder_checkpoint: str | None = None

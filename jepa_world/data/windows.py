@@ -14,6 +14,9 @@ Items (a window of ``T = window`` frames taken every ``k = frameskip`` steps fro
     states  float32 [T, S]          states at the frame indices (absent if the episodes have no states)
 
 Starts are ``0, stride, 2*stride, ...`` while the window fits in the episode.
+
+`hold_out_episodes` splits the windows by episode (the last k episodes held out, so no held-out frame is ever
+trained on) into two `WindowSubset` views.
 """
 
 from __future__ import annotations
@@ -135,6 +138,10 @@ class EpisodeWindows(Dataset):
         start = int(self._start_of[index])
         return int(self._episode_of[index]), start + self.frameskip * np.arange(self.window)
 
+    def window_episodes(self) -> np.ndarray:
+        """The episode number of every window, ``int64 [len(self)]`` (a copy)."""
+        return self._episode_of.copy()
+
     def episode_frames(self, episode: int) -> np.ndarray:
         """All frames ``uint8 [F, H, W, 3]`` of one episode (from RAM when the dataset holds them)."""
         return self._read(episode, "frames", np.arange(self.episodes[episode].num_frames))
@@ -170,3 +177,45 @@ class EpisodeWindows(Dataset):
         if self.uint8:
             return torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))  # [T, 3, H, W] uint8
         return frames_to_tensor(frames, normalize=self.normalize, image_size=self.image_size)
+
+
+class WindowSubset(Dataset):
+    """The windows of `dataset` at `indices`, keyed as the dataset is: ``i`` or ``(i, aug_seed)`` -> ``indices[i]``.
+
+    Args:
+        dataset: an episode dataset or a view of one (`FeatureWindows`), indexed by window.
+        indices: window numbers of `dataset`, ``int [N]``.
+    """
+
+    def __init__(self, dataset: Dataset, indices: np.ndarray) -> None:
+        self.dataset, self.indices = dataset, np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key: Any) -> dict[str, torch.Tensor]:
+        index, aug_seed = split_key(key, len(self))
+        return self.dataset[(int(self.indices[index]), aug_seed)]
+
+
+def hold_out_episodes(
+    windows: EpisodeWindows, num_held_out: int, *, dataset: Dataset | None = None, where: str = "the episodes"
+) -> tuple[WindowSubset, WindowSubset]:
+    """Split the windows by episode: ``(windows of the first episodes, windows of the last num_held_out)``.
+
+    Args:
+        windows: the episode dataset whose episodes are split.
+        num_held_out: episodes held out, from the end (``windows.episodes`` order, i.e. the episodes kept after
+            the too-short ones were skipped).
+        dataset: what the subsets view, window for window (default ``windows``; a `FeatureWindows` of it).
+        where: the setting, as the error message names it.
+
+    Raises:
+        ValueError: ``num_held_out`` is not in ``1 .. len(windows.episodes) - 1``.
+    """
+    total = len(windows.episodes)
+    if not 1 <= num_held_out < total:
+        raise ValueError(f"{where}={num_held_out} must be between 1 and {total - 1}: the dataset has {total} episodes")
+    held_out = windows.window_episodes() >= total - num_held_out  # [N]
+    source = windows if dataset is None else dataset
+    return WindowSubset(source, np.flatnonzero(~held_out)), WindowSubset(source, np.flatnonzero(held_out))

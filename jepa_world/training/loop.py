@@ -57,6 +57,7 @@ from jepa_world.training.run_state import (
     stop_on_signals,
 )
 from jepa_world.training.tasks import Task, pretrain_task, world_model_task
+from jepa_world.training.validation import evaluate
 
 __all__ = ["check_batch_split", "fit", "pretrain", "train_policy", "train_world_model"]
 
@@ -259,6 +260,13 @@ class _Run:
             sums.update({k: torch.tensor(v, device=acc.device) for k, v in self.task.after_step(step).items()})
         return grad_norm
 
+    def validate(self) -> dict[str, float]:
+        """`val_*` metrics of the task's model on its held-out data (main process only: no collective)."""
+        device = self.accelerator.device
+        return evaluate(self.task.model, self.task.val_dataset, self.task.prepare,
+                        batch_size=self.micro_global, to_device=lambda b: _to_device(b, device),
+                        autocast=self.accelerator.autocast)  # fmt: skip
+
     def stop_votes(self, signalled: bool, out_of_time: bool) -> tuple[bool, bool]:
         """[signal, out of time], summed over processes, so all of them stop at the same step."""
         flags = torch.tensor([float(signalled), float(out_of_time)], device=self.accelerator.device)
@@ -361,6 +369,9 @@ def _fit(cfg: DictConfig, make_task: Callable[[], Task], acc: Accelerator) -> di
                     last = {k: float(v) for k, v in zip(names, reduced.tolist())}
                     last.update(lr=lr, wd=wd, grad_norm=float(grad_norm), samples_per_s=samples_since / (now - tic))
                     last.update(run.counters)
+                    if task.val_dataset is not None and run.main:  # held-out metrics; the training is untouched
+                        last.update(run.validate())
+                        now = time.perf_counter()  # samples_per_s leaves the evaluation out
                     tic, samples_since = now, 0
                     log.write({"step": step + 1, **last})
                     acc.log(last, step=step + 1)

@@ -26,6 +26,7 @@ from jepa_world.data.build import build_dataset
 from jepa_world.data.episode_formats import open_episodes
 from jepa_world.data.feature_cache import FeatureWindows
 from jepa_world.data.transforms import frames_to_tensor, uint8_to_float
+from jepa_world.data.windows import hold_out_episodes
 from jepa_world.factory import build_jepa, build_masks, build_world_model, ema_schedule
 from jepa_world.models.small import TokenReadout
 from jepa_world.models.world_model import WorldModel
@@ -50,6 +51,8 @@ class Task:
             JEPA collapse check); None for tasks without one.
         uses_gradients: False for a gradient-free learner (CMA-ES) whose forward updates its own state: the loop
             then skips backward and the optimizer has nothing to step (one process only).
+        val_dataset: held-out items (keyed and prepared as `dataset`'s) the loop evaluates the model on at every
+            logged step (`training.validation`); None: no validation.
     """
 
     name: str
@@ -62,6 +65,7 @@ class Task:
     meta: dict = field(default_factory=dict)
     health: Callable[[dict, dict], tuple[str, str]] | None = None
     uses_gradients: bool = True
+    val_dataset: Dataset | None = None
 
 
 def param_groups(modules: list[nn.Module], *, lr_scale: float = 1.0) -> list[dict]:
@@ -167,7 +171,12 @@ def world_model_task(cfg: DictConfig) -> Task:
         def encode_frames(frames):  # uint8 [F, H, W, 3] -> tokens [F, N, D], frames as the dataset would give them
             return readout.frozen_features(frames_to_tensor(frames, image_size=cfg.data.image_size))
 
-        dataset = FeatureWindows(dataset, encode_frames, log=print if cfg.train.progress else None)
+        windows, dataset = dataset, FeatureWindows(dataset, encode_frames, log=print if cfg.train.progress else None)
+    else:
+        windows = dataset
+    val_dataset = None
+    if w.get("val_episodes", 0):  # the last episodes: never trained on (a run saved before the key: none)
+        dataset, val_dataset = hold_out_episodes(windows, w.val_episodes, dataset=dataset, where="wm.val_episodes")
 
     def prepare(item: dict, micro_step: int, rows: slice, global_batch: int) -> dict:
         if "tokens" in item:
@@ -187,6 +196,7 @@ def world_model_task(cfg: DictConfig) -> Task:
         components=components,
         prepare=prepare,
         meta={"action_dim": action_dim, "state_dim": state_dim, "encoder_config": _encoder_config(model)},
+        val_dataset=val_dataset,
     )
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -181,3 +183,44 @@ def test_an_encoder_that_does_not_fit_is_refused_naming_both_sizes(tmp_path):
     over = _over(tmp_path / "b", **{"wm.encoder_checkpoint": tmp_path / "wm" / "run"})
     with pytest.raises(ValueError, match="is a world-model run"):
         world_model_task(load_config([], over, command="train-wm"))
+
+
+# ------------------------------------------------------------------------------------------------ held-out episodes
+def _records(run) -> list[dict]:
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_holding_out_episodes_trains_exactly_as_on_the_others_alone(tmp_path):
+    # Collection is reproducible per episode: the 9-episode folder holds the first 9 of the 12-episode one. Training
+    # on 12 with the last 3 held out (validated at every step) must equal training on the 9 (never validated).
+    for n in (12, 9):
+        collect_episodes(env_name="two_rooms", num_episodes=n, steps=8, output_dir=tmp_path / f"eps{n}", seed=3,
+                         image_size=32, progress=False)  # fmt: skip
+    held = _over(tmp_path / "held", **{"wm.episodes": tmp_path / "eps12", "wm.val_episodes": 3})
+    alone = _over(tmp_path / "alone", **{"wm.episodes": tmp_path / "eps9", "train.log_every": 4})
+    finals = []
+    for over in (held, alone):
+        train_world_model(load_config([], over, command="train-wm"))
+        finals.append(checkpoints.load_checkpoint(checkpoints.list_checkpoints(Path(over[0].split("=")[1]) /
+                                                                               "checkpoints")[-1]))  # fmt: skip
+    records = _records(tmp_path / "held" / "run")
+    assert len(records) == 4
+    for r in records:
+        assert {"val_loss", "val_loss_tf", "val_loss_rollout", "val_rollout_err_1"} <= set(r), sorted(r)
+        assert all(math.isfinite(r[k]) for k in r if k.startswith("val_"))
+    assert records[0]["val_loss_tf"] != records[-1]["val_loss_tf"]  # the model it evaluates is the one training
+    assert not any(k.startswith("val_") for r in _records(tmp_path / "alone" / "run") for k in r)
+    for component in ("encoder", "predictor", "inverse_dynamics"):
+        for key, value in finals[0][component].items():
+            assert torch.equal(value, finals[1][component][key]), (component, key)
+
+
+def test_held_out_episodes_under_a_frozen_readout_and_too_many_held_out(tmp_path):
+    encoder_run = _pretrained(tmp_path)
+    over = _over(tmp_path, **{"wm.encoder_checkpoint": encoder_run, "wm.readout_dim": 8, "train.max_steps": 2,
+                              "wm.val_episodes": 2})  # fmt: skip
+    train_world_model(load_config([], over, command="train-wm"))
+    assert "val_loss_rollout" in _records(tmp_path / "run")[-1]
+    over = _over(tmp_path / "bad", **{"wm.val_episodes": 12})
+    with pytest.raises(ValueError, match=r"wm.val_episodes=12 must be between 1 and 11: the dataset has 12 episodes"):
+        train_world_model(load_config([], over, command="train-wm"))
