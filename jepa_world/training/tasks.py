@@ -32,6 +32,7 @@ from jepa_world.models.small import TokenReadout
 from jepa_world.models.world_model import WorldModel
 from jepa_world.objectives.ema import EMA
 from jepa_world.objectives.losses import collapse_health
+from jepa_world.training.validation import generalisation_health
 
 
 @dataclass
@@ -197,6 +198,7 @@ def world_model_task(cfg: DictConfig) -> Task:
         prepare=prepare,
         meta={"action_dim": action_dim, "state_dim": state_dim, "encoder_config": _encoder_config(model)},
         val_dataset=val_dataset,
+        health=generalisation_health,
     )
 
 

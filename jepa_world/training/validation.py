@@ -4,7 +4,8 @@ The loop calls `evaluate` on the main process at every logged step of a task wit
 with `wm.val_episodes`). It changes nothing the training depends on: no gradients, the global RNG state restored
 (loss terms that sample, and the batches' own randomness, stay off the training stream), the module's train / eval
 mode restored. The same windows every time (evenly spaced over the held-out set, at most `max_items`), so the
-curve in metrics.jsonl compares like with like.
+curve in metrics.jsonl compares like with like. `generalisation_health` turns the last logged step into the run's
+health line, with a warning when the held-out loss says the model overfits its training episodes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import nn
 from torch.utils.data import Dataset, default_collate
 
 MAX_ITEMS = 256  # held-out windows per evaluation
+OVERFIT_RATIO = 5.0  # held-out / training rollout loss above which `generalisation_health` warns
 
 
 def evaluation_keys(num_items: int, max_items: int = MAX_ITEMS) -> list[int]:
@@ -68,3 +70,26 @@ def evaluate(
     finally:
         model.train(was_training)
     return {f"val_{name}": total / len(keys) for name, total in sums.items()}
+
+
+def generalisation_health(first: dict, last: dict) -> tuple[str, str]:
+    """Training vs held-out rollout loss at the last logged step, and a warning when the gap says overfitting.
+
+    Both losses are in the same latent space (the model of that step), so their ratio is comparable across runs.
+    The warning's threshold, `OVERFIT_RATIO`, and the runs behind it are in docs/benchmarks.md ("Few episodes").
+
+    Returns:
+        ``(summary, warning)``; both empty for a run without held-out episodes.
+    """
+    if "val_loss_rollout" not in last or "loss_rollout" not in last:
+        return "", ""
+    train, val = last["loss_rollout"], last["val_loss_rollout"]
+    ratio = val / max(train, 1e-12)
+    summary = f"rollout loss {train:.4g} on the training episodes, {val:.4g} on the held-out ones ({ratio:.1f}x)"
+    if ratio <= OVERFIT_RATIO:
+        return summary, ""
+    return summary, (
+        f"the world model's rollout loss on its held-out episodes is {ratio:.1f}x its training loss (more than "
+        f"{OVERFIT_RATIO:g}x): it overfits its training episodes, and plans made with it will be poor; record more "
+        "episodes or train fewer steps (val_* in metrics.jsonl shows where the held-out loss stopped falling)"
+    )

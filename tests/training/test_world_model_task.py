@@ -198,9 +198,9 @@ def test_holding_out_episodes_trains_exactly_as_on_the_others_alone(tmp_path):
                          image_size=32, progress=False)  # fmt: skip
     held = _over(tmp_path / "held", **{"wm.episodes": tmp_path / "eps12", "wm.val_episodes": 3})
     alone = _over(tmp_path / "alone", **{"wm.episodes": tmp_path / "eps9", "train.log_every": 4})
-    finals = []
+    finals, healths = [], []
     for over in (held, alone):
-        train_world_model(load_config([], over, command="train-wm"))
+        healths.append(train_world_model(load_config([], over, command="train-wm"))["health"])
         finals.append(checkpoints.load_checkpoint(checkpoints.list_checkpoints(Path(over[0].split("=")[1]) /
                                                                                "checkpoints")[-1]))  # fmt: skip
     records = _records(tmp_path / "held" / "run")
@@ -210,6 +210,9 @@ def test_holding_out_episodes_trains_exactly_as_on_the_others_alone(tmp_path):
         assert all(math.isfinite(r[k]) for k in r if k.startswith("val_"))
     assert records[0]["val_loss_tf"] != records[-1]["val_loss_tf"]  # the model it evaluates is the one training
     assert not any(k.startswith("val_") for r in _records(tmp_path / "alone" / "run") for k in r)
+    train, val = records[-1]["loss_rollout"], records[-1]["val_loss_rollout"]
+    assert healths[0].startswith(f"rollout loss {train:.4g} on the training episodes, {val:.4g} on the held-out")
+    assert healths[1] == ""  # no held-out episodes: nothing to say
     for component in ("encoder", "predictor", "inverse_dynamics"):
         for key, value in finals[0][component].items():
             assert torch.equal(value, finals[1][component][key]), (component, key)
@@ -224,3 +227,15 @@ def test_held_out_episodes_under_a_frozen_readout_and_too_many_held_out(tmp_path
     over = _over(tmp_path / "bad", **{"wm.val_episodes": 12})
     with pytest.raises(ValueError, match=r"wm.val_episodes=12 must be between 1 and 11: the dataset has 12 episodes"):
         train_world_model(load_config([], over, command="train-wm"))
+
+
+def test_the_generalisation_health_warns_past_its_threshold_only():
+    from jepa_world.training.validation import OVERFIT_RATIO, generalisation_health
+
+    fits = {"loss_rollout": 0.1, "val_loss_rollout": 0.1 * OVERFIT_RATIO}
+    summary, warning = generalisation_health({}, fits)
+    assert summary == f"rollout loss 0.1 on the training episodes, {0.1 * OVERFIT_RATIO:.4g} on the held-out ones " \
+                      f"({OVERFIT_RATIO:.1f}x)" and warning == ""  # fmt: skip
+    summary, warning = generalisation_health({}, {"loss_rollout": 0.01, "val_loss_rollout": 0.65})
+    assert "(65.0x)" in summary and "overfits its training episodes" in warning and f"{OVERFIT_RATIO:g}x" in warning
+    assert generalisation_health({}, {"loss_rollout": 0.01}) == ("", "")
