@@ -165,6 +165,7 @@ def world_model_task(cfg: DictConfig) -> Task:
     if model.inverse_dynamics is not None:
         components["inverse_dynamics"] = model.inverse_dynamics
 
+    windows = dataset  # the episode windows; `dataset` may become a view of them
     if isinstance(model.encoder, TokenReadout) and model.encoder.caches_features:
         # A frozen ViT (or its frozen first blocks) gives each frame the same tokens at every step: encode them once.
         readout = model.encoder
@@ -172,9 +173,7 @@ def world_model_task(cfg: DictConfig) -> Task:
         def encode_frames(frames):  # uint8 [F, H, W, 3] -> tokens [F, N, D], frames as the dataset would give them
             return readout.frozen_features(frames_to_tensor(frames, image_size=cfg.data.image_size))
 
-        windows, dataset = dataset, FeatureWindows(dataset, encode_frames, log=print if cfg.train.progress else None)
-    else:
-        windows = dataset
+        dataset = FeatureWindows(windows, encode_frames, log=print if cfg.train.progress else None)
     val_dataset = None
     if w.get("val_episodes", 0):  # the last episodes: never trained on (a run saved before the key: none)
         dataset, val_dataset = hold_out_episodes(windows, w.val_episodes, dataset=dataset, where="wm.val_episodes")
