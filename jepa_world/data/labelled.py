@@ -18,7 +18,8 @@ from torch.utils.data import Dataset, Subset
 from jepa_world.data.images import ImageFolderDataset
 from jepa_world.data.index import class_of, detect_kind, read_index
 from jepa_world.data.sampler import derive_seed
-from jepa_world.data.synthetic import KIND_NAMES, NUM_DIRECTIONS, MovingShapeVideo, ShapesImages
+from jepa_world.data.shapes import KIND_NAMES, NUM_DIRECTIONS
+from jepa_world.data.synthetic import MovingShapeVideo, ShapesImages
 from jepa_world.data.video.dataset import VideoClipDataset
 
 BUILTIN_SEEDS = {"train": 10_001, "val": 10_002, "test": 10_003}  # never the pretraining data's seed (cfg.seed)
