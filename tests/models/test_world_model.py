@@ -1,4 +1,5 @@
-"""The action-conditioned predictor, the small pooled models, the world-model verbs, its loss and its loss terms."""
+"""The world model (jepa_world/models/world_model.py): its verbs, rollout, loss and loss terms, on the
+action-conditioned predictor and the small pooled models."""
 
 from __future__ import annotations
 
@@ -7,30 +8,24 @@ from pathlib import Path
 import pytest
 import torch
 
-from jepa_world import create_model
 from jepa_world.data.episodes import load_npz_trajectory
 from jepa_world.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from jepa_world.models.ac_predictor import ActionConditionedPredictor, RolloutCache, _token_coords, block_causal_mask
 from jepa_world.models.small import PooledEncoder, ResidualMlpDynamics
 from jepa_world.models.vit import VisionTransformer
 from jepa_world.models.world_model import WorldModel
 from jepa_world.objectives.losses import CovarianceTerm, InverseDynamicsTerm, SmoothnessTerm, VarianceTerm
 from jepa_world.planning import CEMPlanner
 from jepa_world.planning.costs import rollout_cost
+from tests.models.test_ac_predictor import D, _gen, _predictor
+from tests.models.test_small import _randomize_
 
 torch.set_num_threads(1)  # tiny tensors: thread fan-out only adds latency on a shared 2-core machine
 
 FRANKA = Path(__file__).resolve().parents[3] / "shared" / "data" / "franka_example_traj.npz"
-D = 32
 
 
 def _vit(img_size: int = 32, patch_size: int = 8, **kw) -> VisionTransformer:
     return VisionTransformer(img_size=img_size, patch_size=patch_size, embed_dim=D, depth=1, num_heads=2, **kw)
-
-
-def _predictor(action_dim: int = 2, state_dim: int = 0, **kw) -> ActionConditionedPredictor:
-    kw = {"predictor_embed_dim": 48, "depth": 2, "num_heads": 2, **kw}
-    return ActionConditionedPredictor(embed_dim=D, action_dim=action_dim, state_dim=state_dim, **kw)
 
 
 def _pooled_wm(action_dim: int = 2, state_dim: int = 0, **kw) -> WorldModel:
@@ -62,10 +57,6 @@ def _joint_terms(
     if idm > 0:
         terms.append(InverseDynamicsTerm(embed_dim=D, action_dim=action_dim, weight=idm))
     return terms
-
-
-def _gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def _batch(B: int, T: int, size: int, A: int, S: int = 0, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -109,74 +100,6 @@ def test_vit_pooled_gives_one_token_per_frame():
     tokens = wm.encoder(x.flatten(0, 1)).mean(1)  # independent path: encoder, mean, layer norm
     expected = (tokens - tokens.mean(-1, keepdim=True)) / (tokens.var(-1, unbiased=False, keepdim=True) + 1e-5).sqrt()
     torch.testing.assert_close(z.flatten(0, 2), expected, atol=1e-5, rtol=1e-4)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Block-causal attention
-# --------------------------------------------------------------------------------------------------------------------
-def test_block_causal_mask_matches_loop():
-    T, n, past = 3, 4, 2
-    mask = block_causal_mask(T, n, past_frames=past)
-    assert mask.shape == (T * n, (past + T) * n) and mask.dtype == torch.bool
-    for i in range(T * n):
-        for j in range((past + T) * n):
-            assert bool(mask[i, j]) == (j // n <= past + i // n)
-
-
-@pytest.mark.parametrize("hw", [1, 4], ids=["pooled", "patch_2x2"])
-@pytest.mark.parametrize("t", [0, 2])
-def test_block_causal_perturbation(hw, t):
-    torch.manual_seed(0)
-    pred = _predictor(action_dim=2, state_dim=3, grid_size=(2, 2)).double()
-    T = 5
-    z = torch.randn(2, T, hw, D, dtype=torch.float64, generator=_gen(1))
-    a = torch.randn(2, T, 2, dtype=torch.float64, generator=_gen(2))
-    s = torch.randn(2, T, 3, dtype=torch.float64, generator=_gen(3))
-    base = pred(z, a, s)
-    for name, tensor in (("z", z), ("a", a), ("s", s)):
-        bumped = tensor.clone()
-        bumped[:, t + 1] += 1.0  # a later frame's inputs
-        args = {"z": z, "a": a, "s": s, name: bumped}
-        out = pred(args["z"], args["a"], args["s"])
-        torch.testing.assert_close(out[:, : t + 1], base[:, : t + 1], atol=1e-12, rtol=0)
-        assert (out[:, t + 1] - base[:, t + 1]).abs().max() > 1e-4, name
-        bumped = tensor.clone()
-        bumped[:, t] += 1.0  # this frame's inputs change this frame's prediction
-        args = {"z": z, "a": a, "s": s, name: bumped}
-        out = pred(args["z"], args["a"], args["s"])
-        torch.testing.assert_close(out[:, :t], base[:, :t], atol=1e-12, rtol=0)
-        assert (out[:, t] - base[:, t]).abs().max() > 1e-4, name
-
-
-def test_token_positions():
-    # Frames 1 and 2 with 2 conditioning tokens and a 2 x 2 patch grid: [a, s, (0,0), (0,1), (1,0), (1,1)] per frame.
-    expected = [[t, 0, 0] for t in (1, 1)] + [[1, r, c] for r in range(2) for c in range(2)]
-    expected += [[t, 0, 0] for t in (2, 2)] + [[2, r, c] for r in range(2) for c in range(2)]
-    assert _token_coords(1, 2, 2, (2, 2)).tolist() == expected
-
-
-def test_mask_and_rope_built_once_per_shape():
-    pred = _predictor()
-    z, a = torch.randn(2, 3, 1, D), torch.randn(2, 3, 2)
-    pred(z, a)
-    pred(z + 1, a)
-    assert len(pred._tables) == 1
-    pred(z[:, :2], a[:, :2])
-    assert len(pred._tables) == 2
-
-
-def test_cached_frames_match_full_pass():
-    torch.manual_seed(0)
-    pred = _predictor(action_dim=2, state_dim=3, grid_size=(2, 2)).double()
-    z = torch.randn(2, 5, 4, D, dtype=torch.float64, generator=_gen(1))
-    a = torch.randn(2, 5, 2, dtype=torch.float64, generator=_gen(2))
-    s = torch.randn(2, 5, 3, dtype=torch.float64, generator=_gen(3))
-    full = pred(z, a, s)
-    cache = RolloutCache()
-    chunks = [pred(z[:, :2], a[:, :2], s[:, :2], cache=cache)]  # two context frames at once, then one at a time
-    chunks += [pred(z[:, i : i + 1], a[:, i : i + 1], s[:, i : i + 1], cache=cache) for i in range(2, 5)]
-    assert cache.num_frames == 5
-    torch.testing.assert_close(torch.cat(chunks, dim=1), full, atol=1e-10, rtol=0)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -341,7 +264,7 @@ def test_bad_construction_and_inputs():
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# The real robot sample and the released predictor's layout
+# The real robot sample
 # --------------------------------------------------------------------------------------------------------------------
 @pytest.mark.skipif(not FRANKA.is_file(), reason=f"shared Franka sample not present at {FRANKA}")
 def test_franka_sample_encode_predict_plan():
@@ -372,62 +295,9 @@ def test_franka_sample_encode_predict_plan():
     assert torch.isfinite(result.cost).all() and result.iterations == 2
 
 
-def test_ac_predictor_vjepa2_has_released_layout():
-    with torch.device("meta"):
-        model = create_model("ac_predictor_vjepa2")
-    sd = model.state_dict()
-    P, D_enc, hidden = 1024, 1408, 4096
-    expected = {
-        "predictor_embed.weight": (P, D_enc),
-        "predictor_embed.bias": (P,),
-        "action_encoder.weight": (P, 7),
-        "action_encoder.bias": (P,),
-        "state_encoder.weight": (P, 7),
-        "state_encoder.bias": (P,),
-        "extrinsics_encoder.weight": (P, 6),
-        "extrinsics_encoder.bias": (P,),
-        "predictor_norm.weight": (P,),
-        "predictor_norm.bias": (P,),
-        "predictor_proj.weight": (D_enc, P),
-        "predictor_proj.bias": (D_enc,),
-    }
-    for i in range(24):
-        block = {
-            "norm1.weight": (P,), "norm1.bias": (P,), "attn.qkv.weight": (3 * P, P), "attn.qkv.bias": (3 * P,),
-            "attn.proj.weight": (P, P), "attn.proj.bias": (P,), "norm2.weight": (P,), "norm2.bias": (P,),
-            "mlp.fc1.weight": (hidden, P), "mlp.fc1.bias": (hidden,), "mlp.fc2.weight": (P, hidden),
-            "mlp.fc2.bias": (P,),
-        }  # fmt: skip
-        expected.update({f"predictor_blocks.{i}.{k}": v for k, v in block.items()})
-    assert {k: tuple(v.shape) for k, v in sd.items()} == expected
-    assert model.num_heads == 16
-    assert 290e6 < sum(v.numel() for v in sd.values()) < 320e6  # "~300M"
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Residual-MLP dynamics (pooled latents)
 # --------------------------------------------------------------------------------------------------------------------
-def _randomize_(module: torch.nn.Module) -> torch.nn.Module:
-    with torch.no_grad():  # the zero-initialised output layers would hide every input dependence
-        for p in module.parameters():
-            p.normal_(0.0, 0.2, generator=_gen(9))
-    return module
-
-
-def test_mlp_dynamics_starts_as_identity_and_is_markov():
-    pred = ResidualMlpDynamics(embed_dim=D, action_dim=2, state_dim=3, hidden_dim=32)
-    z, a, s = torch.randn(2, 5, 1, D), torch.randn(2, 5, 2), torch.randn(2, 5, 3)
-    torch.testing.assert_close(pred(z, a, s), z)  # untrained: "nothing moves"
-    _randomize_(pred)
-    out = pred(z, a, s)
-    assert out.shape == (2, 5, 1, D) and (out - z).abs().max() > 1e-3
-    z2, a2 = z.clone(), a.clone()
-    z2[:, 3], a2[:, 1] = torch.randn(2, 1, D), torch.randn(2, 2)
-    out2 = pred(z2, a2, s)
-    changed = (out2 - out).abs().flatten(2).amax(dim=(0, 2)) > 1e-6  # [T]
-    assert changed.tolist() == [False, True, False, True, False]  # each output sees only its own frame and action
-
-
 def test_mlp_world_model_rollout_matches_manual_loop():
     wm = _mlp_wm(freeze_encoder=False)  # raw latents (a frozen encoder's would be layer-normed after each step)
     _randomize_(wm.predictor).double().eval()
@@ -460,39 +330,6 @@ def test_mlp_world_model_trains_with_smoothness_term():
     loss.backward()
     assert sum(p.grad.abs().sum() for p in wm.predictor.parameters()) > 0
     assert "loss_smooth" not in _mlp_wm(freeze_encoder=False, terms=_joint_terms())(_batch(8, 4, 16, 2))[1]
-
-
-def test_mlp_dynamics_rejects_patch_tokens_and_bad_dims():
-    pred = ResidualMlpDynamics(embed_dim=D, action_dim=2)
-    with pytest.raises(ValueError, match=r"one pooled latent per frame"):
-        pred(torch.randn(1, 2, 4, D), torch.randn(1, 2, 2))
-    with pytest.raises(ValueError, match=r"actions must have shape \(1, 2, 2\)"):
-        pred(torch.randn(1, 2, 1, D), torch.randn(1, 2, 3))
-    with pytest.raises(ValueError, match="state_dim=0"):
-        pred(torch.randn(1, 2, 1, D), torch.randn(1, 2, 2), torch.randn(1, 2, 3))
-    with pytest.raises(ValueError, match="hidden_dim must be an int >= 1, got 0"):
-        ResidualMlpDynamics(embed_dim=D, action_dim=2, hidden_dim=0)
-    assert isinstance(create_model("dynamics_mlp", embed_dim=D, action_dim=2), ResidualMlpDynamics)
-
-
-def test_pooled_encoder_input_norm_removes_the_static_background():
-    # A bright static background and a small moving dot: the dot must dominate what the encoder's MLP sees.
-    g = _gen(3)
-    background = torch.rand(3, 16, 16, generator=g) * 4
-    x = background.expand(64, 3, 16, 16).clone()
-    cols = torch.randint(0, 16, (64,), generator=g)
-    x[torch.arange(64), :, 8, cols] += 1.0  # the only thing that changes between frames
-    stds = {}
-    for norm in (False, True):
-        torch.manual_seed(0)
-        enc = PooledEncoder(img_size=16, pool=1, hidden_dim=64, embed_dim=D, input_norm=norm)
-        z = enc(x)[:, 0]  # [64, D] (train mode: batch statistics)
-        stds[norm] = (z.std(0) / z.abs().mean(0)).mean().item()  # spread across frames relative to the offset
-        if norm:
-            enc.eval()  # running statistics after one batch, as a planner uses them
-            assert torch.isfinite(enc(x[:2])).all()
-    assert stds[True] > 3 * stds[False], stds  # measured: 0.82 vs 0.17
-    assert PooledEncoder(img_size=16, pool=2, input_norm=False).input_norm is None
 
 
 def test_loss_terms_go_with_joint_training_only():
