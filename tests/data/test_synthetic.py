@@ -20,7 +20,6 @@ from jepa_world.data.transforms import denormalize
 # Geometry facts, independent of the implementation: area / half_size**2 for circle, square (side 2h) and the
 # triangle with apex (0, -h) and base corners (+-h, h).
 AREA_FACTOR = {0: math.pi, 1: 4.0, 2: 2.0}
-PER_SHAPE_FIELDS = ("kind", "half_size", "velocity", "color", "texture", "texture_period", "texture_angle")
 
 
 def direction_bin(dx: float, dy: float) -> int:
