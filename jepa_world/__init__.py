@@ -25,9 +25,9 @@ if TYPE_CHECKING:
         load_ac_predictor,
         load_encoder,
         load_predictor,
-        load_world_model,
     )
     from jepa_world.checkpoints.pretrained import from_pretrained, save_pretrained
+    from jepa_world.checkpoints.world_model import load_world_model
     from jepa_world.features import encode_long_video, intermediate_layers, pooled_features
     from jepa_world.models import create_model, list_models
 
@@ -39,7 +39,7 @@ _LAZY = {
     "load_encoder": "jepa_world.checkpoints.load",
     "load_predictor": "jepa_world.checkpoints.load",
     "load_ac_predictor": "jepa_world.checkpoints.load",
-    "load_world_model": "jepa_world.checkpoints.load",
+    "load_world_model": "jepa_world.checkpoints.world_model",
     "export_checkpoint": "jepa_world.checkpoints.load",
     "save_pretrained": "jepa_world.checkpoints.pretrained",
     "from_pretrained": "jepa_world.checkpoints.pretrained",

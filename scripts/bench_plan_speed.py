@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jepa_world.checkpoints.load import load_world_model
+from jepa_world.checkpoints.world_model import load_world_model
 from jepa_world.config import PlannerSettings
 from jepa_world.envs.two_rooms import MAX_ACTION_NORM, TwoRoomsEnv
 from jepa_world.eval.agents import encode_pixels, render_batch

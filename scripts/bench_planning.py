@@ -22,6 +22,10 @@
    - `jepa-video`: V-JEPA on the episodes' clips, predicting the future half of each clip from its past
      (`configs/pretrain/two_rooms_vjepa.yaml`), then frozen like `jepa` (each frame read as one repeated tubelet);
      `jepa-video-finetune-last`: the same with its last block fine-tuned;
+   - `jepa-video-lpft`, `jepa-lpft`, `random-vit-lpft`: two stages (LP-FT): the frozen row's trained world model
+     (`jepa-video` etc., same seed: list it first in --encoder) is the start (`wm.init_from`) of LPFT_STEPS more
+     steps with the ViT's last block fine-tuned, at LPFT_LR (the frozen stage's peak LR is 1e-3), smoothness as the
+     recipe (40);
    then plan on the same `--episodes` start / goal pairs (`jepa-world plan`, pairs from `--pair-seed`): start and goal
    in opposite rooms, 200 steps, success = final distance < 4.5 px; the learned agent sees pixels only and never
    queries the simulator.
@@ -59,11 +63,14 @@ JEPA_RECIPE = CONFIGS / "world_model" / "two_rooms_jepa.yaml"
 PRETRAIN_RECIPE = CONFIGS / "pretrain" / "two_rooms_ijepa.yaml"
 VIDEO_RECIPE = CONFIGS / "pretrain" / "two_rooms_vjepa.yaml"
 ENCODERS = ("joint", "jepa", "jepa-finetune", "jepa-finetune-last", "random-vit", "random-vit-finetune",
-            "random-vit-finetune-last", "jepa-transfer", "jepa-video", "jepa-video-finetune-last")  # fmt: skip
+            "random-vit-finetune-last", "jepa-transfer", "jepa-video", "jepa-video-finetune-last", "jepa-lpft",
+            "random-vit-lpft", "jepa-video-lpft")  # fmt: skip
 QUIET = ["train.progress=false", "train.tensorboard=false"]
 FINETUNE_STEPS = 1000  # train-wm steps of the -finetune rows (--train-steps overrides)
 FINETUNE_LAST_STEPS = 1000  # as FINETUNE_STEPS; the first blocks' tokens are cached, only the last one runs
 FINETUNE_SMOOTH = 20.0  # the fine-tuned rows' smoothness: they planned better at 20 than at the recipe's 40
+LPFT_STEPS = 500  # the second stage of the -lpft rows: the last block fine-tuned from the frozen row's world model
+LPFT_LR = 3e-4  # its peak LR (warm-up from a tenth of it): a smaller step than the frozen stage's, as LP-FT does
 
 
 def _encoder(kind: str, seed: int, out: Path, episodes: Path, args) -> tuple[list[str], float]:
@@ -94,6 +101,9 @@ def _encoder(kind: str, seed: int, out: Path, episodes: Path, args) -> tuple[lis
         extra = ["wm.finetune_encoder=true", "wm.finetune_blocks=1", f"train.max_steps={FINETUNE_LAST_STEPS}"]
     if extra:  # key=value overrides on the command line come after these, so wm.smooth_weight=40 still applies
         extra.append(f"wm.smooth_weight={FINETUNE_SMOOTH}")
+    if kind.endswith("-lpft"):  # wm.init_from (the frozen stage's run) is added by the caller, which knows its folder
+        extra = ["wm.finetune_encoder=true", "wm.finetune_blocks=1", f"train.max_steps={LPFT_STEPS}",
+                 f"optim.lr={LPFT_LR}", f"optim.start_lr={LPFT_LR / 10:g}"]  # fmt: skip
     return [f"wm.encoder_checkpoint={enc}", *extra], time.perf_counter() - tic
 
 
@@ -149,6 +159,11 @@ def main() -> None:
             run = out / (f"{kind}_seed{seed}" + (f"_wm{n}" if n else ""))
             enc_over, pretrain_s = _encoder(kind, seed, out, episodes_dir, args)
             wm_episodes = out / f"episodes_first{n}" if n else episodes_dir
+            if kind.endswith("-lpft"):  # the frozen row of the same seed is the first stage
+                first = out / (f"{kind.removesuffix('-lpft')}_seed{seed}" + (f"_wm{n}" if n else "")) / "wm"
+                if not list((first / "checkpoints").glob("step_*.pt")):
+                    p.error(f"{kind}: no frozen world model at {first}; list {kind.removesuffix('-lpft')} before it")
+                enc_over.append(f"wm.init_from={first}")
             overrides = [f"seed={seed}", f"wm.episodes={wm_episodes}", f"train.output_dir={run / 'wm'}", *QUIET,
                          *enc_over, *args.overrides]  # fmt: skip
             if args.train_steps is not None:

@@ -1,5 +1,5 @@
-"""The front doors: `load_encoder`, `load_predictor`, `load_ac_predictor`, `load_world_model(_run)`,
-`export_checkpoint` (policies: `checkpoints.policy.load_policy`).
+"""The front doors: `load_encoder`, `load_predictor`, `load_ac_predictor`, `export_checkpoint` (world models:
+`checkpoints.world_model.load_world_model`; policies: `checkpoints.policy.load_policy`).
 
 What they read (see `docs/hub.md`):
     - a pretrained folder written by `save_pretrained` (`pretrained.py`), or by transformers' `save_pretrained` for
@@ -13,15 +13,13 @@ Every load is strict (`state_dict.py`): missing, unexpected and wrongly shaped k
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
 from jepa_world.checkpoints.hf import hf_export_type, hf_model_type, load_hf_component, save_hf
-from jepa_world.checkpoints.io import CheckpointError, list_checkpoints, load_checkpoint
+from jepa_world.checkpoints.io import CheckpointError, load_checkpoint
 from jepa_world.checkpoints.official import (
     detect_release,
     infer_ac_predictor_kwargs,
@@ -30,55 +28,26 @@ from jepa_world.checkpoints.official import (
     is_ac_predictor,
     official_state_dict,
 )
+from jepa_world.checkpoints.paths import resolve_checkpoint
 from jepa_world.checkpoints.pretrained import (
-    CONFIG_NAME,
     MODEL_CLASSES,
-    WEIGHTS_NAME,
-    decode_kwargs,
     from_pretrained,
     module_config,
     save_pretrained,
 )
-from jepa_world.checkpoints.state_dict import abbrev, instantiate, is_state_dict, load_state_dict_strict
+from jepa_world.checkpoints.state_dict import abbrev, instantiate, is_state_dict
 from jepa_world.checkpoints.timm import save_timm
+from jepa_world.checkpoints.world_model import world_model_from_state
 from jepa_world.config import saved_config
-from jepa_world.factory import build_jepa, build_world_model
+from jepa_world.factory import build_jepa
 from jepa_world.models.ac_predictor import ActionConditionedPredictor
 from jepa_world.models.predictor import MaskPredictor
 from jepa_world.models.small import ResidualMlpDynamics
 from jepa_world.models.vit import VisionTransformer
-from jepa_world.models.world_model import WorldModel
 
 COMPONENTS = ("target_encoder", "encoder", "predictor")
 ENCODER_COMPONENTS = ("target_encoder", "encoder")
 EXPORT_FORMATS = ("jepa_world", "timm", "hf")
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """The file or pretrained folder a path stands for.
-
-    A pretrained folder (config.json) is returned as is; a run folder gives its newest `checkpoints/step_*.pt`, a
-    checkpoints folder its newest `step_*.pt`; `config.json` / `model.safetensors` give their folder; other files are
-    returned as they are.
-
-    Raises:
-        CheckpointError: the path does not exist, or is a folder with nothing loadable in it.
-    """
-    path = Path(path)
-    if path.is_dir():
-        if (path / CONFIG_NAME).is_file():
-            return path
-        found = list_checkpoints(path / "checkpoints") or list_checkpoints(path)
-        if found:
-            return found[-1]
-        listing = sorted(p.name for p in path.iterdir())
-        raise CheckpointError(
-            f"{path} is neither a pretrained folder ({CONFIG_NAME} + {WEIGHTS_NAME}) nor a run folder "
-            f"(checkpoints/step_*.pt); it holds {abbrev(listing)}"
-        )
-    if path.is_file():
-        return path.parent if path.name == CONFIG_NAME or path.suffix == ".safetensors" else path
-    raise CheckpointError(f"checkpoint not found: {path}")
 
 
 def _first_param_keys(state: Mapping) -> str:
@@ -128,7 +97,7 @@ def _load_component(path: str | Path, *, component: str, strict: bool, overrides
                     f"{source}: a world model's predictor is rebuilt from the config saved with it; overrides "
                     f"{sorted(overrides)} are not supported"
                 )
-            return _world_model_from_state(state, source).predictor
+            return world_model_from_state(state, source).predictor
         # Other tasks (world models) keep a pretrained encoder: infer it like any state dict below.
     if is_state_dict(state):
         raw, encoder_raw, what = state, None, str(source)
@@ -240,93 +209,6 @@ def load_ac_predictor(path_or_dir: str | Path, *, strict: bool = True, **overrid
             "load_predictor"
         )
     return module
-
-
-def load_world_model(path_or_run: str | Path, *, device: str | torch.device = "cpu") -> WorldModel:
-    """Load a world model (encoder + action-conditioned predictor) written by `jepa-world train-wm`.
-
-    The model is rebuilt from the config and data dims saved in the checkpoint (`config`, `meta`): a ViT encoder from
-    `meta["encoder_config"]`, a registered encoder (e.g. the pooled one) from `wm.encoder`; then every component
-    (`encoder`, `predictor`, `inverse_dynamics` when trained) is loaded strictly.
-
-    Args:
-        path_or_run: run folder (its newest `checkpoints/step_*.pt`) or a checkpoint file.
-        device: where to put the model.
-
-    Returns:
-        The `WorldModel` in eval mode.
-
-    Raises:
-        CheckpointError: unreadable file, a pretraining checkpoint or export folder instead of a world model, or
-            weights that do not fit (keys and shapes named).
-    """
-    return load_world_model_run(path_or_run, device=device).model
-
-
-@dataclass
-class WorldModelRun:
-    """A world model with what its run knew: the resolved config, the checkpoint file and its step."""
-
-    model: WorldModel
-    config: DictConfig
-    source: Path
-    step: int
-
-
-def load_world_model_run(path_or_run: str | Path, *, device: str | torch.device = "cpu") -> WorldModelRun:
-    """`load_world_model`, keeping the run's config (where its episodes are) and the checkpoint it came from."""
-    source = resolve_checkpoint(path_or_run)
-    if source.is_dir():
-        raise CheckpointError(
-            f"{source} is an exported single-module folder, not a world model; pass the train-wm run folder or "
-            "its checkpoints/step_*.pt"
-        )
-    state = load_checkpoint(source)
-    model = _world_model_from_state(state, source).to(device).eval()
-    config = saved_config(state["config"], source=str(source))
-    return WorldModelRun(model=model, config=config, source=source, step=int(state["step"]))
-
-
-def _world_model_from_state(state: Mapping, source: Path) -> WorldModel:
-    """Rebuild a `WorldModel` from a train-wm checkpoint's config and meta, then load every component strictly."""
-    task = state.get("task", "pretrain" if "target_encoder" in state else None)
-    if task != "world_model" or "config" not in state or "meta" not in state:
-        hint = " (a pretraining checkpoint: use load_encoder, or wm.encoder_checkpoint=... in train-wm)"
-        raise CheckpointError(
-            f"{source} is not a world-model checkpoint (task={task!r}){hint if task == 'pretrain' else ''}; "
-            f"it holds {abbrev(sorted(map(str, state)))}"
-        )
-    meta = state["meta"]
-    cfg = saved_config(state["config"], source=str(source))
-    encoder = None
-    enc_cfg = meta.get("encoder_config") or {}
-    with torch.random.fork_rng(devices=[]):  # random init that the loaded weights replace: keep the caller's RNG
-        if enc_cfg:
-            if enc_cfg.get("class") not in MODEL_CLASSES:
-                raise CheckpointError(f"{source}: unknown encoder class {enc_cfg.get('class')!r} in meta")
-            # Built only: every component, the encoder (or its readout with the backbone) included, is loaded below.
-            encoder = MODEL_CLASSES[enc_cfg["class"]](**decode_kwargs(enc_cfg["kwargs"]))
-        else:
-            cfg.wm.encoder_checkpoint = None  # the registered encoder trained jointly; its weights are below
-        try:
-            model = build_world_model(
-                cfg, action_dim=int(meta["action_dim"]), state_dim=int(meta["state_dim"]), encoder=encoder
-            )
-        except Exception as err:
-            raise CheckpointError(
-                f"{source}: cannot rebuild the world model from its saved config ({type(err).__name__}: {err})"
-            ) from None
-    parts = {"encoder": model.encoder, "predictor": model.predictor}
-    if model.inverse_dynamics is not None:
-        parts["inverse_dynamics"] = model.inverse_dynamics
-    for name in ("encoder", "predictor", "inverse_dynamics"):
-        if name in parts and name not in state:
-            raise CheckpointError(f"{source} has no {name!r}; it holds {abbrev(sorted(map(str, state)))}")
-        if name in state and name not in parts:
-            raise CheckpointError(f"{source} holds {name!r}, which the model rebuilt from its config does not have")
-    for name, module in parts.items():
-        load_state_dict_strict(module, state[name], what=f"{source} [{name}]")
-    return model.eval()
 
 
 # --------------------------------------------------------------------------------------------------------------------

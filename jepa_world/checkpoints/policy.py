@@ -14,7 +14,7 @@ from pathlib import Path
 from torch import nn
 
 from jepa_world.checkpoints.io import CheckpointError, load_checkpoint
-from jepa_world.checkpoints.load import resolve_checkpoint
+from jepa_world.checkpoints.paths import resolve_checkpoint
 from jepa_world.checkpoints.pretrained import decode_kwargs
 from jepa_world.checkpoints.state_dict import abbrev, load_state_dict_strict
 from jepa_world.models.world_model import WorldModel

@@ -104,8 +104,8 @@ def validate(cfg: DictConfig) -> None:
 
 
 # Keys that name a file or folder: an empty value is an unset shell variable (`data.index=$DATA`), never "none".
-PATH_KEYS = ("data.index", "data.episodes", "wm.episodes", "wm.encoder_checkpoint", "train.output_dir", "train.resume",
-             "plan.output", "policy.world_model", "probe.output", "probe.data", "probe.val_data",
+PATH_KEYS = ("data.index", "data.episodes", "wm.episodes", "wm.encoder_checkpoint", "wm.init_from", "train.output_dir",
+             "train.resume", "plan.output", "policy.world_model", "probe.output", "probe.data", "probe.val_data",
              "probe.test_data")  # fmt: skip
 
 

@@ -190,6 +190,9 @@ class WorldModelConfig:
     # with finetune_encoder and a readout: train only the ViT's last k blocks and final norm (0: all of it); the frozen
     # first blocks' tokens are computed once per frame, like a frozen encoder's, so a step costs k / depth of the ViT
     finetune_blocks: int = 0
+    # a train-wm run whose weights (readout, backbone, predictor, inverse dynamics) this run starts from, with a fresh
+    # optimizer and schedule: train frozen first, then fine-tune from there (LP-FT); same architecture required
+    init_from: str | None = None
     encoder: str = "pooled_encoder"  # used when encoder_checkpoint is null
     embed_dim: int = 64  # latent width of that encoder
     encoder_kwargs: dict[str, Any] = field(default_factory=dict)  # extra constructor args of wm.encoder

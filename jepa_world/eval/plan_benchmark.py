@@ -20,8 +20,8 @@ import torch
 
 from jepa_world.atomic import atomic_write_text
 from jepa_world.checkpoints.io import CheckpointError
-from jepa_world.checkpoints.load import load_world_model
 from jepa_world.checkpoints.policy import PolicyRun, check_policy_fits, load_policy
+from jepa_world.checkpoints.world_model import load_world_model
 from jepa_world.config import PlanConfig, PlannerSettings
 from jepa_world.envs import make_env
 from jepa_world.envs.two_rooms import ARENA_SIZE, SUCCESS_THRESHOLD, discrete_action_table

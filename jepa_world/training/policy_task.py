@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from jepa_world.checkpoints.io import CheckpointError
-from jepa_world.checkpoints.load import load_world_model_run
+from jepa_world.checkpoints.world_model import load_world_model_run
 from jepa_world.data.episode_formats import open_episodes
 from jepa_world.data.latent_pairs import LatentPairs
 from jepa_world.models.world_model import WorldModel

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from jepa_world.checkpoints.io import CheckpointError
 from jepa_world.checkpoints.load import load_encoder
 from jepa_world.checkpoints.pretrained import module_config
+from jepa_world.checkpoints.world_model import init_world_model
 from jepa_world.config.schema import WorldModelConfig
 from jepa_world.data.build import build_dataset
 from jepa_world.data.episode_formats import open_episodes
@@ -153,6 +154,13 @@ def world_model_task(cfg: DictConfig) -> Task:
     action_dim = dataset.action_dim
     encoder = _pretrained_encoder(w.encoder_checkpoint, cfg.data.image_size) if w.encoder_checkpoint else None
     model = build_world_model(cfg, action_dim=action_dim, state_dim=state_dim, encoder=encoder)
+    if w.get("init_from"):  # a second stage (LP-FT): before the feature cache, which encodes with these weights
+        try:
+            step = init_world_model(model, w.init_from)
+        except CheckpointError as err:
+            raise ValueError(f"wm.init_from={w.init_from!r}: {err}") from None
+        if cfg.train.progress:
+            print(f"wm.init_from: weights of {w.init_from} (step {step}); optimizer and schedule start afresh")
 
     groups = param_groups([model.predictor, *model.terms])  # the inverse-dynamics head is a loss term's
     if isinstance(model.encoder, TokenReadout):  # a new readout at the full LR, a fine-tuned backbone at the scaled one

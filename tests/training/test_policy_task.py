@@ -113,7 +113,7 @@ def test_a_policy_from_another_world_model_is_refused_naming_both(wm_run, tmp_pa
 def test_policy_agents_act_from_pixels_only_and_never_touch_the_simulator(wm_run, tmp_path):
     train_policy(_policy_cfg(wm_run, tmp_path / "pol"))
     policy = load_policy(tmp_path / "pol")
-    from jepa_world.checkpoints.load import load_world_model
+    from jepa_world.checkpoints.world_model import load_world_model
 
     model = load_world_model(policy.world_model)
     env = _Poisoned(image_size=32)
@@ -139,7 +139,7 @@ def test_policy_agents_act_from_pixels_only_and_never_touch_the_simulator(wm_run
 def test_goal_images_of_another_size_are_refused(wm_run, tmp_path):
     train_policy(_policy_cfg(wm_run, tmp_path / "pol"))
     policy = load_policy(tmp_path / "pol")
-    from jepa_world.checkpoints.load import load_world_model
+    from jepa_world.checkpoints.world_model import load_world_model
 
     agent = LearnedPolicyAgent(policy=policy, model=load_world_model(policy.world_model))
     agent.reset(1)
@@ -152,7 +152,7 @@ def test_policy_cem_is_reproducible(wm_run, tmp_path):
     # The policy's sampled proposals draw from the agent's seeded generator, like the planner's samples.
     train_policy(_policy_cfg(wm_run, tmp_path / "pol"))
     policy = load_policy(tmp_path / "pol")
-    from jepa_world.checkpoints.load import load_world_model
+    from jepa_world.checkpoints.world_model import load_world_model
 
     model = load_world_model(policy.world_model)
     env = _Poisoned(image_size=32)

@@ -170,6 +170,33 @@ def test_finetuning_the_last_block_caches_the_frozen_ones_and_trains_only_it(tmp
         load_config([], _over(tmp_path / "b", **{**ft, "wm.finetune_encoder": False}), command="train-wm")
 
 
+def test_init_from_starts_a_second_stage_from_a_frozen_run_and_refuses_what_does_not_fit(tmp_path):
+    from jepa_world.training.tasks import world_model_task
+
+    encoder_run = _pretrained(tmp_path)  # ViT-nano, depth 2
+    frozen = {"wm.encoder_checkpoint": encoder_run, "wm.readout_dim": 8, "train.max_steps": 3}
+    train_world_model(load_config([], _over(tmp_path / "lp", **frozen), command="train-wm"))
+    first = checkpoints.load_checkpoint(checkpoints.list_checkpoints(tmp_path / "lp" / "run" / "checkpoints")[-1])
+    ft = {**frozen, "wm.finetune_encoder": True, "wm.finetune_blocks": 1, "wm.init_from": tmp_path / "lp" / "run"}
+    cfg = load_config([], _over(tmp_path / "ft", **ft), command="train-wm")
+    task = world_model_task(cfg)
+    for name, module in task.components.items():  # every weight of the frozen stage, none of a fresh init
+        for key, value in module.state_dict().items():
+            assert torch.equal(value, first[name][key]), (name, key)
+    summary = train_world_model(cfg)
+    assert summary["step"] == 3  # a fresh schedule: its own 3 steps, not 3 more after the first run's
+    second = checkpoints.load_checkpoint(checkpoints.list_checkpoints(tmp_path / "ft" / "run" / "checkpoints")[-1])
+    moved = {k for k, v in first["encoder"].items() if not torch.equal(v, second["encoder"][k])}
+    assert any(k.startswith("backbone.blocks.1.") for k in moved)
+    assert not any(k.startswith(("backbone.blocks.0.", "backbone.patch_embed.")) for k in moved), sorted(moved)
+    with pytest.raises(ValueError, match=r"wm.init_from=.*is not a world-model checkpoint \(task='pretrain'\)"):
+        world_model_task(load_config([], _over(tmp_path / "b", **{**ft, "wm.init_from": encoder_run}),
+                                     command="train-wm"))  # fmt: skip
+    wider = {**ft, "wm.readout_dim": 16}
+    with pytest.raises(ValueError, match=r"wm.init_from=.*\[encoder\] does not match the model: shape mismatch"):
+        world_model_task(load_config([], _over(tmp_path / "b", **wider), command="train-wm"))
+
+
 def test_an_encoder_that_does_not_fit_is_refused_naming_both_sizes(tmp_path):
     import pytest
 

@@ -1,0 +1,149 @@
+"""World models written by `jepa-world train-wm`: `load_world_model(_run)` rebuilds one from its checkpoint,
+`init_world_model` fills a freshly built one with a run's weights (a second training stage: `wm.init_from`).
+
+A train-wm checkpoint holds the resolved config, `meta` (action / state widths, the ViT's constructor config) and one
+state dict per component (`encoder`, which is the readout with its backbone when there is one, `predictor`,
+`inverse_dynamics` when trained). Every load is strict and names what does not fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from jepa_world.checkpoints.io import CheckpointError, load_checkpoint
+from jepa_world.checkpoints.paths import resolve_checkpoint
+from jepa_world.checkpoints.pretrained import MODEL_CLASSES, decode_kwargs
+from jepa_world.checkpoints.state_dict import abbrev, load_state_dict_strict
+from jepa_world.config import saved_config
+from jepa_world.factory import build_world_model
+from jepa_world.models.world_model import WorldModel
+
+COMPONENTS = ("encoder", "predictor", "inverse_dynamics")
+
+
+def _read_world_model_state(path_or_run: str | Path) -> tuple[dict, Path]:
+    """The newest checkpoint of a train-wm run (or the given file), refused when it is not a world model's."""
+    source = resolve_checkpoint(path_or_run)
+    if source.is_dir():
+        raise CheckpointError(
+            f"{source} is an exported single-module folder, not a world model; pass the train-wm run folder or "
+            "its checkpoints/step_*.pt"
+        )
+    state = load_checkpoint(source)
+    task = state.get("task", "pretrain" if "target_encoder" in state else None)
+    if task != "world_model" or "config" not in state or "meta" not in state:
+        hint = " (a pretraining checkpoint: use load_encoder, or wm.encoder_checkpoint=... in train-wm)"
+        raise CheckpointError(
+            f"{source} is not a world-model checkpoint (task={task!r}){hint if task == 'pretrain' else ''}; "
+            f"it holds {abbrev(sorted(map(str, state)))}"
+        )
+    return state, source
+
+
+def _load_components(model: WorldModel, state: Mapping, source: Path) -> None:
+    """Every component of `model` from `state`, strictly; a component on one side only is an error."""
+    parts: dict[str, nn.Module] = {"encoder": model.encoder, "predictor": model.predictor}
+    if model.inverse_dynamics is not None:
+        parts["inverse_dynamics"] = model.inverse_dynamics
+    for name in COMPONENTS:
+        if name in parts and name not in state:
+            raise CheckpointError(f"{source} has no {name!r}; it holds {abbrev(sorted(map(str, state)))}")
+        if name in state and name not in parts:
+            raise CheckpointError(f"{source} holds {name!r}, which the model built from the config does not have")
+    for name, module in parts.items():
+        load_state_dict_strict(module, state[name], what=f"{source} [{name}]")
+
+
+def world_model_from_state(state: Mapping, source: Path) -> WorldModel:
+    """Rebuild a `WorldModel` from a train-wm checkpoint's config and meta, then load every component strictly."""
+    meta = state["meta"]
+    cfg = saved_config(state["config"], source=str(source))
+    encoder = None
+    enc_cfg = meta.get("encoder_config") or {}
+    with torch.random.fork_rng(devices=[]):  # random init that the loaded weights replace: keep the caller's RNG
+        if enc_cfg:
+            if enc_cfg.get("class") not in MODEL_CLASSES:
+                raise CheckpointError(f"{source}: unknown encoder class {enc_cfg.get('class')!r} in meta")
+            # Built only: every component, the encoder (or its readout with the backbone) included, is loaded below.
+            encoder = MODEL_CLASSES[enc_cfg["class"]](**decode_kwargs(enc_cfg["kwargs"]))
+        else:
+            cfg.wm.encoder_checkpoint = None  # the registered encoder trained jointly; its weights are below
+        try:
+            model = build_world_model(
+                cfg, action_dim=int(meta["action_dim"]), state_dim=int(meta["state_dim"]), encoder=encoder
+            )
+        except Exception as err:
+            raise CheckpointError(
+                f"{source}: cannot rebuild the world model from its saved config ({type(err).__name__}: {err})"
+            ) from None
+    _load_components(model, state, source)
+    return model.eval()
+
+
+@dataclass
+class WorldModelRun:
+    """A world model with what its run knew: the resolved config, the checkpoint file and its step."""
+
+    model: WorldModel
+    config: DictConfig
+    source: Path
+    step: int
+
+
+def load_world_model_run(path_or_run: str | Path, *, device: str | torch.device = "cpu") -> WorldModelRun:
+    """`load_world_model`, keeping the run's config (where its episodes are) and the checkpoint it came from."""
+    state, source = _read_world_model_state(path_or_run)
+    model = world_model_from_state(state, source).to(device).eval()
+    config = saved_config(state["config"], source=str(source))
+    return WorldModelRun(model=model, config=config, source=source, step=int(state["step"]))
+
+
+def load_world_model(path_or_run: str | Path, *, device: str | torch.device = "cpu") -> WorldModel:
+    """Load a world model (encoder + action-conditioned predictor) written by `jepa-world train-wm`.
+
+    The model is rebuilt from the config and data dims saved in the checkpoint (`config`, `meta`): a ViT encoder from
+    `meta["encoder_config"]`, a registered encoder (e.g. the pooled one) from `wm.encoder`; then every component
+    (`encoder`, `predictor`, `inverse_dynamics` when trained) is loaded strictly.
+
+    Args:
+        path_or_run: run folder (its newest `checkpoints/step_*.pt`) or a checkpoint file.
+        device: where to put the model.
+
+    Returns:
+        The `WorldModel` in eval mode.
+
+    Raises:
+        CheckpointError: unreadable file, a pretraining checkpoint or export folder instead of a world model, or
+            weights that do not fit (keys and shapes named).
+    """
+    return load_world_model_run(path_or_run, device=device).model
+
+
+def init_world_model(model: WorldModel, path_or_run: str | Path) -> int:
+    """Copy a train-wm run's weights into `model`, which was built from this run's config (not the saved one).
+
+    The second stage of a two-stage recipe: train the readout and dynamics on a frozen ViT, then fine-tune from there
+    (LP-FT; `wm.init_from`). Only weights move: the optimizer, schedules and step count start afresh. The two models
+    must have the same architecture (readout width, predictor, inverse-dynamics head); which ViT blocks train may
+    differ.
+
+    Args:
+        model: the freshly built world model to fill in place.
+        path_or_run: train-wm run folder (its newest checkpoint) or a checkpoint file.
+
+    Returns:
+        The step of the checkpoint the weights came from.
+
+    Raises:
+        CheckpointError: not a world-model checkpoint, or components / keys / shapes that do not fit (named).
+    """
+    state, source = _read_world_model_state(path_or_run)
+    with torch.no_grad():
+        _load_components(model, state, source)
+    return int(state["step"])
