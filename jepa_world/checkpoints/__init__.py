@@ -6,14 +6,15 @@
     pretrained.py  our export format: config.json + model.safetensors (save_pretrained / from_pretrained)
     official.py    the I-JEPA / V-JEPA / V-JEPA 2 / V-JEPA 2-AC release formats: release detection, shape inference
     timm.py        export of image encoders to timm
-    hf.py          Hugging Face transformers folders (IJepaModel / VJEPA2Model) in and out
+    hf.py          Hugging Face transformers folders (IJepaModel / VJEPA2Model) in; hf_export.py: out
     load.py        the front doors: load_encoder / load_predictor / load_ac_predictor / export
     world_model.py train-wm runs: load_world_model(_run), init_world_model (a second stage's starting weights)
 
 This face re-exports the public names of those modules.
 """
 
-from jepa_world.checkpoints.hf import load_hf_component, save_hf
+from jepa_world.checkpoints.hf import load_hf_component
+from jepa_world.checkpoints.hf_export import save_hf
 from jepa_world.checkpoints.io import (
     CHECKPOINT_FORMAT,
     CheckpointError,

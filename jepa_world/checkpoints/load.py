@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from jepa_world.checkpoints.hf import hf_export_type, hf_model_type, load_hf_component, save_hf
+from jepa_world.checkpoints.hf import hf_model_type, load_hf_component
+from jepa_world.checkpoints.hf_export import hf_export_type, save_hf
 from jepa_world.checkpoints.io import CheckpointError, load_checkpoint
 from jepa_world.checkpoints.official import (
     detect_release,

@@ -27,7 +27,7 @@ from jepa_world.data.index import (
     meta_path_for,
     walk_files,
 )
-from jepa_world.data.video.readers import probe_video
+from jepa_world.data.video.files import probe_video
 
 META_COLUMNS: tuple[str, ...] = (
     "path",

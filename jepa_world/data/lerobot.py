@@ -43,7 +43,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
-from jepa_world.data.video.readers import PyAVReader, open_video
+from jepa_world.data.video.files import open_video
+from jepa_world.data.video.readers import PyAVReader
 from jepa_world.data.windows import EpisodeWindows, check_window_args, nonfinite_message
 
 INFO_FILE = "meta/info.json"

@@ -101,7 +101,7 @@ def test_an_ogg_video_is_read_through_the_pyav_fallback(tmp_path):
     av = pytest.importorskip("av")
     import numpy as np
 
-    from jepa_world.data.video.readers import probe_video
+    from jepa_world.data.video.files import probe_video
 
     path = tmp_path / "clip.ogv"
     with av.open(str(path), "w", format="ogg") as container:

@@ -25,7 +25,8 @@ from jepa_world.data.build import RepeatFrames, build_dataset
 from jepa_world.data.sampler import StepSampler
 from jepa_world.data.transforms import apply_seeded, normalize_clip
 from jepa_world.data.video.dataset import VideoClipDataset, clip_indices, frame_step_for, make_clip_transform
-from jepa_world.data.video.readers import DecordReader, PyAVReader, VideoReader, open_video
+from jepa_world.data.video.files import open_video
+from jepa_world.data.video.readers import DecordReader, PyAVReader, VideoReader
 from tests.conftest import tiny_overrides
 
 av = pytest.importorskip("av")

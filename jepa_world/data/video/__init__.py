@@ -1,1 +1,2 @@
-"""Video data: readers (`readers.py`: decord, PyAV, probing) apart from the clip dataset (`dataset.py`)."""
+"""Video data: the readers (`readers.py`: decord, PyAV), opening and probing files through the fallback between
+them (`files.py`), the clip dataset (`dataset.py`)."""

@@ -1,6 +1,6 @@
 """Video clips for V-JEPA-style pretraining: clip sampling, clip-consistent augmentation, bad-file skipping.
 
-Files are opened through `readers.open_video` (decord, PyAV per file when decord fails).
+Files are opened through `files.open_video` (decord, PyAV per file when decord fails).
 
 Clip sampling (`clip_indices`, the V-JEPA convention): a clip is ``frames_per_clip`` frames ``frame_step`` apart;
 with a target ``fps`` the step is ``round(video_fps / fps)`` per video. The valid window starts ``[0, N - span]``
@@ -44,7 +44,8 @@ from torchvision.transforms import v2
 
 from jepa_world.data.index import IndexEntry, read_index, split_index_spec
 from jepa_world.data.transforms import apply_seeded, normalize_clip, split_key
-from jepa_world.data.video.readers import READERS, VideoReadError, one_line, preflight, reader_order, worker_threads
+from jepa_world.data.video.files import READERS, VideoReadError, one_line
+from jepa_world.data.video.readers import preflight, reader_order, worker_threads
 
 logger = logging.getLogger("jepa_world.data")
 
