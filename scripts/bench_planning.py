@@ -23,9 +23,9 @@
      (`configs/pretrain/two_rooms_vjepa.yaml`), then frozen like `jepa` (each frame read as one repeated tubelet);
      `jepa-video-finetune-last`: the same with its last block fine-tuned;
    - `jepa-video-lpft`, `jepa-lpft`, `random-vit-lpft`: two stages (LP-FT): the frozen row's trained world model
-     (`jepa-video` etc., same seed: list it first in --encoder) is the start (`wm.init_from`) of LPFT_STEPS more
-     steps with the ViT's last block fine-tuned, at LPFT_LR (the frozen stage's peak LR is 1e-3), smoothness as the
-     recipe (40);
+     (`jepa-video` etc., same seed: list it first in --encoder) is the start (`wm.init_from`) of
+     `configs/world_model/two_rooms_jepa_lpft.yaml` (500 steps with the ViT's last block fine-tuned, peak LR 3e-4
+     instead of 1e-3; smoothness as the recipe, 40);
    then plan on the same `--episodes` start / goal pairs (`jepa-world plan`, pairs from `--pair-seed`): start and goal
    in opposite rooms, 200 steps, success = final distance < 4.5 px; the learned agent sees pixels only and never
    queries the simulator.
@@ -62,6 +62,7 @@ RECIPE = CONFIGS / "world_model" / "two_rooms.yaml"
 JEPA_RECIPE = CONFIGS / "world_model" / "two_rooms_jepa.yaml"
 PRETRAIN_RECIPE = CONFIGS / "pretrain" / "two_rooms_ijepa.yaml"
 VIDEO_RECIPE = CONFIGS / "pretrain" / "two_rooms_vjepa.yaml"
+LPFT_RECIPE = CONFIGS / "world_model" / "two_rooms_jepa_lpft.yaml"  # the second stage of the -lpft rows
 ENCODERS = ("joint", "jepa", "jepa-finetune", "jepa-finetune-last", "random-vit", "random-vit-finetune",
             "random-vit-finetune-last", "jepa-transfer", "jepa-video", "jepa-video-finetune-last", "jepa-lpft",
             "random-vit-lpft", "jepa-video-lpft")  # fmt: skip
@@ -69,8 +70,6 @@ QUIET = ["train.progress=false", "train.tensorboard=false"]
 FINETUNE_STEPS = 1000  # train-wm steps of the -finetune rows (--train-steps overrides)
 FINETUNE_LAST_STEPS = 1000  # as FINETUNE_STEPS; the first blocks' tokens are cached, only the last one runs
 FINETUNE_SMOOTH = 20.0  # the fine-tuned rows' smoothness: they planned better at 20 than at the recipe's 40
-LPFT_STEPS = 500  # the second stage of the -lpft rows: the last block fine-tuned from the frozen row's world model
-LPFT_LR = 3e-4  # its peak LR (warm-up from a tenth of it): a smaller step than the frozen stage's, as LP-FT does
 
 
 def _encoder(kind: str, seed: int, out: Path, episodes: Path, args) -> tuple[list[str], float]:
@@ -101,9 +100,6 @@ def _encoder(kind: str, seed: int, out: Path, episodes: Path, args) -> tuple[lis
         extra = ["wm.finetune_encoder=true", "wm.finetune_blocks=1", f"train.max_steps={FINETUNE_LAST_STEPS}"]
     if extra:  # key=value overrides on the command line come after these, so wm.smooth_weight=40 still applies
         extra.append(f"wm.smooth_weight={FINETUNE_SMOOTH}")
-    if kind.endswith("-lpft"):  # wm.init_from (the frozen stage's run) is added by the caller, which knows its folder
-        extra = ["wm.finetune_encoder=true", "wm.finetune_blocks=1", f"train.max_steps={LPFT_STEPS}",
-                 f"optim.lr={LPFT_LR}", f"optim.start_lr={LPFT_LR / 10:g}"]  # fmt: skip
     return [f"wm.encoder_checkpoint={enc}", *extra], time.perf_counter() - tic
 
 
@@ -157,18 +153,19 @@ def main() -> None:
     for kind, n in cases:
         for seed in seeds:
             run = out / (f"{kind}_seed{seed}" + (f"_wm{n}" if n else ""))
+            first = out / (f"{kind.removesuffix('-lpft')}_seed{seed}" + (f"_wm{n}" if n else "")) / "wm"
+            if kind.endswith("-lpft") and not list((first / "checkpoints").glob("step_*.pt")):
+                p.error(f"{kind}: no frozen world model at {first}; list {kind.removesuffix('-lpft')} before it")
             enc_over, pretrain_s = _encoder(kind, seed, out, episodes_dir, args)
-            wm_episodes = out / f"episodes_first{n}" if n else episodes_dir
             if kind.endswith("-lpft"):  # the frozen row of the same seed is the first stage
-                first = out / (f"{kind.removesuffix('-lpft')}_seed{seed}" + (f"_wm{n}" if n else "")) / "wm"
-                if not list((first / "checkpoints").glob("step_*.pt")):
-                    p.error(f"{kind}: no frozen world model at {first}; list {kind.removesuffix('-lpft')} before it")
                 enc_over.append(f"wm.init_from={first}")
+            wm_episodes = out / f"episodes_first{n}" if n else episodes_dir
             overrides = [f"seed={seed}", f"wm.episodes={wm_episodes}", f"train.output_dir={run / 'wm'}", *QUIET,
                          *enc_over, *args.overrides]  # fmt: skip
             if args.train_steps is not None:
                 overrides.append(f"train.max_steps={args.train_steps}")
             files = [args.config] + ([JEPA_RECIPE] if kind != "joint" else [])
+            files += [LPFT_RECIPE] if kind.endswith("-lpft") else []
             cfg = load_config(files, overrides, command="train-wm")
             if n is not None and cfg.train.batch_size > n:  # a window per episode at least: a batch of n fits
                 print(f"{kind}: train.batch_size {cfg.train.batch_size} -> {n} (only {n} episodes)", flush=True)
