@@ -205,10 +205,13 @@ def main() -> None:
                      "ms_per_replan_batched": float(np.mean([r["learned"]["ms_per_replan_batched"] for r in mine])),
                      "num_plans": sum(r["learned"]["num_plans"] for r in mine)})  # fmt: skip
         stage = {k: np.mean([r[k] for r in mine]) / 60 for k in ("pretrain_s", "train_s", "plan_s")}
+        # The -lpft rows' train-wm is their second stage; the first is the frozen row's (and its minutes).
+        first_stage = f" (second stage; + the {kind.removesuffix('-lpft')} row's)" if kind.endswith("-lpft") else ""
         lines.append(
             f"{name}: per seed " + ", ".join(f"{100 * r:.0f}%" for r in rates)
             + f" (mean {100 * rates.mean():.1f} +- {100 * rates.std():.1f}); minutes per seed: pretrain "
-            + f"{stage['pretrain_s']:.1f}, train-wm {stage['train_s']:.1f}, plan {stage['plan_s']:.1f}; replan "
+            + f"{stage['pretrain_s']:.1f}, train-wm {stage['train_s']:.1f}{first_stage}, plan "
+            + f"{stage['plan_s']:.1f}; replan "
             + f"{rows[-1]['ms_per_replan_batched'] / args.episodes:.1f} ms per episode ({args.episodes} batched), "
             + f"{np.mean([r['ms_per_replan_alone'] for r in mine]):.0f} ms for one episode alone"
         )  # fmt: skip
