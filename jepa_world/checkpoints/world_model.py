@@ -62,6 +62,10 @@ def _load_components(model: WorldModel, state: Mapping, source: Path) -> None:
 
 def world_model_from_state(state: Mapping, source: Path) -> WorldModel:
     """Rebuild a `WorldModel` from a train-wm checkpoint's config and meta, then load every component strictly."""
+    missing = [k for k in ("config", "meta") if k not in state]
+    if missing:
+        raise CheckpointError(f"{source}: a world-model checkpoint needs {missing} to be rebuilt; it holds "
+                              f"{abbrev(sorted(map(str, state)))}")  # fmt: skip
     meta = state["meta"]
     cfg = saved_config(state["config"], source=str(source))
     encoder = None

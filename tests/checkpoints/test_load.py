@@ -301,3 +301,13 @@ def test_checkpoints_saved_before_a_config_key_existed_still_load(run_dir, tmp_p
     config["predictor"]["retired_key"] = 1
     with pytest.raises(ConfigError, match="retired_key"):
         saved_config(config, source="old.pt")
+
+
+def test_a_world_model_checkpoint_without_its_meta_is_refused_by_name(tmp_path):
+    path = tmp_path / "step_00000001.pt"
+    checkpoints.save_checkpoint(path, {"format": "jepa_world/train/1", "task": "world_model", "config": "seed: 0\n",
+                                       "predictor": {"w": torch.zeros(1)}})  # fmt: skip
+    with pytest.raises(checkpoints.CheckpointError, match=r"needs \['meta'\] to be rebuilt; it holds \[config"):
+        checkpoints.load_predictor(path)
+    with pytest.raises(checkpoints.CheckpointError, match="not a world-model checkpoint"):
+        checkpoints.load_world_model(path)
