@@ -153,11 +153,12 @@ def main() -> None:
     for kind, n in cases:
         for seed in seeds:
             run = out / (f"{kind}_seed{seed}" + (f"_wm{n}" if n else ""))
-            first = out / (f"{kind.removesuffix('-lpft')}_seed{seed}" + (f"_wm{n}" if n else "")) / "wm"
-            if kind.endswith("-lpft") and not list((first / "checkpoints").glob("step_*.pt")):
-                p.error(f"{kind}: no frozen world model at {first}; list {kind.removesuffix('-lpft')} before it")
+            base = kind.removesuffix("-lpft")  # an -lpft row's first stage: the frozen row of the same seed
+            first = out / (f"{base}_seed{seed}" + (f"_wm{n}" if n else "")) / "wm"
+            if base != kind and not list((first / "checkpoints").glob("step_*.pt")):
+                p.error(f"{kind}: no frozen world model at {first}; list {base} before it")
             enc_over, pretrain_s = _encoder(kind, seed, out, episodes_dir, args)
-            if kind.endswith("-lpft"):  # the frozen row of the same seed is the first stage
+            if base != kind:
                 enc_over.append(f"wm.init_from={first}")
             wm_episodes = out / f"episodes_first{n}" if n else episodes_dir
             overrides = [f"seed={seed}", f"wm.episodes={wm_episodes}", f"train.output_dir={run / 'wm'}", *QUIET,
@@ -165,7 +166,7 @@ def main() -> None:
             if args.train_steps is not None:
                 overrides.append(f"train.max_steps={args.train_steps}")
             files = [args.config] + ([JEPA_RECIPE] if kind != "joint" else [])
-            files += [LPFT_RECIPE] if kind.endswith("-lpft") else []
+            files += [LPFT_RECIPE] if base != kind else []
             cfg = load_config(files, overrides, command="train-wm")
             if n is not None and cfg.train.batch_size > n:  # a window per episode at least: a batch of n fits
                 print(f"{kind}: train.batch_size {cfg.train.batch_size} -> {n} (only {n} episodes)", flush=True)

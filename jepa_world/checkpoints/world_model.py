@@ -46,11 +46,17 @@ def _read_world_model_state(path_or_run: str | Path) -> tuple[dict, Path]:
     return state, source
 
 
-def _load_components(model: WorldModel, state: Mapping, source: Path) -> None:
-    """Every component of `model` from `state`, strictly; a component on one side only is an error."""
+def world_model_components(model: WorldModel) -> dict[str, nn.Module]:
+    """The modules a train-wm checkpoint holds, by their names in it (`inverse_dynamics` only when trained)."""
     parts: dict[str, nn.Module] = {"encoder": model.encoder, "predictor": model.predictor}
     if model.inverse_dynamics is not None:
         parts["inverse_dynamics"] = model.inverse_dynamics
+    return parts
+
+
+def _load_components(model: WorldModel, state: Mapping, source: Path) -> None:
+    """Every component of `model` from `state`, strictly; a component on one side only is an error."""
+    parts = world_model_components(model)
     for name in COMPONENTS:
         if name in parts and name not in state:
             raise CheckpointError(f"{source} has no {name!r}; it holds {abbrev(sorted(map(str, state)))}")
@@ -148,6 +154,5 @@ def init_world_model(model: WorldModel, path_or_run: str | Path) -> int:
         CheckpointError: not a world-model checkpoint, or components / keys / shapes that do not fit (named).
     """
     state, source = _read_world_model_state(path_or_run)
-    with torch.no_grad():
-        _load_components(model, state, source)
+    _load_components(model, state, source)
     return int(state["step"])

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from jepa_world.checkpoints.io import CheckpointError
 from jepa_world.checkpoints.load import load_encoder
 from jepa_world.checkpoints.pretrained import module_config
-from jepa_world.checkpoints.world_model import init_world_model
+from jepa_world.checkpoints.world_model import init_world_model, world_model_components
 from jepa_world.config.schema import WorldModelConfig
 from jepa_world.data.build import build_dataset
 from jepa_world.data.episode_formats import open_episodes
@@ -169,9 +169,7 @@ def world_model_task(cfg: DictConfig) -> Task:
     elif not model.freeze_encoder:
         scale = w.encoder_lr_scale if w.encoder_checkpoint is not None else 1.0
         groups += param_groups([model.encoder], lr_scale=scale)
-    components = {"encoder": model.encoder, "predictor": model.predictor}
-    if model.inverse_dynamics is not None:
-        components["inverse_dynamics"] = model.inverse_dynamics
+    components = world_model_components(model)
 
     windows = dataset  # the episode windows; `dataset` may become a view of them
     if isinstance(model.encoder, TokenReadout) and model.encoder.caches_features:
