@@ -21,7 +21,8 @@ import torch
 
 from jepa_world.checkpoints.world_model import load_world_model
 from jepa_world.config import PlannerSettings
-from jepa_world.envs.two_rooms import MAX_ACTION_NORM, TwoRoomsEnv
+from jepa_world.envs.geometry import MAX_ACTION_NORM
+from jepa_world.envs.two_rooms import TwoRoomsEnv
 from jepa_world.eval.agents import encode_pixels, render_batch
 from jepa_world.eval.protocol import eval_pairs
 from jepa_world.planning import make_planner

@@ -21,6 +21,7 @@ from typing import Any
 
 import gymnasium
 
+from jepa_world.envs.geometry import MAX_ACTION_NORM, discrete_action_table
 from jepa_world.envs.policies import (
     DoorWaypointPolicy,
     NoOpPolicy,
@@ -29,7 +30,7 @@ from jepa_world.envs.policies import (
     VonMisesRandomWalk,
     make_policy,
 )
-from jepa_world.envs.two_rooms import MAX_ACTION_NORM, SUCCESS_THRESHOLD, TwoRoomsEnv, discrete_action_table
+from jepa_world.envs.two_rooms import SUCCESS_THRESHOLD, TwoRoomsEnv
 from jepa_world.envs.wrappers import DiscreteActions, PixelObservationAdapter, resize_frame
 
 TWO_ROOMS_ID = "jepa_world/TwoRooms-v0"

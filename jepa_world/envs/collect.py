@@ -31,8 +31,9 @@ from jepa_world.data.episodes import (
 from jepa_world.data.lerobot_writer import LeRobotWriter
 from jepa_world.data.npz import read_npz_header
 from jepa_world.envs import ENV_ALIASES, PixelObservationAdapter, make_env
+from jepa_world.envs.geometry import MAX_ACTION_NORM, clip_action_norm
 from jepa_world.envs.policies import make_policy
-from jepa_world.envs.two_rooms import MAX_ACTION_NORM, TwoRoomsEnv, clip_action_norm
+from jepa_world.envs.two_rooms import TwoRoomsEnv
 
 COLLECT_RECORD = ".collect.json"  # the settings of a collection in progress (a rerun with the same ones resumes)
 FORMATS = ("episodes", "lerobot")  # ours, LeRobot v3

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from jepa_world.envs.two_rooms import (
+from jepa_world.envs.geometry import (
     DOOR_CENTER_Y,
     DOOR_HALF_HEIGHT,
     MAX_ACTION_NORM,

@@ -1,26 +1,11 @@
 """Two-Rooms: a dot in a walled arena with one door, rendered to pixels (numpy only).
 
-Geometry and protocol follow PLDM / EB-JEPA. All coordinates are in
-arena units of a 64 x 64 arena; one unit is one pixel at ``image_size=64`` and frames of other sizes are scaled.
-``x`` grows to the right (image columns) and ``y`` grows downwards (image rows), so a state ``(x, y)`` sits at
-pixel column ``x * image_size / 64`` and row ``y * image_size / 64``. Pixel ``i`` covers ``[i, i + 1)``.
-
-Exact coordinates (``wall=True``):
-
-- Border: 5 units thick on every side; the free arena is the closed square ``[5, 59] x [5, 59]``.
-- Wall: the vertical band ``30.5 <= x <= 33.5`` (width 3, centred at x = 32).
-- Door: the gap ``28 < y < 36`` in the wall (half-height 4, centred at y = 32). The wall is therefore the two
-  rectangles ``[30.5, 33.5] x [5, 28]`` and ``[30.5, 33.5] x [36, 59]``.
-- Rooms: left ``x <= 30.5``, right ``x >= 33.5``; ``30.5 < x < 33.5`` (only reachable through the door) is the
-  doorway.
-
-Dynamics: an action is a 2-D displacement. It is first rescaled to norm <= 2.45 (``MAX_ACTION_NORM``); the dot
-then moves along the segment from its position to position + displacement and STOPS at the first contact with a
-wall or the border (no sliding along it). Contact is exact segment-vs-rectangle intersection, so no step can
-tunnel through the wall. A dot resting on a face can move along it or away from it, but any displacement with a
-component into the obstacle leaves it where it is. The dot is a point; its rendering is a Gaussian blob of sigma
-1.3 units. ``discrete_action_table`` gives a discrete action set (eight full-step headings and a no-op), played by
-``jepa_world.envs.DiscreteActions`` (``jepa_world/TwoRoomsDiscrete-v0``).
+Geometry, collisions and the action rescaling live in ``jepa_world.envs.geometry`` (exact coordinates there):
+a 64 x 64 arena with a 5-unit border, a vertical wall at x = 32 with a door at 28 < y < 36, actions rescaled to norm
+<= 2.45 and stop-at-first-contact motion. The dot is a point; its rendering is a Gaussian blob of sigma 1.3 units
+(red on a black floor, white walls). ``texture=True`` and ``distractors=K`` add the visual nuisances of
+``jepa_world.envs.clutter`` (a textured floor per episode, dots that move on their own); both are off by default,
+and they change the frames only, never the agent's dynamics or the protocol.
 
 Protocol (``sample_eval_pair``): start and goal in opposite rooms, 200 steps, success if the FINAL distance to the
 goal is < 4.5 units. Episodes therefore run to ``max_steps`` by default (``terminate_on_success=False``).
@@ -38,156 +23,27 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-ARENA_SIZE = 64.0
-BORDER = 5.0
-WALL_CENTER_X = 32.0
-WALL_HALF_WIDTH = 1.5
-DOOR_CENTER_Y = 32.0
-DOOR_HALF_HEIGHT = 4.0
-MAX_ACTION_NORM = 2.45
+from jepa_world.envs.clutter import DISTRACTOR_RGB, Scene, advance, compose, draw_blob, random_floor
+from jepa_world.envs.geometry import (
+    ARENA_SIZE,
+    FREE_MAX,
+    FREE_MIN,
+    MAX_ACTION_NORM,
+    WALL_X_MAX,
+    WALL_X_MIN,
+    clip_action_norm,
+    move_point,
+    move_point_scalar,
+    obstacle_rects,
+)
+
 DOT_SIGMA = 1.3
 SUCCESS_THRESHOLD = 4.5
 # Random starts and goals keep this distance from every face so the blob is fully visible and not on a face.
 SPAWN_MARGIN = 1.0
-
-WALL_X_MIN = WALL_CENTER_X - WALL_HALF_WIDTH  # 30.5
-WALL_X_MAX = WALL_CENTER_X + WALL_HALF_WIDTH  # 33.5
-DOOR_Y_MIN = DOOR_CENTER_Y - DOOR_HALF_HEIGHT  # 28.0
-DOOR_Y_MAX = DOOR_CENTER_Y + DOOR_HALF_HEIGHT  # 36.0
-FREE_MIN = BORDER  # 5.0
-FREE_MAX = ARENA_SIZE - BORDER  # 59.0
-
-_FAR = 1e6  # border rectangles extend this far so nothing can leave the arena whatever its start
 _FLOOR_RGB = np.array([0.0, 0.0, 0.0], dtype=np.float32)
 _WALL_RGB = np.array([255.0, 255.0, 255.0], dtype=np.float32)
 _DOT_RGB = np.array([255.0, 0.0, 0.0], dtype=np.float32)
-
-
-def obstacle_rects(wall: bool = True) -> np.ndarray:
-    """Axis-aligned obstacle rectangles of the arena.
-
-    Args:
-        wall: Include the two wall segments (Two-Rooms); False gives the empty point arena.
-
-    Returns:
-        float64 ``[R, 4]`` rows ``(x_min, y_min, x_max, y_max)``: four border bands, then the wall segments.
-    """
-    rects = [
-        (-_FAR, -_FAR, FREE_MIN, _FAR),  # left border
-        (FREE_MAX, -_FAR, _FAR, _FAR),  # right border
-        (-_FAR, -_FAR, _FAR, FREE_MIN),  # top border
-        (-_FAR, FREE_MAX, _FAR, _FAR),  # bottom border
-    ]
-    if wall:
-        rects.append((WALL_X_MIN, FREE_MIN, WALL_X_MAX, DOOR_Y_MIN))
-        rects.append((WALL_X_MIN, DOOR_Y_MAX, WALL_X_MAX, FREE_MAX))
-    return np.asarray(rects, dtype=np.float64)
-
-
-def clip_action_norm(action: np.ndarray, max_norm: float = MAX_ACTION_NORM) -> np.ndarray:
-    """Rescale displacements ``[..., 2]`` whose norm exceeds ``max_norm`` onto the circle of radius ``max_norm``."""
-    a = np.asarray(action, dtype=np.float64)
-    norm = np.linalg.norm(a, axis=-1, keepdims=True)
-    scale = np.minimum(1.0, max_norm / np.maximum(norm, 1e-12))
-    return a * scale
-
-
-def move_point(start: np.ndarray, displacement: np.ndarray, rects: np.ndarray) -> np.ndarray:
-    """Move points along straight segments, stopping at the first contact with any rectangle.
-
-    Rectangles are treated as open sets: touching a face is allowed, entering the interior is not. Per segment
-    the entry time into each rectangle is found with the slab method; the earliest entry in ``[0, 1)`` wins and the
-    point stops there, its coordinate on the hit axis snapped exactly onto the face (so float rounding never leaves
-    it inside, which would freeze it). No norm clipping here: any displacement length is handled without tunnelling.
-
-    Args:
-        start: ``[..., 2]`` start points (must not lie inside a rectangle's interior; such points do not move).
-        displacement: ``[..., 2]`` displacements, broadcastable against ``start``.
-        rects: ``[R, 4]`` rectangles ``(x_min, y_min, x_max, y_max)``.
-
-    Returns:
-        float64 ``[..., 2]`` end points.
-    """
-    p, d = np.broadcast_arrays(np.asarray(start, dtype=np.float64), np.asarray(displacement, dtype=np.float64))
-    batch_shape = p.shape[:-1]
-    p = p.reshape(-1, 1, 2)  # [N, 1, 2]
-    d = d.reshape(-1, 1, 2)  # [N, 1, 2]
-    lo = rects[None, :, :2]  # [1, R, 2]
-    hi = rects[None, :, 2:]  # [1, R, 2]
-    moving = d != 0.0  # [N, 1, 2]
-    safe_d = np.where(moving, d, 1.0)
-    t_a = (lo - p) / safe_d  # [N, R, 2]
-    t_b = (hi - p) / safe_d
-    inside_slab = (lo < p) & (p < hi)  # a still axis never constrains the time only if strictly inside the slab
-    t_lo = np.where(moving, np.minimum(t_a, t_b), np.where(inside_slab, -np.inf, np.inf))
-    t_hi = np.where(moving, np.maximum(t_a, t_b), np.where(inside_slab, np.inf, -np.inf))
-    hit_axis = np.argmax(t_lo, axis=-1)  # [N, R]
-    t_enter = np.max(t_lo, axis=-1)
-    t_exit = np.min(t_hi, axis=-1)
-    hits = (t_enter < t_exit) & (t_exit > 0.0) & (t_enter < 1.0)
-    t_hit = np.where(hits, np.maximum(t_enter, 0.0), np.inf)  # [N, R]
-    first = np.argmin(t_hit, axis=-1)  # [N]
-    rows = np.arange(p.shape[0])
-    t = t_hit[rows, first]  # [N]
-    blocked = np.isfinite(t)
-    t = np.where(blocked, t, 1.0)
-    end = p[:, 0] + t[:, None] * d[:, 0]  # [N, 2]
-    # Snap onto the face that was hit (only for genuine entries; t == 0 means "stay", handled below).
-    axis = hit_axis[rows, first]
-    dir_on_axis = d[rows, 0, axis]
-    face = np.where(dir_on_axis > 0, rects[first, axis], rects[first, axis + 2])
-    snap = blocked & (t > 0.0)
-    end[rows[snap], axis[snap]] = face[snap]
-    stay = blocked & (t == 0.0)
-    end[stay] = p[stay, 0]
-    return end.reshape(*batch_shape, 2)
-
-
-def discrete_action_table(num_headings: int = 8) -> np.ndarray:
-    """Discrete action set: ``num_headings`` displacements of the full step ``MAX_ACTION_NORM``, then a no-op.
-
-    Row ``k < num_headings`` is ``MAX_ACTION_NORM * (cos, sin)(2 * pi * k / num_headings)`` (x = cos, y = sin; y grows
-    downwards, so k = 2 of 8 moves down), the last row is zero: the same order as
-    ``jepa_world.planning.discrete_headings(num_headings, MAX_ACTION_NORM)``. Components below 1e-12 are exactly 0,
-    so an axis move has no sideways residue (which would stop a dot resting on a face from sliding along it).
-
-    Returns:
-        float32 ``[num_headings + 1, 2]`` (``[9, 2]`` by default).
-    """
-    if not isinstance(num_headings, int) or isinstance(num_headings, bool) or num_headings < 1:
-        raise ValueError(f"num_headings must be an int >= 1, got {num_headings!r}")
-    angles = 2.0 * np.pi * np.arange(num_headings, dtype=np.float64) / num_headings
-    table = np.stack([np.cos(angles), np.sin(angles)], axis=-1)  # [num_headings, 2]
-    table = np.where(np.abs(table) < 1e-12, 0.0, table) * MAX_ACTION_NORM
-    return np.concatenate([table, np.zeros((1, 2))], axis=0).astype(np.float32)
-
-
-def _move_point_scalar(x: float, y: float, dx: float, dy: float, rects: list[tuple[float, ...]]) -> tuple[float, float]:
-    """Single-point `move_point` in plain Python floats (the per-step path; numpy is slower for one point)."""
-    best_t, best_axis, best_face = math.inf, -1, 0.0
-    for x0, y0, x1, y1 in rects:
-        t_enter, t_exit, axis, face = -math.inf, math.inf, -1, 0.0
-        for p, d, lo, hi, k in ((x, dx, x0, x1, 0), (y, dy, y0, y1, 1)):
-            if d == 0.0:
-                if not lo < p < hi:
-                    t_enter = math.inf  # never inside this slab: no hit
-                    break
-                continue
-            ta, tb = (lo - p) / d, (hi - p) / d
-            t_lo, t_hi = (ta, tb) if ta < tb else (tb, ta)
-            if t_lo > t_enter:
-                t_enter, axis, face = t_lo, k, lo if d > 0 else hi
-            t_exit = min(t_exit, t_hi)
-        if t_enter < t_exit and t_exit > 0.0 and t_enter < 1.0:
-            t = max(t_enter, 0.0)
-            if t < best_t:
-                best_t, best_axis, best_face = t, axis, face
-    if best_t == math.inf:
-        return x + dx, y + dy
-    if best_t == 0.0:
-        return x, y
-    nx, ny = x + best_t * dx, y + best_t * dy
-    return (best_face, ny) if best_axis == 0 else (nx, best_face)
 
 
 def _pixel_coverage(lo: float, hi: float, n: int, scale: float) -> np.ndarray:
@@ -197,16 +53,15 @@ def _pixel_coverage(lo: float, hi: float, n: int, scale: float) -> np.ndarray:
     return overlap / scale
 
 
-def _render_background(image_size: int, rects: np.ndarray) -> np.ndarray:
-    """Anti-aliased static layer ``float32 [H, W, 3]``: walls by their exact pixel coverage, floor elsewhere."""
+def _wall_coverage(image_size: int, rects: np.ndarray) -> np.ndarray:
+    """Exact share ``float64 [H, W]`` of each pixel covered by the obstacles (anti-aliased walls)."""
     scale = ARENA_SIZE / image_size
     coverage = np.zeros((image_size, image_size), dtype=np.float64)
     for x0, y0, x1, y1 in rects:
         cx = _pixel_coverage(x0, x1, image_size, scale)
         cy = _pixel_coverage(y0, y1, image_size, scale)
         coverage = np.maximum(coverage, np.outer(cy, cx))  # rows are y
-    cov = coverage[..., None].astype(np.float32)
-    return _FLOOR_RGB * (1.0 - cov) + _WALL_RGB * cov
+    return coverage
 
 
 class TwoRoomsEnv(gymnasium.Env):
@@ -220,11 +75,15 @@ class TwoRoomsEnv(gymnasium.Env):
         seed: Seeds the environment's generator for resets that do not pass their own seed.
         terminate_on_success: End the episode when the goal is reached. False by default because the protocol
             runs to ``max_steps`` and judges the final state.
+        texture: Draw a new textured floor at every reset (``jepa_world.envs.clutter``); False: a black floor.
+        distractors: Number of dots that move on their own, drawn under the agent (0: none).
 
     ``reset(options=...)`` accepts ``"start"`` and ``"goal"`` (xy in arena units). A missing key draws a uniform
     random valid position (kept ``SPAWN_MARGIN`` from every face, never in the doorway); ``"goal": None`` means no
     goal, and then ``info`` has no ``goal_state`` / ``distance`` and the reward is 0. The reward is the negative
     distance to the goal. ``info`` holds ``state`` (float32 [2]) and, with a goal, ``goal_state`` and ``distance``.
+    The nuisances are drawn from the env's generator after the start and goal (a plain env draws nothing more), and
+    the distractors move at every ``step``; ``scene`` is the current one.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}  # noqa: RUF012 (gymnasium API attribute)
@@ -238,6 +97,8 @@ class TwoRoomsEnv(gymnasium.Env):
         render_mode: str | None = "rgb_array",
         seed: int | None = None,
         terminate_on_success: bool = False,
+        texture: bool = False,
+        distractors: int = 0,
     ) -> None:
         if not isinstance(image_size, int) or image_size < 8:
             raise ValueError(f"image_size must be an int >= 8, got {image_size!r}")
@@ -245,17 +106,24 @@ class TwoRoomsEnv(gymnasium.Env):
             raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
+        if not isinstance(distractors, int) or isinstance(distractors, bool) or distractors < 0:
+            raise ValueError(f"distractors must be an int >= 0, got {distractors!r}")
         self.image_size = image_size
         self.wall = bool(wall)
         self.max_steps = max_steps
         self.render_mode = render_mode
         self.terminate_on_success = bool(terminate_on_success)
+        self.texture = bool(texture)
+        self.num_distractors = distractors
         self.rects = obstacle_rects(self.wall)
         self.observation_space = spaces.Box(0, 255, (image_size, image_size, 3), dtype=np.uint8)
         self.action_space = spaces.Box(-MAX_ACTION_NORM, MAX_ACTION_NORM, (2,), dtype=np.float32)
         self._rect_list = [tuple(float(v) for v in r) for r in self.rects]
-        # Integer background: the blob blend below is then exact outside the window it is computed in.
-        self._background = np.rint(_render_background(image_size, self.rects)).astype(np.uint8)  # [H, W, 3]
+        self._wall_coverage = _wall_coverage(image_size, self.rects)  # [H, W]
+        # Integer background: the blob blend is then exact outside the window it is computed in.
+        floor = np.broadcast_to(_FLOOR_RGB, (image_size, image_size, 3))
+        self._scene = Scene(background=compose(floor, self._wall_coverage, _WALL_RGB),
+                            distractors=np.zeros((0, 2)), headings=np.zeros(0))  # fmt: skip
         # Pixel centres in arena units, for the separable Gaussian blob.
         self._centres = (np.arange(image_size, dtype=np.float64) + 0.5) * (ARENA_SIZE / image_size)
         # Beyond 4 sigma the blob weight is < 0.0004 (< 0.1 grey levels), which cannot change a rounded pixel.
@@ -267,6 +135,11 @@ class TwoRoomsEnv(gymnasium.Env):
             self._np_random, self._np_random_seed = gymnasium.utils.seeding.np_random(seed)
 
     # ------------------------------------------------------------------ geometry helpers
+    @property
+    def scene(self) -> Scene:
+        """What the current frame shows besides the agent (background, distractors); see ``jepa_world.envs.clutter``."""
+        return self._scene
+
     @property
     def state(self) -> np.ndarray:
         """Current dot position, float32 ``[2]``."""
@@ -339,24 +212,20 @@ class TwoRoomsEnv(gymnasium.Env):
         return start, goal
 
     # ------------------------------------------------------------------ rendering
-    def render_state(self, xy: np.ndarray) -> np.ndarray:
-        """Render the arena with the dot at ``xy`` (arena units): ``uint8 [H, W, 3]``. Use it for goal images."""
+    def render_state(self, xy: np.ndarray, scene: Scene | None = None) -> np.ndarray:
+        """Render the arena with the dot at ``xy`` (arena units): ``uint8 [H, W, 3]``. Use it for goal images.
+
+        Args:
+            xy: The agent's position.
+            scene: Background and distractors to draw (default: the current ``scene``).
+        """
         x, y = (float(v) for v in np.asarray(xy, dtype=np.float64).reshape(2))
-        frame = self._background.copy()
-        # Only a window around the dot is touched; outside it the blend rounds back to the background exactly.
-        px_per_unit = self.image_size / ARENA_SIZE
-        c0 = max(int(x * px_per_unit) - self._blob_radius_px, 0)
-        c1 = min(int(x * px_per_unit) + self._blob_radius_px + 1, self.image_size)
-        r0 = max(int(y * px_per_unit) - self._blob_radius_px, 0)
-        r1 = min(int(y * px_per_unit) + self._blob_radius_px + 1, self.image_size)
-        if c0 >= c1 or r0 >= r1:
-            return frame
-        inv = -0.5 / (DOT_SIGMA * DOT_SIGMA)
-        gx = np.exp(inv * (self._centres[c0:c1] - x) ** 2)
-        gy = np.exp(inv * (self._centres[r0:r1] - y) ** 2)
-        blob = np.outer(gy, gx).astype(np.float32)[..., None]  # [h, w, 1], rows are y
-        bg = frame[r0:r1, c0:c1].astype(np.float32)
-        frame[r0:r1, c0:c1] = np.rint(bg + blob * (_DOT_RGB - bg)).astype(np.uint8)
+        scene = self._scene if scene is None else scene
+        frame = scene.background.copy()
+        blob = dict(centres=self._centres, radius_px=self._blob_radius_px, sigma=DOT_SIGMA)
+        for k, (dx, dy) in enumerate(scene.distractors.tolist()):
+            draw_blob(frame, (dx, dy), DISTRACTOR_RGB[k % len(DISTRACTOR_RGB)], **blob)
+        draw_blob(frame, (x, y), _DOT_RGB, **blob)
         return frame
 
     def render(self) -> np.ndarray:
@@ -399,7 +268,18 @@ class TwoRoomsEnv(gymnasium.Env):
         else:
             self._goal = self._check_position(options["goal"], "goal")
         self._t = 0
+        if self.texture or self.num_distractors:
+            self._scene = self._new_scene()
         return self.render(), self._info()
+
+    def _new_scene(self) -> Scene:
+        rng = self.np_random
+        background = self._scene.background
+        if self.texture:
+            background = compose(random_floor(rng, self.image_size), self._wall_coverage, _WALL_RGB)
+        k = self.num_distractors
+        positions = np.array([self.sample_position(rng) for _ in range(k)], dtype=np.float64).reshape(k, 2)
+        return Scene(background=background, distractors=positions, headings=rng.uniform(0.0, 2.0 * math.pi, size=k))
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Apply one displacement (rescaled to norm <= 2.45) with stop-at-first-contact collisions."""
@@ -412,8 +292,10 @@ class TwoRoomsEnv(gymnasium.Env):
         norm = math.hypot(dx, dy)
         if norm > MAX_ACTION_NORM:
             dx, dy = dx * (MAX_ACTION_NORM / norm), dy * (MAX_ACTION_NORM / norm)
-        self._pos = np.array(_move_point_scalar(float(self._pos[0]), float(self._pos[1]), dx, dy, self._rect_list))
+        self._pos = np.array(move_point_scalar(float(self._pos[0]), float(self._pos[1]), dx, dy, self._rect_list))
         self._t += 1
+        if self.num_distractors:
+            self._scene = advance(self._scene, self.np_random, self.rects)
         info = self._info()
         reached = self._goal is not None and info["distance"] < SUCCESS_THRESHOLD
         reward = -info["distance"] if self._goal is not None else 0.0

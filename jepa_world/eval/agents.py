@@ -32,8 +32,9 @@ from torch import Tensor
 
 from jepa_world.config import PlannerSettings
 from jepa_world.data.transforms import frames_to_tensor
+from jepa_world.envs.geometry import FREE_MAX, FREE_MIN, MAX_ACTION_NORM
 from jepa_world.envs.policies import Policy, make_policy
-from jepa_world.envs.two_rooms import FREE_MAX, FREE_MIN, MAX_ACTION_NORM, TwoRoomsEnv
+from jepa_world.envs.two_rooms import TwoRoomsEnv
 from jepa_world.models.world_model import WorldModel
 from jepa_world.planning import CostFn, MPCAgent, goal_distance, make_planner, rollout_cost
 

@@ -24,7 +24,8 @@ from jepa_world.checkpoints.policy import PolicyRun, check_policy_fits, load_pol
 from jepa_world.checkpoints.world_model import load_world_model
 from jepa_world.config import PlanConfig, PlannerSettings
 from jepa_world.envs import make_env
-from jepa_world.envs.two_rooms import ARENA_SIZE, SUCCESS_THRESHOLD, discrete_action_table
+from jepa_world.envs.geometry import ARENA_SIZE, discrete_action_table
+from jepa_world.envs.two_rooms import SUCCESS_THRESHOLD
 from jepa_world.eval.agents import (
     Agent,
     PolicyAgent,

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jepa_world.envs.two_rooms import ARENA_SIZE, FREE_MAX, FREE_MIN, TwoRoomsEnv
+from jepa_world.envs.geometry import ARENA_SIZE, FREE_MAX, FREE_MIN
+from jepa_world.envs.two_rooms import TwoRoomsEnv
 from jepa_world.eval.agents import encode_pixels, render_batch
 from jepa_world.models.world_model import WorldModel
 from jepa_world.planning import goal_distance

@@ -25,7 +25,7 @@ gymnasium = pytest.importorskip("gymnasium")
 
 from jepa_world.envs import TwoRoomsEnv  # noqa: E402
 from jepa_world.envs.collect import collect_episodes  # noqa: E402
-from jepa_world.envs.two_rooms import MAX_ACTION_NORM  # noqa: E402
+from jepa_world.envs.geometry import MAX_ACTION_NORM  # noqa: E402
 
 FRANKA = Path(__file__).resolve().parents[3] / "shared" / "data" / "franka_example_traj.npz"
 NUM_EPISODES, STEPS = 3, 8

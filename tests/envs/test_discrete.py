@@ -16,7 +16,7 @@ from jepa_world.envs import (  # noqa: E402
     TwoRoomsEnv,
     make_env,
 )
-from jepa_world.envs.two_rooms import MAX_ACTION_NORM, discrete_action_table  # noqa: E402
+from jepa_world.envs.geometry import MAX_ACTION_NORM, discrete_action_table  # noqa: E402
 
 # Well inside the left room: every full step from here stays clear of walls and border.
 FREE_START = (15.0, 20.0)

@@ -29,7 +29,7 @@ from jepa_world.envs import (  # noqa: E402
     make_env,
     register_envs,
 )
-from jepa_world.envs.two_rooms import (  # noqa: E402
+from jepa_world.envs.geometry import (  # noqa: E402
     DOOR_CENTER_Y,
     FREE_MAX,
     FREE_MIN,

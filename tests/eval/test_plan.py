@@ -13,7 +13,7 @@ import torch
 from jepa_world import checkpoints
 from jepa_world.config import PlannerSettings, load_config
 from jepa_world.envs import TwoRoomsEnv, make_env, make_policy
-from jepa_world.envs.two_rooms import MAX_ACTION_NORM
+from jepa_world.envs.geometry import MAX_ACTION_NORM
 from jepa_world.eval.agents import Observation, PolicyAgent, SimulatorCEMAgent, WorldModelAgent
 from jepa_world.eval.protocol import eval_pairs, evaluate_policy, run_episodes
 from jepa_world.models import create_model

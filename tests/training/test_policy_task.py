@@ -14,7 +14,7 @@ from jepa_world.checkpoints.io import list_checkpoints
 from jepa_world.checkpoints.policy import load_policy
 from jepa_world.cli import main
 from jepa_world.config import PlannerSettings, load_config
-from jepa_world.envs.two_rooms import discrete_action_table
+from jepa_world.envs.geometry import discrete_action_table
 from jepa_world.eval.agents import Observation
 from jepa_world.eval.plan_benchmark import plan_from_config
 from jepa_world.eval.policy_agents import LearnedPolicyAgent, MCTSAgent, PolicyCEMAgent
