@@ -147,7 +147,7 @@ _PROBE_SWITCHES = [
     ("--no-cache", "probe.cache", False, "re-encode every epoch instead of caching features"),
 ]
 _PLAN_ALIASES = [
-    ("--env", "plan.env", str, "two_rooms, point_arena or two_rooms_discrete (--agent mcts)"),
+    ("--env", "plan.env", str, "two_rooms, point_arena, two_rooms_clutter or two_rooms_discrete (--agent mcts)"),
     ("--episodes", "plan.episodes", int, "episodes per agent"),
     ("--agent", "plan.agent", str, "cem, mppi, policy, policy+cem or mcts"),
     ("--planner", "plan.agent", str, "cem or mppi (the older name of --agent)"),
@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     tp.set_defaults(func=_cmd_train_policy)
 
     c = sub.add_parser("collect", help="collect offline episodes from a pixel environment (random-walk policy)")
-    c.add_argument("--env", default="two_rooms", help="two_rooms, point_arena or a gymnasium id (default two_rooms)")
+    c.add_argument("--env", default="two_rooms", help="two_rooms, point_arena, two_rooms_clutter or a gymnasium id")
     c.add_argument("--episodes", type=int, default=1000, help="number of episodes (default 1000)")
     c.add_argument("--steps", type=int, default=16, help="actions per episode (default 16)")
     c.add_argument("--output", required=True, metavar="DIR", help="output directory")

@@ -5,7 +5,8 @@
     python scripts/bench_planning.py --encoder jepa,random-vit,joint --seeds 0,1,2 --pair-seed 1
     python scripts/bench_planning.py --encoder jepa-video,random-vit,joint --wm-episodes 50,200  # few labelled
 
-1. Collect `--collect-episodes` random-walk episodes of 16 steps once (`jepa-world collect`, von Mises headings).
+1. Collect `--collect-episodes` random-walk episodes of 16 steps once (`jepa-world collect`, von Mises headings) on
+   `--env` (`two_rooms`, or `two_rooms_clutter`: a textured floor per episode and three dots that move on their own).
 2. For each encoder and training seed:
    - `joint`: `jepa-world train-wm --config configs/world_model/two_rooms.yaml` (a pooled-pixel encoder trained
      jointly with the dynamics: the PLDM recipe);
@@ -110,6 +111,12 @@ def main() -> None:
     p.add_argument("--pair-seed", type=int, default=0, help="seed of the start / goal pairs (default 0)")
     p.add_argument("--episodes", type=int, default=50, help="evaluation episodes per agent and seed (default 50)")
     p.add_argument("--collect-episodes", type=int, default=4000, help="training episodes to collect (default 4000)")
+    p.add_argument(
+        "--env",
+        default="two_rooms",
+        choices=("two_rooms", "two_rooms_clutter"),
+        help="two_rooms, or two_rooms_clutter (textured floors, moving distractors; default two_rooms)",
+    )
     p.add_argument("--wm-episodes", default="", help="comma-separated: train-wm on the first N episodes only")
     p.add_argument("--train-steps", type=int, default=None, help="override train.max_steps of the recipe")
     p.add_argument("--pretrain-steps", type=int, default=None, help="override train.max_steps of the pretraining")
@@ -134,14 +141,14 @@ def main() -> None:
     episodes_dir = out / "episodes"
     tic = time.perf_counter()
     if not (episodes_dir / "metadata.json").exists():
-        collect_episodes(env_name="two_rooms", num_episodes=args.collect_episodes, steps=16, output_dir=episodes_dir,
+        collect_episodes(env_name=args.env, num_episodes=args.collect_episodes, steps=16, output_dir=episodes_dir,
                          seed=12345, progress=False)  # fmt: skip
     subsets = [int(n) for n in args.wm_episodes.split(",") if n.strip()]
     if any(not 1 <= n <= args.collect_episodes for n in subsets):
         p.error(f"--wm-episodes {args.wm_episodes}: each must be in 1..{args.collect_episodes} (--collect-episodes)")
     for n in subsets:  # each episode depends only on the seed and its index: these are the first n of episodes_dir
         if not (out / f"episodes_first{n}" / "metadata.json").exists():
-            collect_episodes(env_name="two_rooms", num_episodes=n, steps=16, output_dir=out / f"episodes_first{n}",
+            collect_episodes(env_name=args.env, num_episodes=n, steps=16, output_dir=out / f"episodes_first{n}",
                              seed=12345, progress=False)  # fmt: skip
     collect_s = time.perf_counter() - tic
     print(f"collect: {args.collect_episodes} episodes in {collect_s:.0f} s", flush=True)
@@ -177,11 +184,12 @@ def main() -> None:
             tic = time.perf_counter()
             first = baselines is None  # baselines and the simulator ceiling once: the pairs are the same
             result = run_plan_benchmark(run / "wm", episodes=args.episodes, settings=settings, seed=args.pair_seed,
-                                        output=run / "plan", baselines=first, simulator_ceiling=first,
-                                        num_threads=args.threads, log=None)  # fmt: skip
+                                        env_name=args.env, output=run / "plan", baselines=first,
+                                        simulator_ceiling=first, num_threads=args.threads, log=None)  # fmt: skip
             plan_s = time.perf_counter() - tic
             alone = run_plan_benchmark(run / "wm", episodes=1, settings=settings, seed=args.pair_seed, baselines=False,
-                                       simulator_ceiling=False, num_threads=args.threads, log=None)  # fmt: skip
+                                       env_name=args.env, simulator_ceiling=False, num_threads=args.threads,
+                                       log=None)  # fmt: skip
             learned = result["results"][0]
             if first:
                 baselines = result["results"][1:]
@@ -217,7 +225,7 @@ def main() -> None:
             + f"{np.mean([r['ms_per_replan_alone'] for r in mine]):.0f} ms for one episode alone"
         )  # fmt: skip
     title = (
-        f"two_rooms: {len(seeds)} training seeds x {args.episodes} episodes (pair seed {args.pair_seed}, the same "
+        f"{args.env}: {len(seeds)} training seeds x {args.episodes} episodes (pair seed {args.pair_seed}, the same "
         "pairs for every row), 200 steps, success = final distance < 4.5 px, start/goal in opposite rooms"
     )
     print(format_table(rows + (baselines or []), title=title))

@@ -2,15 +2,17 @@
 
 - ``TwoRoomsEnv``: a dot in two rooms joined by a door, stop-at-first-contact collisions (PLDM / EB-JEPA geometry),
   registered as ``jepa_world/TwoRooms-v0``; with ``wall=False`` it is the empty point arena,
-  ``jepa_world/PointArena-v0``.
+  ``jepa_world/PointArena-v0``; with a textured floor per episode and three dots that move on their own
+  (``jepa_world.envs.clutter``) it is ``jepa_world/TwoRoomsClutter-v0``.
 - ``DiscreteActions``: ``Discrete(K)`` indices -> rows of a ``[K, A]`` displacement table; Two-Rooms with the eight
   full-step headings plus a no-op (``two_rooms.discrete_action_table``) is ``jepa_world/TwoRoomsDiscrete-v0``.
 - ``PixelObservationAdapter``: any ``render_mode="rgb_array"`` gymnasium env -> ``uint8 [S, S, 3]`` observations.
 - Baseline / behaviour policies in ``jepa_world.envs.policies``; offline collection in ``jepa_world.envs.collect``.
 
-``make_env("two_rooms")`` / ``make_env("point_arena")`` return the bare ``TwoRoomsEnv`` (so helpers such as
-``render_state`` and ``sample_eval_pair`` are directly reachable); ``make_env("two_rooms_discrete")`` returns it
-wrapped in ``DiscreteActions`` (the helpers are on ``env.unwrapped``); any other name is passed to ``gymnasium.make``.
+``make_env("two_rooms")`` / ``"point_arena"`` / ``"two_rooms_clutter"`` return the bare ``TwoRoomsEnv`` (so
+helpers such as ``render_state`` and ``sample_eval_pair`` are directly reachable); ``make_env("two_rooms_discrete")``
+returns it wrapped in ``DiscreteActions`` (the helpers are on ``env.unwrapped``); any other name is passed to
+``gymnasium.make``.
 The discrete alias lives in ``DISCRETE_ENV_ALIASES``, not ``ENV_ALIASES``: code that builds a bare ``TwoRoomsEnv``
 for every ``ENV_ALIASES`` name (offline collection) must not silently drop the discrete wrapper.
 """
@@ -35,8 +37,19 @@ from jepa_world.envs.wrappers import DiscreteActions, PixelObservationAdapter, r
 
 TWO_ROOMS_ID = "jepa_world/TwoRooms-v0"
 POINT_ARENA_ID = "jepa_world/PointArena-v0"
+TWO_ROOMS_CLUTTER_ID = "jepa_world/TwoRoomsClutter-v0"
 TWO_ROOMS_DISCRETE_ID = "jepa_world/TwoRoomsDiscrete-v0"
-ENV_ALIASES: dict[str, str] = {"two_rooms": TWO_ROOMS_ID, "point_arena": POINT_ARENA_ID}
+ENV_ALIASES: dict[str, str] = {
+    "two_rooms": TWO_ROOMS_ID,
+    "point_arena": POINT_ARENA_ID,
+    "two_rooms_clutter": TWO_ROOMS_CLUTTER_ID,
+}
+# The TwoRoomsEnv arguments of each alias (and of its gymnasium id).
+ALIAS_KWARGS: dict[str, dict[str, Any]] = {
+    "two_rooms": {"wall": True},
+    "point_arena": {"wall": False},
+    "two_rooms_clutter": {"wall": True, "texture": True, "distractors": 3},
+}
 DISCRETE_ENV_ALIASES: dict[str, str] = {"two_rooms_discrete": TWO_ROOMS_DISCRETE_ID}
 _ENTRY_POINT = "jepa_world.envs.two_rooms:TwoRoomsEnv"
 _DISCRETE_ENTRY_POINT = "jepa_world.envs:make_two_rooms_discrete"
@@ -55,9 +68,9 @@ def make_two_rooms_discrete(**kwargs: Any) -> DiscreteActions:
 
 def register_envs() -> None:
     """Register the package's gymnasium ids; safe to call any number of times."""
-    for env_id, wall in ((TWO_ROOMS_ID, True), (POINT_ARENA_ID, False)):
+    for alias, env_id in ENV_ALIASES.items():
         if env_id not in gymnasium.registry:
-            gymnasium.register(id=env_id, entry_point=_ENTRY_POINT, kwargs={"wall": wall})
+            gymnasium.register(id=env_id, entry_point=_ENTRY_POINT, kwargs=dict(ALIAS_KWARGS[alias]))
     if TWO_ROOMS_DISCRETE_ID not in gymnasium.registry:
         gymnasium.register(id=TWO_ROOMS_DISCRETE_ID, entry_point=_DISCRETE_ENTRY_POINT)
 
@@ -66,9 +79,9 @@ def make_env(name: str, **kwargs: Any) -> gymnasium.Env:
     """Create an environment by short name or gymnasium id.
 
     Args:
-        name: ``"two_rooms"``, ``"point_arena"`` (bare ``TwoRoomsEnv``), ``"two_rooms_discrete"`` (``TwoRoomsEnv``
-            in ``DiscreteActions``, no other wrapper) or any registered gymnasium id (through ``gymnasium.make``,
-            with its default wrappers).
+        name: ``"two_rooms"``, ``"point_arena"``, ``"two_rooms_clutter"`` (bare ``TwoRoomsEnv``),
+            ``"two_rooms_discrete"`` (``TwoRoomsEnv`` in ``DiscreteActions``, no other wrapper) or any registered
+            gymnasium id (through ``gymnasium.make``, with its default wrappers).
         **kwargs: Constructor arguments (``image_size``, ``max_steps``, ``seed``, ...).
 
     Raises:
@@ -78,7 +91,7 @@ def make_env(name: str, **kwargs: Any) -> gymnasium.Env:
     if name in DISCRETE_ENV_ALIASES:
         return make_two_rooms_discrete(**kwargs)
     if name in ENV_ALIASES:
-        return TwoRoomsEnv(wall=name == "two_rooms", **kwargs)
+        return TwoRoomsEnv(**{**ALIAS_KWARGS[name], **kwargs})
     if name in gymnasium.registry:
         return gymnasium.make(name, **kwargs)
     known = sorted(ENV_ALIASES) + sorted(DISCRETE_ENV_ALIASES) + sorted(gymnasium.registry)
@@ -88,11 +101,13 @@ def make_env(name: str, **kwargs: Any) -> gymnasium.Env:
 register_envs()
 
 __all__ = [
+    "ALIAS_KWARGS",
     "DISCRETE_ENV_ALIASES",
     "ENV_ALIASES",
     "MAX_ACTION_NORM",
     "POINT_ARENA_ID",
     "SUCCESS_THRESHOLD",
+    "TWO_ROOMS_CLUTTER_ID",
     "TWO_ROOMS_DISCRETE_ID",
     "TWO_ROOMS_ID",
     "DiscreteActions",

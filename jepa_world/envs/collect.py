@@ -30,7 +30,7 @@ from jepa_world.data.episodes import (
 )
 from jepa_world.data.lerobot_writer import LeRobotWriter
 from jepa_world.data.npz import read_npz_header
-from jepa_world.envs import ENV_ALIASES, PixelObservationAdapter, make_env
+from jepa_world.envs import ALIAS_KWARGS, ENV_ALIASES, PixelObservationAdapter, make_env
 from jepa_world.envs.geometry import MAX_ACTION_NORM, clip_action_norm
 from jepa_world.envs.policies import make_policy
 from jepa_world.envs.two_rooms import TwoRoomsEnv
@@ -41,9 +41,10 @@ FORMATS = ("episodes", "lerobot")  # ours, LeRobot v3
 
 def _make_collection_env(env_name: str, image_size: int, steps: int, env_kwargs: dict[str, Any]) -> Any:
     """A pixel env for ``env_name``: Two-Rooms aliases directly, other gymnasium ids through the pixel adapter."""
-    if env_name in ENV_ALIASES or env_name in ENV_ALIASES.values():
-        wall = env_name in ("two_rooms", ENV_ALIASES["two_rooms"])
-        return TwoRoomsEnv(wall=wall, image_size=image_size, max_steps=max(steps, 1), **env_kwargs)
+    alias = {env_id: name for name, env_id in ENV_ALIASES.items()}.get(env_name, env_name)
+    if alias in ENV_ALIASES:
+        kwargs = {**ALIAS_KWARGS[alias], **env_kwargs}
+        return TwoRoomsEnv(image_size=image_size, max_steps=max(steps, 1), **kwargs)
     env = make_env(env_name, render_mode="rgb_array", **env_kwargs)
     space = env.observation_space
     is_frame = getattr(space, "dtype", None) == np.uint8 and getattr(space, "shape", None) == (
@@ -82,7 +83,8 @@ def collect_episodes(
     so a dataset is reproducible from ``seed`` and each episode independently of ``num_episodes``.
 
     Args:
-        env_name: ``"two_rooms"``, ``"point_arena"`` or a gymnasium id (rendered through ``PixelObservationAdapter``).
+        env_name: ``"two_rooms"``, ``"point_arena"``, ``"two_rooms_clutter"`` or a gymnasium id (rendered through
+            ``PixelObservationAdapter``).
         num_episodes: Number of episodes.
         steps: Actions per episode T (frames T+1). An env that ends earlier gives a shorter episode.
         output_dir: Target directory (created).

@@ -122,8 +122,10 @@ class TwoRoomsEnv(gymnasium.Env):
         self._wall_coverage = _wall_coverage(image_size, self.rects)  # [H, W]
         # Integer background: the blob blend is then exact outside the window it is computed in.
         floor = np.broadcast_to(_FLOOR_RGB, (image_size, image_size, 3))
-        self._scene = Scene(background=compose(floor, self._wall_coverage, _WALL_RGB),
-                            distractors=np.zeros((0, 2)), headings=np.zeros(0))  # fmt: skip
+        self._plain_scene = Scene(background=compose(floor, self._wall_coverage, _WALL_RGB),
+                                  distractors=np.zeros((0, 2)), headings=np.zeros(0))  # fmt: skip
+        # Before the first reset a cluttered env shows the scene of generator 0 (so its frames are never plain).
+        self._scene = self.sample_scene(np.random.default_rng(0))
         # Pixel centres in arena units, for the separable Gaussian blob.
         self._centres = (np.arange(image_size, dtype=np.float64) + 0.5) * (ARENA_SIZE / image_size)
         # Beyond 4 sigma the blob weight is < 0.0004 (< 0.1 grey levels), which cannot change a rounded pixel.
@@ -211,6 +213,24 @@ class TwoRoomsEnv(gymnasium.Env):
         goal = self.sample_position(rng, room=1 - start_room)
         return start, goal
 
+    def sample_scene(self, rng: np.random.Generator) -> Scene:
+        """A new scene: a textured floor if ``texture``, ``num_distractors`` dots at uniform valid positions.
+
+        A plain env (no texture, no distractors) returns its fixed scene and draws nothing from ``rng``.
+        """
+        if not (self.texture or self.num_distractors):
+            return self._plain_scene
+        background = self._plain_scene.background
+        if self.texture:
+            background = compose(random_floor(rng, self.image_size), self._wall_coverage, _WALL_RGB)
+        k = self.num_distractors
+        positions = np.array([self.sample_position(rng) for _ in range(k)], dtype=np.float64).reshape(k, 2)
+        return Scene(background=background, distractors=positions, headings=rng.uniform(0.0, 2.0 * math.pi, size=k))
+
+    def advance_scene(self, scene: Scene, rng: np.random.Generator) -> Scene:
+        """The scene one step later (the distractors move; a scene without them is returned as is)."""
+        return advance(scene, rng, self.rects)
+
     # ------------------------------------------------------------------ rendering
     def render_state(self, xy: np.ndarray, scene: Scene | None = None) -> np.ndarray:
         """Render the arena with the dot at ``xy`` (arena units): ``uint8 [H, W, 3]``. Use it for goal images.
@@ -268,18 +288,8 @@ class TwoRoomsEnv(gymnasium.Env):
         else:
             self._goal = self._check_position(options["goal"], "goal")
         self._t = 0
-        if self.texture or self.num_distractors:
-            self._scene = self._new_scene()
+        self._scene = self.sample_scene(self.np_random)
         return self.render(), self._info()
-
-    def _new_scene(self) -> Scene:
-        rng = self.np_random
-        background = self._scene.background
-        if self.texture:
-            background = compose(random_floor(rng, self.image_size), self._wall_coverage, _WALL_RGB)
-        k = self.num_distractors
-        positions = np.array([self.sample_position(rng) for _ in range(k)], dtype=np.float64).reshape(k, 2)
-        return Scene(background=background, distractors=positions, headings=rng.uniform(0.0, 2.0 * math.pi, size=k))
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Apply one displacement (rescaled to norm <= 2.45) with stop-at-first-contact collisions."""
@@ -294,8 +304,7 @@ class TwoRoomsEnv(gymnasium.Env):
             dx, dy = dx * (MAX_ACTION_NORM / norm), dy * (MAX_ACTION_NORM / norm)
         self._pos = np.array(move_point_scalar(float(self._pos[0]), float(self._pos[1]), dx, dy, self._rect_list))
         self._t += 1
-        if self.num_distractors:
-            self._scene = advance(self._scene, self.np_random, self.rects)
+        self._scene = self.advance_scene(self._scene, self.np_random)
         info = self._info()
         reached = self._goal is not None and info["distance"] < SUCCESS_THRESHOLD
         reward = -info["distance"] if self._goal is not None else 0.0

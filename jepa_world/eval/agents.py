@@ -32,6 +32,7 @@ from torch import Tensor
 
 from jepa_world.config import PlannerSettings
 from jepa_world.data.transforms import frames_to_tensor
+from jepa_world.envs.clutter import Scene
 from jepa_world.envs.geometry import FREE_MAX, FREE_MIN, MAX_ACTION_NORM
 from jepa_world.envs.policies import Policy, make_policy
 from jepa_world.envs.two_rooms import TwoRoomsEnv
@@ -77,8 +78,12 @@ def check_goal_pixels(obs: Observation, name: str) -> None:
         )
 
 
-def render_batch(env: TwoRoomsEnv, states: np.ndarray) -> np.ndarray:
-    return np.stack([env.render_state(s) for s in np.asarray(states).reshape(-1, 2)])  # [E, H, W, 3]
+def render_batch(env: TwoRoomsEnv, states: np.ndarray, scenes: list[Scene] | None = None) -> np.ndarray:
+    """Frames ``uint8 [E, H, W, 3]`` of states ``[E, 2]``, each in its own scene (default: the env's current one)."""
+    states = np.asarray(states).reshape(-1, 2)
+    if scenes is None:
+        return np.stack([env.render_state(s) for s in states])
+    return np.stack([env.render_state(s, scene) for s, scene in zip(states, scenes, strict=True)])
 
 
 @dataclass

@@ -40,6 +40,7 @@ from jepa_world.eval.viz import energy_landscape, save_episodes_gif, save_landsc
 from jepa_world.models.world_model import WorldModel
 
 _PLAN = PlanConfig()  # the defaults of the `plan` section: the one place they are written
+PLAN_ENVS = ("two_rooms", "point_arena", "two_rooms_clutter", "two_rooms_discrete")
 
 
 def planner_settings(plan: Any) -> PlannerSettings:
@@ -78,7 +79,8 @@ def run_plan_benchmark(
     Args:
         checkpoint: A world-model run folder / checkpoint (see ``checkpoints.load_world_model``) or a ``WorldModel``;
             for the policy agents, a ``train-policy`` run (its world model is the one it was trained in).
-        env_name: ``"two_rooms"``, ``"point_arena"`` or ``"two_rooms_discrete"`` (``agent="mcts"`` only).
+        env_name: ``"two_rooms"``, ``"point_arena"``, ``"two_rooms_clutter"`` or ``"two_rooms_discrete"``
+            (``agent="mcts"`` only).
         episodes: Episodes per agent E.
         settings: Planner settings (defaults: ``PlannerSettings()``).
         max_steps: Steps per episode (protocol: 200).
@@ -102,8 +104,8 @@ def run_plan_benchmark(
     """
     settings = settings or PlannerSettings()
     say = log or (lambda _msg: None)
-    if env_name not in ("two_rooms", "point_arena", "two_rooms_discrete"):
-        raise ValueError(f"env_name must be 'two_rooms', 'point_arena' or 'two_rooms_discrete', got {env_name!r}")
+    if env_name not in PLAN_ENVS:
+        raise ValueError(f"env_name must be one of {PLAN_ENVS}, got {env_name!r}")
     if agent not in AGENTS:
         raise ValueError(f"agent must be one of {AGENTS}, got {agent!r}")
     if (agent == "mcts") != (env_name == "two_rooms_discrete"):
@@ -168,7 +170,7 @@ def run_plan_benchmark(
         stats: list[EpisodeStats] = []
         for runner in agents:
             tic = time.perf_counter()
-            st = run_episodes(env, runner, pairs, max_steps=max_steps)
+            st = run_episodes(env, runner, pairs, max_steps=max_steps, scene_seed=seed)
             say(f"{runner.name}: success {100 * st.success_rate:.0f}% ({time.perf_counter() - tic:.1f} s)")
             stats.append(st)
         rows = [s.summary() for s in stats]

@@ -3,7 +3,10 @@
 The protocol: start and goal in opposite rooms (``TwoRoomsEnv.sample_eval_pair``), ``max_steps`` = 200 environment
 steps, success if the FINAL distance to the goal is < ``SUCCESS_THRESHOLD`` (4.5 px, arena units). Every agent sees the
 same start / goal pairs. Episodes run in parallel: E true states are stepped together through the simulator
-(``TwoRoomsEnv.transition``), which only this runner and the simulator-CEM ceiling touch.
+(``TwoRoomsEnv.transition``), which only this runner and the simulator-CEM ceiling touch. On a cluttered env
+(``jepa_world.envs.clutter``) episode ``i`` has its own scene (texture, distractors) drawn from
+``numpy.random.default_rng((scene_seed, i))``, which also moves its distractors: every agent sees the same scenes,
+and the goal image shows the goal in the episode's first scene (its distractors where they start).
 
 Shapes: E parallel episodes; pairs ``float32 [E, 2, 2]``, states and goals ``float [E, 2]``, paths
 ``float [E, T + 1, 2]``.
@@ -94,6 +97,7 @@ def run_episodes(
     *,
     max_steps: int = 200,
     progress: Callable[[int], None] | None = None,
+    scene_seed: int = 0,
 ) -> EpisodeStats:
     """Run E parallel episodes of ``agent`` from the protocol pairs and judge the final states.
 
@@ -107,6 +111,7 @@ def run_episodes(
         pairs: ``[E, 2, 2]`` from ``eval_pairs``.
         max_steps: Steps per episode (protocol: 200).
         progress: Called with the step index after each step, or None.
+        scene_seed: Seeds the episodes' scenes on a cluttered env (a plain env draws nothing).
     """
     pairs = np.asarray(pairs, dtype=np.float64)
     if pairs.ndim != 3 or pairs.shape[1:] != (2, 2):
@@ -115,7 +120,9 @@ def run_episodes(
         raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
     e = pairs.shape[0]
     states, goals = pairs[:, 0].copy(), pairs[:, 1].copy()
-    goal_pixels = render_batch(env, goals) if agent.needs_pixels else None
+    scene_rngs = [np.random.default_rng((scene_seed, i)) for i in range(e)]
+    scenes = [env.sample_scene(rng) for rng in scene_rngs]
+    goal_pixels = render_batch(env, goals, scenes) if agent.needs_pixels else None
     low, high = env.action_space.low, env.action_space.high
     paths = np.empty((e, max_steps + 1, 2), dtype=np.float64)
     paths[:, 0] = states
@@ -123,7 +130,7 @@ def run_episodes(
     act_seconds = 0.0
     for t in range(max_steps):
         obs = Observation(
-            pixels=render_batch(env, states) if agent.needs_pixels else None,
+            pixels=render_batch(env, states, scenes) if agent.needs_pixels else None,
             goal_pixels=goal_pixels,
             state=states.copy() if agent.privileged else None,
             goal_state=goals.copy() if agent.privileged else None,
@@ -139,6 +146,7 @@ def run_episodes(
         if not (np.all(np.isfinite(a)) and np.all(a >= low) and np.all(a <= high)):
             raise ValueError(f"{agent.name} returned actions outside the action space [{low}, {high}]: {a}")
         states = env.transition(states, a)
+        scenes = [env.advance_scene(scene, rng) for scene, rng in zip(scenes, scene_rngs, strict=True)]
         paths[:, t + 1] = states
         if progress is not None:
             progress(t)

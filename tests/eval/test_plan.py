@@ -86,9 +86,13 @@ class _Poisoned(TwoRoomsEnv):
         self._guard("reset")
         return super().reset(**kwargs)
 
-    def render_state(self, xy):
+    def render_state(self, xy, scene=None):
         self._guard("render_state")
-        return super().render_state(xy)
+        return super().render_state(xy, scene)
+
+    def advance_scene(self, scene, rng):
+        self._guard("advance_scene")
+        return super().advance_scene(scene, rng)
 
 
 def guard_agent(env: _Poisoned, agent) -> list[tuple[Observation, np.ndarray]]:
