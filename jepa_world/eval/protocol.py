@@ -49,6 +49,7 @@ class EpisodeStats:
         act_seconds: Wall time of all ``act`` calls (all E episodes together).
         steps: Env steps per episode T.
         num_plans: Replans (batched over E) for planning agents, else 0.
+        extra: On a cluttered env, ``"scenes"``: each episode's scene at every step ``[E][T + 1]`` (for the GIF).
     """
 
     name: str
@@ -122,6 +123,8 @@ def run_episodes(
     states, goals = pairs[:, 0].copy(), pairs[:, 1].copy()
     scene_rngs = [np.random.default_rng((scene_seed, i)) for i in range(e)]
     scenes = [env.sample_scene(rng) for rng in scene_rngs]
+    cluttered = bool(env.texture or env.num_distractors)
+    history = [[scene] for scene in scenes] if cluttered else None
     goal_pixels = render_batch(env, goals, scenes) if agent.needs_pixels else None
     low, high = env.action_space.low, env.action_space.high
     paths = np.empty((e, max_steps + 1, 2), dtype=np.float64)
@@ -147,6 +150,9 @@ def run_episodes(
             raise ValueError(f"{agent.name} returned actions outside the action space [{low}, {high}]: {a}")
         states = env.transition(states, a)
         scenes = [env.advance_scene(scene, rng) for scene, rng in zip(scenes, scene_rngs, strict=True)]
+        if history is not None:
+            for past, scene in zip(history, scenes, strict=True):
+                past.append(scene)
         paths[:, t + 1] = states
         if progress is not None:
             progress(t)
@@ -159,6 +165,7 @@ def run_episodes(
         act_seconds=act_seconds,
         steps=max_steps,
         num_plans=getattr(agent, "num_plans", 0),
+        extra={"scenes": history} if history is not None else {},
     )
 
 

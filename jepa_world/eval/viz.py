@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from jepa_world.envs.clutter import Scene
 from jepa_world.envs.geometry import ARENA_SIZE, FREE_MAX, FREE_MIN
 from jepa_world.envs.two_rooms import TwoRoomsEnv
 from jepa_world.eval.agents import encode_pixels, render_batch
@@ -105,6 +106,7 @@ def save_episodes_gif(
     every: int = 2,
     scale: int = 2,
     fps: int = 15,
+    scenes: list[list[Scene]] | None = None,
 ) -> Path:
     """Animated GIF, one row per episode: observation with the path so far drawn | goal image.
 
@@ -116,6 +118,8 @@ def save_episodes_gif(
         every: Keep every ``every``-th step (the last step is always kept).
         scale: Upscaling of the 64 px frames.
         fps: Frames per second.
+        scenes: Each episode's scene at every step ``[N][T + 1]`` (``EpisodeStats.extra["scenes"]`` of a cluttered
+            env), so the frames show what the agent saw; None: the env's current scene.
     """
     import imageio.v2 as imageio
     from PIL import Image, ImageDraw
@@ -123,7 +127,12 @@ def save_episodes_gif(
     n, t1 = paths.shape[:2]
     size = env.image_size * scale
     px = size / ARENA_SIZE
-    goal_imgs = [Image.fromarray(env.render_state(g)).resize((size, size), Image.NEAREST) for g in goals]
+
+    def scene(k: int, t: int) -> Scene | None:
+        return None if scenes is None else scenes[k][t]
+
+    goal_imgs = [Image.fromarray(env.render_state(g, scene(k, 0))).resize((size, size), Image.NEAREST)
+                 for k, g in enumerate(goals)]  # fmt: skip
     for img in goal_imgs:
         ImageDraw.Draw(img).text((2, 2), "goal", fill=(255, 255, 255))
     steps = sorted(set(range(0, t1, every)) | {t1 - 1})
@@ -131,7 +140,7 @@ def save_episodes_gif(
     for t in steps:
         canvas = Image.new("RGB", (2 * size + 4, n * (size + 4)), (40, 40, 40))
         for k in range(n):
-            obs = Image.fromarray(env.render_state(paths[k, t])).resize((size, size), Image.NEAREST)
+            obs = Image.fromarray(env.render_state(paths[k, t], scene(k, t))).resize((size, size), Image.NEAREST)
             draw = ImageDraw.Draw(obs)
             pts = [(float(x) * px, float(y) * px) for x, y in paths[k, : t + 1]]
             if len(pts) > 1:
