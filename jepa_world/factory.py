@@ -15,7 +15,13 @@ from jepa_world.models import create_model, list_models
 from jepa_world.models.jepa import JEPA
 from jepa_world.models.small import TokenReadout
 from jepa_world.models.world_model import WorldModel
-from jepa_world.objectives.losses import CovarianceTerm, InverseDynamicsTerm, SmoothnessTerm, VarianceTerm
+from jepa_world.objectives.losses import (
+    CovarianceTerm,
+    InverseDynamicsTerm,
+    SmoothnessTerm,
+    TemporalVarianceTerm,
+    VarianceTerm,
+)
 from jepa_world.objectives.masks import BlockSpec, MultiBlock2DMasks, MultiBlock3DMasks
 from jepa_world.objectives.schedules import Schedule, build_schedule, constant, cosine, linear
 
@@ -103,7 +109,8 @@ def build_masks(cfg: DictConfig, grid_size: tuple[int, ...]) -> MultiBlock2DMask
 # World model (action-conditioned latent dynamics)
 # --------------------------------------------------------------------------------------------------------------------
 def build_world_model_terms(cfg: DictConfig, *, embed_dim: int, action_dim: int) -> list[nn.Module]:
-    """The anti-collapse loss terms of joint training (PLDM): VICReg variance and covariance, smoothness, IDM.
+    """The anti-collapse loss terms of joint training (PLDM): VICReg variance and covariance, smoothness, IDM, and
+    the variance over time within each window (`wm.var_time_weight`, off by default).
 
     Variance and covariance are always built (their metrics are logged even at weight 0); smoothness and inverse
     dynamics only with a positive weight (an IDM head at weight 0 would be parameters nobody trains).
@@ -112,6 +119,8 @@ def build_world_model_terms(cfg: DictConfig, *, embed_dim: int, action_dim: int)
     terms: list[nn.Module] = [VarianceTerm(weight=w.var_weight), CovarianceTerm(weight=w.cov_weight)]
     if w.smooth_weight > 0:
         terms.append(SmoothnessTerm(weight=w.smooth_weight))
+    if w.var_time_weight > 0:
+        terms.append(TemporalVarianceTerm(weight=w.var_time_weight))
     if w.idm_weight > 0:
         terms.append(InverseDynamicsTerm(embed_dim=embed_dim, action_dim=action_dim, weight=w.idm_weight))
     return terms

@@ -110,3 +110,17 @@ def test_plan_and_probe_sections_from_files_overrides_and_flag_values(tmp_path):
     assert load_config([], ["plan.planner=mppi", "plan.agent=mppi"], command="plan").plan.agent == "mppi"
     with pytest.raises(ConfigError, match=r"flag --episodes.*plan.episodes|plan.episodes.*flag --episodes"):
         load_config([], [], command="plan", values={"plan.episodes": ("flag --episodes", "many")})
+
+
+def test_wm_var_time_weight_builds_the_temporal_variance_term_and_rejects_negatives():
+    from jepa_world.factory import build_world_model_terms
+    from jepa_world.objectives.losses import TemporalVarianceTerm
+
+    def kinds(overrides):
+        cfg = load_config([], overrides, command="train-wm")
+        return [type(t) for t in build_world_model_terms(cfg, embed_dim=8, action_dim=2)]
+
+    assert TemporalVarianceTerm not in kinds([])  # off by default: the recipes' numerics are unchanged
+    assert kinds(["wm.var_time_weight=5"]).count(TemporalVarianceTerm) == 1
+    with pytest.raises(ConfigError, match="wm.var_time_weight"):
+        load_config([], ["wm.var_time_weight=-1"], command="train-wm")

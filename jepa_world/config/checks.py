@@ -58,6 +58,7 @@ def validate(cfg: DictConfig) -> None:
         "wm.readout_dim",
         "wm.finetune_blocks",
         "wm.val_episodes",
+        "wm.var_time_weight",
         "var_weight",
         "cov_weight",
     ):

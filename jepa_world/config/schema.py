@@ -205,6 +205,7 @@ class WorldModelConfig:
     cov_weight: float = 0.04
     idm_weight: float = 1.0
     smooth_weight: float = 0.0  # temporal smoothness |z_t+1 - z_t|^2 (PLDM)
+    var_time_weight: float = 0.0  # VICReg variance over each window's frames: static per-episode scenery cannot pass
 
 
 @dataclass

@@ -324,6 +324,21 @@ class VarianceTerm(_Term):
         return torch.stack([variance_loss(f) for f in _per_frame(z)]).mean()
 
 
+class TemporalVarianceTerm(_Term):
+    """VICReg variance of each sample's latents over its window's frames (std over time per sample, token and dim).
+
+    The batch-wise `VarianceTerm` is satisfied by features that differ between episodes and never move within one
+    (a textured floor drawn per episode, `jepa_world.envs.clutter`): the latent then encodes the scene and not the
+    agent. This term asks each dimension to vary over time inside a window, which only moving things can give.
+    """
+
+    metric = "loss_var_time"
+
+    def value(self, z: Tensor, actions: Tensor) -> Tensor:
+        std = torch.sqrt(z.var(dim=1) + 1e-4)  # [B, HW, D]
+        return F.relu(1.0 - std).mean()
+
+
 class CovarianceTerm(_Term):
     """VICReg covariance of each frame's latents over the batch (`covariance_loss`, averaged over frames)."""
 
