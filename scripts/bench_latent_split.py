@@ -9,6 +9,9 @@ each world model's encoder (`WorldModel.encode`, the latent the planner compares
 latent's variance over the grid as in a two-way ANOVA: the share explained by the agent's position (the mean over
 scenes varies with it), by the scene (the mean over positions varies with it), and the rest (interaction). A latent
 the planner can use has most of its variance in the position column; on the plain arena the scene column is 0.
+Then what the planner's cost sees inside one episode: the mean L1 latent distance (as `goal_distance`) between two
+frames of the same scene whose agents are at two of the positions, against two frames whose agent is at the same
+position while the distractors have moved `--distractor-steps` steps: the signal and the noise of the cost.
 
 Results: docs/benchmarks.md ("A cluttered Two-Rooms").
 """
@@ -36,12 +39,20 @@ def variance_split(z: np.ndarray) -> tuple[float, float]:
     return float(by_position / total), float(by_scene / total)
 
 
+@torch.no_grad()
+def _latents(model, env, positions: np.ndarray, scenes: list) -> np.ndarray:
+    """Flattened latents ``[S, P, F]`` of the agent at each position in each scene."""
+    return np.stack([encode_pixels(model, render_batch(env, positions, [s] * len(positions))).flatten(1).numpy()
+                     for s in scenes])  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--world-model", action="append", default=[], metavar="NAME=RUN", help="a train-wm run (repeat)")
     p.add_argument("--env", default="two_rooms_clutter", help="two_rooms_clutter (default) or two_rooms")
     p.add_argument("--scenes", type=int, default=16)
     p.add_argument("--positions", type=int, default=16)
+    p.add_argument("--distractor-steps", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
@@ -58,19 +69,27 @@ def main() -> None:
         rng = np.random.default_rng(args.seed)
         scenes = [env.sample_scene(np.random.default_rng((args.seed, i))) for i in range(args.scenes)]
         positions = np.stack([env.sample_position(rng) for _ in range(args.positions)])  # [P, 2]
-        with torch.no_grad():
-            z = np.stack(
-                [
-                    encode_pixels(model, render_batch(env, positions, [s] * len(positions))).flatten(1).numpy()
-                    for s in scenes
-                ]
-            )  # fmt: skip  [S, P, F]
-        rows.append((name, *variance_split(z)))
-    print(f"\n{args.env}: {args.scenes} scenes x {args.positions} agent positions; share of the latent's variance\n")
-    print("| world model | agent position | scene | interaction |")
-    print("|---|---|---|---|")
-    for name, pos, scene in rows:
-        print(f"| {name} | {100 * pos:.1f}% | {100 * scene:.1f}% | {100 * (1 - pos - scene):.1f}% |")
+        later = []
+        for i, scene in enumerate(scenes):
+            move = np.random.default_rng((args.seed, i, 1))
+            for _ in range(args.distractor_steps):
+                scene = env.advance_scene(scene, move)
+            later.append(scene)
+        z, z_later = _latents(model, env, positions, scenes), _latents(model, env, positions, later)  # [S, P, F]
+        agent = np.abs(z[:, :, None] - z[:, None]).mean(-1)  # [S, P, P]
+        agent = agent[:, ~np.eye(len(positions), dtype=bool)].mean()
+        distractors = np.abs(z_later - z).mean()
+        rows.append((name, *variance_split(z), agent, distractors))
+    print(f"\n{args.env}: {args.scenes} scenes x {args.positions} agent positions; share of the latent's variance, "
+          f"and the mean L1 latent distance when the agent moves vs when the distractors move {args.distractor_steps} "
+          "steps\n")  # fmt: skip
+    print("| world model | agent position | scene | interaction | L1: agent moves | L1: distractors move | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for name, pos, scene, agent, distractors in rows:
+        print(
+            f"| {name} | {100 * pos:.1f}% | {100 * scene:.1f}% | {100 * (1 - pos - scene):.1f}% | {agent:.4f} | "
+            f"{distractors:.4f} | {agent / max(distractors, 1e-12):.2f} |"
+        )
 
 
 if __name__ == "__main__":
