@@ -207,7 +207,7 @@ def run_plan_benchmark(
             out.mkdir(parents=True, exist_ok=True)
             n = min(gif_episodes, episodes)
             if n > 0:
-                scenes = stats[0].extra.get("scenes")
+                scenes = stats[0].scenes
                 gif = save_episodes_gif(out / "episodes.gif", env, stats[0].paths[:n], pairs[:n, 1],
                                         scenes=None if scenes is None else scenes[:n])  # fmt: skip
                 result["files"]["gif"] = str(gif)

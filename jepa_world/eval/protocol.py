@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from jepa_world.envs.clutter import Scene
 from jepa_world.envs.policies import Policy
 from jepa_world.envs.two_rooms import SUCCESS_THRESHOLD, TwoRoomsEnv
 from jepa_world.eval.agents import Agent, Observation, PolicyAgent, render_batch
@@ -49,7 +50,7 @@ class EpisodeStats:
         act_seconds: Wall time of all ``act`` calls (all E episodes together).
         steps: Env steps per episode T.
         num_plans: Replans (batched over E) for planning agents, else 0.
-        extra: On a cluttered env, ``"scenes"``: each episode's scene at every step ``[E][T + 1]`` (for the GIF).
+        scenes: On a cluttered env, each episode's scene at every step ``[E][T + 1]`` (for the GIF), else None.
     """
 
     name: str
@@ -60,6 +61,7 @@ class EpisodeStats:
     steps: int
     num_plans: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    scenes: list[list[Scene]] | None = field(default=None, repr=False)
 
     @property
     def success_rate(self) -> float:
@@ -165,7 +167,7 @@ def run_episodes(
         act_seconds=act_seconds,
         steps=max_steps,
         num_plans=getattr(agent, "num_plans", 0),
-        extra={"scenes": history} if history is not None else {},
+        scenes=history,
     )
 
 

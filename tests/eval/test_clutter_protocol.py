@@ -48,11 +48,10 @@ def test_the_gif_shows_each_episodes_own_scenes(tmp_path):
     env = make_env("two_rooms_clutter", image_size=32)
     pairs = eval_pairs(env, 2, seed=0)
     stats = run_episodes(env, _StraightAgent(), pairs, max_steps=4)
-    scenes = stats.extra["scenes"]
+    scenes = stats.scenes
     assert len(scenes) == 2 and all(len(s) == 5 for s in scenes)
     assert not np.array_equal(scenes[0][0].distractors, scenes[0][-1].distractors)
-    assert "scenes" not in run_episodes(make_env("two_rooms", image_size=32), _StraightAgent(), pairs,
-                                        max_steps=2).extra  # fmt: skip
+    assert run_episodes(make_env("two_rooms", image_size=32), _StraightAgent(), pairs, max_steps=2).scenes is None
     own = save_episodes_gif(tmp_path / "own.gif", env, stats.paths, pairs[:, 1], scenes=scenes)
     fixed = save_episodes_gif(tmp_path / "fixed.gif", env, stats.paths, pairs[:, 1])
     first_own, first_fixed = imageio.mimread(own)[0], imageio.mimread(fixed)[0]

@@ -179,10 +179,11 @@ def test_load_world_model_refuses_a_pretraining_checkpoint(tmp_path):
         checkpoints.load_world_model(path)
 
 
-def test_plan_cli_end_to_end(tiny_run, tmp_path):
+@pytest.mark.parametrize("env", ["two_rooms", "two_rooms_clutter"])
+def test_plan_cli_end_to_end(tiny_run, tmp_path, env):
     run, _ = tiny_run
     out = tmp_path / "plan"
-    cmd = [sys.executable, "-m", "jepa_world.cli", "plan", "--env", "two_rooms", "--checkpoint", str(run),
+    cmd = [sys.executable, "-m", "jepa_world.cli", "plan", "--env", env, "--checkpoint", str(run),
            "--episodes", "2", "--max-steps", "6", "--horizon", "3", "--samples", "8", "--elites", "2",
            "--iterations", "1", "--replan-every", "1", "--gif-episodes", "2", "--output", str(out), "-q"]  # fmt: skip
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
@@ -193,6 +194,7 @@ def test_plan_cli_end_to_end(tiny_run, tmp_path):
     assert result["results"][0]["name"] == "world model + CEM"
     assert all(len(r["success"]) == 2 for r in result["results"])
     assert result["protocol"]["max_steps"] == 6 and result["protocol"]["success_threshold_px"] == 4.5
+    assert result["protocol"]["env"] == env
     from PIL import Image
 
     with Image.open(out / "episodes.gif") as gif:
