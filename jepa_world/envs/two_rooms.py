@@ -138,6 +138,11 @@ class TwoRoomsEnv(gymnasium.Env):
 
     # ------------------------------------------------------------------ geometry helpers
     @property
+    def cluttered(self) -> bool:
+        """Whether the frames carry nuisances (a textured floor, distractors): then each episode has its own scene."""
+        return self.texture or self.num_distractors > 0
+
+    @property
     def scene(self) -> Scene:
         """What the current frame shows besides the agent (background, distractors); see ``jepa_world.envs.clutter``."""
         return self._scene
@@ -218,7 +223,7 @@ class TwoRoomsEnv(gymnasium.Env):
 
         A plain env (no texture, no distractors) returns its fixed scene and draws nothing from ``rng``.
         """
-        if not (self.texture or self.num_distractors):
+        if not self.cluttered:
             return self._plain_scene
         background = self._plain_scene.background
         if self.texture:

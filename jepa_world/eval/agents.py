@@ -81,8 +81,7 @@ def check_goal_pixels(obs: Observation, name: str) -> None:
 def render_batch(env: TwoRoomsEnv, states: np.ndarray, scenes: list[Scene] | None = None) -> np.ndarray:
     """Frames ``uint8 [E, H, W, 3]`` of states ``[E, 2]``, each in its own scene (default: the env's current one)."""
     states = np.asarray(states).reshape(-1, 2)
-    if scenes is None:
-        return np.stack([env.render_state(s) for s in states])
+    scenes = [None] * len(states) if scenes is None else scenes
     return np.stack([env.render_state(s, scene) for s, scene in zip(states, scenes, strict=True)])
 
 

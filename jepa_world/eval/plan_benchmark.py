@@ -22,7 +22,7 @@ from jepa_world.atomic import atomic_write_text
 from jepa_world.checkpoints.io import CheckpointError
 from jepa_world.checkpoints.policy import PolicyRun, check_policy_fits, load_policy
 from jepa_world.checkpoints.world_model import load_world_model
-from jepa_world.config import PlanConfig, PlannerSettings
+from jepa_world.config import PlanConfig, PlanEnv, PlannerSettings
 from jepa_world.envs import make_env
 from jepa_world.envs.geometry import ARENA_SIZE, discrete_action_table
 from jepa_world.envs.two_rooms import SUCCESS_THRESHOLD
@@ -40,7 +40,7 @@ from jepa_world.eval.viz import energy_landscape, save_episodes_gif, save_landsc
 from jepa_world.models.world_model import WorldModel
 
 _PLAN = PlanConfig()  # the defaults of the `plan` section: the one place they are written
-PLAN_ENVS = ("two_rooms", "point_arena", "two_rooms_clutter", "two_rooms_discrete")
+PLAN_ENVS = tuple(e.value for e in PlanEnv)  # the config's choice: one list
 
 
 def planner_settings(plan: Any) -> PlannerSettings:

@@ -125,8 +125,7 @@ def run_episodes(
     states, goals = pairs[:, 0].copy(), pairs[:, 1].copy()
     scene_rngs = [np.random.default_rng((scene_seed, i)) for i in range(e)]
     scenes = [env.sample_scene(rng) for rng in scene_rngs]
-    cluttered = bool(env.texture or env.num_distractors)
-    history = [[scene] for scene in scenes] if cluttered else None
+    history = [[scene] for scene in scenes] if env.cluttered else None
     goal_pixels = render_batch(env, goals, scenes) if agent.needs_pixels else None
     low, high = env.action_space.low, env.action_space.high
     paths = np.empty((e, max_steps + 1, 2), dtype=np.float64)
@@ -151,8 +150,8 @@ def run_episodes(
         if not (np.all(np.isfinite(a)) and np.all(a >= low) and np.all(a <= high)):
             raise ValueError(f"{agent.name} returned actions outside the action space [{low}, {high}]: {a}")
         states = env.transition(states, a)
-        scenes = [env.advance_scene(scene, rng) for scene, rng in zip(scenes, scene_rngs, strict=True)]
-        if history is not None:
+        if history is not None:  # a plain env's one scene never changes
+            scenes = [env.advance_scene(scene, rng) for scene, rng in zip(scenes, scene_rngs, strict=True)]
             for past, scene in zip(history, scenes, strict=True):
                 past.append(scene)
         paths[:, t + 1] = states

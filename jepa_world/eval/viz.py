@@ -118,7 +118,7 @@ def save_episodes_gif(
         every: Keep every ``every``-th step (the last step is always kept).
         scale: Upscaling of the 64 px frames.
         fps: Frames per second.
-        scenes: Each episode's scene at every step ``[N][T + 1]`` (``EpisodeStats.extra["scenes"]`` of a cluttered
+        scenes: Each episode's scene at every step ``[N][T + 1]`` (``EpisodeStats.scenes`` of a cluttered
             env), so the frames show what the agent saw; None: the env's current scene.
     """
     import imageio.v2 as imageio

@@ -335,8 +335,7 @@ class TemporalVarianceTerm(_Term):
     metric = "loss_var_time"
 
     def value(self, z: Tensor, actions: Tensor) -> Tensor:
-        std = torch.sqrt(z.var(dim=1) + 1e-4)  # [B, HW, D]
-        return F.relu(1.0 - std).mean()
+        return variance_loss(z.transpose(0, 1).reshape(z.shape[1], -1))  # rows: frames; columns: (b, hw, d)
 
 
 class CovarianceTerm(_Term):
