@@ -35,7 +35,8 @@ def check_writable(path: Path) -> None:
     """Create the run folder and prove it takes a file; PermissionError naming `train.output_dir` otherwise."""
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write_test"
+        # A name of its own: two processes started on one folder must not delete each other's probe.
+        probe = path / f".write_test.{os.getpid()}.{threading.get_ident()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:

@@ -140,3 +140,28 @@ with stop_on_signals(grace_s=0.5) as flag:
 """
     res = subprocess.run(_signal_script(body), cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 128 + signal.SIGTERM and "train.stop_grace_s=0.5" in res.stdout
+
+
+def test_the_writable_check_of_concurrent_starts_does_not_trip_over_the_other(tmp_path):
+    # Two jobs checking the same run folder at once used to share one probe file: one deleted the other's, which
+    # then reported the folder "not writable: No such file or directory" instead of reaching the run lock.
+    import threading
+
+    from jepa_world.training.run_state import check_writable
+
+    errors: list[BaseException] = []
+
+    def hammer() -> None:
+        try:
+            for _ in range(300):
+                check_writable(tmp_path / "run")
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert list((tmp_path / "run").iterdir()) == []  # every probe is gone
