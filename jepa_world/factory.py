@@ -153,6 +153,7 @@ def build_world_model(
             embed_dim=w.readout_dim,
             freeze_backbone=not w.finetune_encoder,
             trainable_blocks=w.finetune_blocks,
+            head=str(w.readout),
         )
         frozen = False
     predictor = create_model(

@@ -47,6 +47,8 @@ def validate(cfg: DictConfig) -> None:
             "needs wm.finetune_encoder=true and wm.readout_dim > 0 (it trains the last blocks of "
             "a pretrained ViT under its readout)",
         )
+    if cfg.wm.readout == "keypoints" and (cfg.wm.readout_dim <= 0 or cfg.wm.readout_dim % 2):
+        fail("wm.readout", f"keypoints needs an even wm.readout_dim > 0 (2 per keypoint), got {cfg.wm.readout_dim}")
     for key in (
         "data.num_workers",
         "optim.warmup_steps",

@@ -49,6 +49,7 @@ PolicyMethod = _choice("PolicyMethod", ("actor_critic", "evolution"))
 ProbeKind = _choice("ProbeKind", ("linear", "attentive", "both"))
 TemporalAnchor = _choice("TemporalAnchor", ("random", "end"))  # objectives.masks.TEMPORAL_ANCHORS
 EncoderComponent = _choice("EncoderComponent", ("target_encoder", "encoder"))
+ReadoutHead = _choice("ReadoutHead", ("mlp", "keypoints"))  # models.small.READOUT_HEADS
 
 
 @dataclass
@@ -186,6 +187,9 @@ class WorldModelConfig:
     # with encoder_checkpoint: 0 reads the ViT's tokens as they are (mean-pooled when wm.pool); > 0 adds a readout of
     # this width (`TokenReadout`: per-position MLP over all tokens) trained with the dynamics and the loss terms
     readout_dim: int = 0
+    # the readout's head: mlp (per-position weights) or keypoints (readout_dim / 2 soft-argmax keypoints from one MLP
+    # shared by every token: finds a dot on a textured floor, docs/benchmarks.md "A cluttered Two-Rooms")
+    readout: ReadoutHead = ReadoutHead.mlp
     encoder_lr_scale: float = 0.1  # encoder LR = optim.lr x this when fine-tuning a pretrained encoder
     # with finetune_encoder and a readout: train only the ViT's last k blocks and final norm (0: all of it); the frozen
     # first blocks' tokens are computed once per frame, like a frozen encoder's, so a step costs k / depth of the ViT

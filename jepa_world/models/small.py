@@ -23,6 +23,29 @@ from jepa_world.models.layers import LN_EPS, Mlp, constructor_config, init_weigh
 from jepa_world.registry import register_model
 
 
+READOUT_HEADS = ("mlp", "keypoints")
+
+
+def token_centres(grid: tuple[int, int]) -> Tensor:
+    """The (x, y) centres of a row-major `(H', W')` token grid in [-1, 1] image units: `[H' * W', 2]`."""
+    h, w = grid
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return torch.stack([(2 * xs.flatten() + 1) / w - 1, (2 * ys.flatten() + 1) / h - 1], dim=-1).float()
+
+
+def soft_argmax_keypoints(scores: Tensor, centres: Tensor, half_cell: Tensor) -> Tensor:
+    """K keypoints from per-token scores: `scores [B, N, 3K]` (K logits, then K (dx, dy) offsets) -> `[B, K, 2]`.
+
+    Keypoint k is the mean over tokens, weighted by the softmax of its logits, of each token's centre `[N, 2]` plus
+    its offset (tanh, at most `half_cell` `[2]` each way): a differentiable argmax that can land between centres.
+    """
+    k = scores.shape[-1] // 3
+    weights = scores[..., :k].softmax(dim=1)  # [B, N, K]
+    offsets = torch.tanh(scores[..., k:].unflatten(-1, (k, 2))) * half_cell  # [B, N, K, 2]
+    points = centres[None, :, None] + offsets  # [B, N, K, 2]
+    return (weights[..., None] * points).sum(dim=1)  # [B, K, 2]
+
+
 class PooledEncoder(nn.Module):
     """CPU-friendly frame encoder: average-pool, flatten, standardise, MLP to one vector. `[B, C, H, W] -> [B, 1, D]`.
 
@@ -87,6 +110,13 @@ class TokenReadout(nn.Module):
         hidden_dim: MLP hidden width.
         freeze_backbone: no gradient to the backbone, kept in eval mode (its features are computed under no_grad).
         trainable_blocks: with `freeze_backbone=False`, train only the last k blocks and the final norm (0: all).
+        head: "mlp" (the per-position MLP above) or "keypoints": one MLP shared by every token (BatchNorm over
+            batch and tokens first) scores each token for `embed_dim / 2` keypoints and proposes a sub-patch offset;
+            each keypoint is the softmax-weighted mean of its tokens' centres plus offsets, in [-1, 1] image units,
+            and the latent is their (x, y) coordinates (`soft_argmax_keypoints`; Levine et al. 2016, "deep spatial
+            autoencoders"). Weight sharing makes the head translation-equivariant: on the cluttered Two-Rooms a
+            supervised keypoint probe finds the agent in the frozen tokens within 2 px where flattened-token probes,
+            linear or MLP, stay at chance (docs/benchmarks.md, "A cluttered Two-Rooms").
     """
 
     def __init__(
@@ -97,6 +127,7 @@ class TokenReadout(nn.Module):
         hidden_dim: int = 256,
         freeze_backbone: bool = True,
         trainable_blocks: int = 0,
+        head: str = "mlp",
     ):
         config = {k: v for k, v in locals().items() if k not in ("self", "__class__", "backbone")}
         super().__init__()
@@ -119,8 +150,21 @@ class TokenReadout(nn.Module):
             self.frozen_blocks = depth
         else:
             self.frozen_blocks = depth - trainable_blocks if trainable_blocks else 0
-        self.input_norm = nn.BatchNorm1d(num_tokens * backbone.embed_dim, affine=False)
-        self.mlp = Mlp(dim=num_tokens * backbone.embed_dim, hidden_dim=hidden_dim, out_dim=embed_dim)
+        if head not in READOUT_HEADS:
+            raise ValueError(f"head={head!r}; expected one of {READOUT_HEADS}")
+        self.head = head
+        if head == "keypoints":
+            if embed_dim % 2:
+                raise ValueError(f"a keypoint readout's embed_dim is 2 x its keypoints; got an odd {embed_dim}")
+            self.num_keypoints = embed_dim // 2
+            self.input_norm = nn.BatchNorm1d(backbone.embed_dim, affine=False)  # over batch and tokens
+            self.mlp = Mlp(dim=backbone.embed_dim, hidden_dim=hidden_dim, out_dim=3 * self.num_keypoints)
+            rows, cols = grid[-2:]
+            self.register_buffer("centres", token_centres((rows, cols)), persistent=False)  # [N, 2]
+            self.register_buffer("half_cell", torch.tensor([1 / cols, 1 / rows]), persistent=False)
+        else:
+            self.input_norm = nn.BatchNorm1d(num_tokens * backbone.embed_dim, affine=False)
+            self.mlp = Mlp(dim=num_tokens * backbone.embed_dim, hidden_dim=hidden_dim, out_dim=embed_dim)
         if freeze_backbone:
             self.backbone.requires_grad_(False)
         elif trainable_blocks:
@@ -166,6 +210,9 @@ class TokenReadout(nn.Module):
             tokens = self.backbone.forward_suffix(z, self.frozen_blocks, self._frame_grid)
         else:
             tokens = self.backbone(x)  # [B, N, D]
+        if self.head == "keypoints":
+            scores = self.mlp(self.input_norm(tokens.transpose(1, 2)).transpose(1, 2))  # [B, N, 3K]
+            return soft_argmax_keypoints(scores, self.centres, self.half_cell).flatten(1)[:, None]  # [B, 1, 2K]
         return self.mlp(self.input_norm(tokens.flatten(1)))[:, None]  # [B, 1, E]
 
 
