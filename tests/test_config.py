@@ -57,6 +57,9 @@ def test_recipe_then_override_precedence(tmp_path):
         (["optim.ema=[0.9,1.2]"], r"optim.ema"),
         (["cov_weight=-1"], r"'cov_weight' = -1.0: must be >= 0"),
         (["train.max_minutes=-1"], r"'train.max_minutes' = -1.0: must be >= 0"),
+        (["wm.readout=points"], r"'wm.readout' = 'points': expected one of mlp, keypoints"),
+        (["wm.readout=keypoints"], r"'wm.readout' = 'keypoints': keypoints needs an even wm.readout_dim > 0.*got 0"),
+        (["wm.readout=keypoints", "wm.readout_dim=5"], r"even wm.readout_dim > 0 \(2 per keypoint\), got 5"),
     ],
 )
 def test_bad_overrides_name_the_key(overrides, match):

@@ -22,7 +22,6 @@ from jepa_world.models.ac_predictor import RolloutCache, check_dims, check_shape
 from jepa_world.models.layers import LN_EPS, Mlp, constructor_config, init_weights_
 from jepa_world.registry import register_model
 
-
 READOUT_HEADS = ("mlp", "keypoints")
 
 
