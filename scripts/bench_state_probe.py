@@ -12,6 +12,11 @@ token predict the position on frames of held-out episodes, fit on a few frames o
 much labelled data the features need). Prints, per encoder: RMSE in px and the share of frames whose position is
 recovered within 4.5 px (the planning benchmark's success radius).
 
+`--probe keypoints` fits, in place of the ridge regressions, the world model's keypoint readout
+(`TokenReadout(head="keypoints")`: one MLP shared by every token, a soft-argmax over the token grid) to the position,
+`--keypoint-steps` AdamW steps on the same frames: translation-equivariant, it finds a dot on a textured floor where
+a regression from the flattened tokens cannot (`two_rooms_clutter` episodes).
+
 Results: docs/benchmarks.md ("A world model on JEPA embeddings").
 """
 
@@ -27,7 +32,9 @@ import torch
 from jepa_world.checkpoints import load_encoder
 from jepa_world.config import load_config
 from jepa_world.data.episode_formats import open_episodes
+from jepa_world.envs.geometry import ARENA_SIZE
 from jepa_world.factory import build_jepa
+from jepa_world.models.small import TokenReadout
 
 PRETRAIN_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "pretrain" / "two_rooms_ijepa.yaml"
 LAMBDAS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3)
@@ -66,9 +73,32 @@ def _ridge(train: np.ndarray, y: np.ndarray, tests: list[np.ndarray], lams: tupl
     return out
 
 
-def _probe(features: np.ndarray, s: np.ndarray, episode: np.ndarray, sizes: tuple[int, ...]) -> dict:
+def _keypoint_fit(encoder: torch.nn.Module, tokens: np.ndarray, s: np.ndarray, tests: list[np.ndarray], steps: int,
+                  seed: int = 0) -> list[np.ndarray]:  # fmt: skip
+    """Train a one-keypoint `TokenReadout` on frozen tokens `[N, T, D]` to the positions `s [N, 2]` (px of the
+    arena, which the frame covers): its predictions in px for each of `tests`."""
+    torch.manual_seed(seed)
+    readout = TokenReadout(backbone=encoder, embed_dim=2, head="keypoints")
+    opt = torch.optim.AdamW([p for p in readout.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.05)
+    z, target = torch.from_numpy(tokens), torch.from_numpy(s / ARENA_SIZE * 2 - 1).float()
+    gen = torch.Generator().manual_seed(seed)
+    readout.train()
+    for _ in range(steps):
+        b = torch.randint(0, len(z), (min(128, len(z)),), generator=gen)
+        loss = (readout(z[b])[:, 0] - target[b]).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    readout.eval()
+    with torch.no_grad():
+        return [(readout(torch.from_numpy(t))[:, 0].numpy() + 1) / 2 * ARENA_SIZE for t in tests]
+
+
+def _probe(features: np.ndarray, s: np.ndarray, episode: np.ndarray, sizes: tuple[int, ...],
+           keypoints: tuple[torch.nn.Module, int] | None = None) -> dict:  # fmt: skip
     """Fit on n frames of the first 60% of the episodes, pick lambda on the next 20%, report on the last 20% (no
-    episode in two splits); one result per n in `sizes` (0: all of the 60%)."""
+    episode in two splits); one result per n in `sizes` (0: all of the 60%). With `keypoints` (the encoder and the
+    training steps), a keypoint readout on the tokens `[N, T, D]` instead of the ridge (no lambda to pick)."""
     cut = np.quantile(np.unique(episode), [0.6, 0.8])
     tr, va, te = episode < cut[0], (episode >= cut[0]) & (episode < cut[1]), episode >= cut[1]
     f = features.reshape(len(features), -1).astype(np.float64)
@@ -77,9 +107,13 @@ def _probe(features: np.ndarray, s: np.ndarray, episode: np.ndarray, sizes: tupl
     for n in sizes:
         fit = np.flatnonzero(tr)
         fit = np.sort(rng.choice(fit, size=n, replace=False)) if 0 < n < len(fit) else fit
-        preds = _ridge(f[fit], s[fit], [f[va], f[te]], LAMBDAS)
-        lam = min(LAMBDAS, key=lambda k: ((preds[k][0] - s[va]) ** 2).mean())
-        pred = preds[lam][1]
+        if keypoints is not None:
+            encoder, steps = keypoints
+            pred, lam = _keypoint_fit(encoder, features[fit], s[fit], [features[te]], steps)[0], None
+        else:
+            preds = _ridge(f[fit], s[fit], [f[va], f[te]], LAMBDAS)
+            lam = min(LAMBDAS, key=lambda k: ((preds[k][0] - s[va]) ** 2).mean())
+            pred = preds[lam][1]
         dist = np.linalg.norm(pred - s[te], axis=1)
         r2 = 1 - ((pred - s[te]) ** 2).sum() / ((s[te] - s[te].mean(0)) ** 2).sum()
         out[n] = {"rmse": float(np.sqrt((dist**2).mean())), "r2": float(r2), "within": float((dist < 4.5).mean()),
@@ -94,6 +128,8 @@ def main() -> None:
     p.add_argument("--random-seeds", default="0", help="random-init ViTs to probe beside them (default 0; '' none)")
     p.add_argument("--num-episodes", type=int, default=1000, help="episodes whose frames are probed (default 1000)")
     p.add_argument("--fit-frames", default="100,1000,0", help="probe training-set sizes (0: all; default 100,1000,0)")
+    p.add_argument("--probe", choices=("linear", "keypoints"), default="linear", help="ridge (default) or keypoints")
+    p.add_argument("--keypoint-steps", type=int, default=3000, help="training steps of the keypoint probe")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -120,18 +156,25 @@ def main() -> None:
     for name, encoder in encoders.items():
         tic = time.perf_counter()
         z = _tokens(encoder, x)  # [N, T, D]
-        rows.append((name, _probe(z, s, episode, sizes), _probe(z.mean(axis=1), s, episode, (0,))[0]))
+        if args.probe == "keypoints":
+            rows.append((name, _probe(z, s, episode, sizes, keypoints=(encoder, args.keypoint_steps)), None))
+        else:
+            rows.append((name, _probe(z, s, episode, sizes), _probe(z.mean(axis=1), s, episode, (0,))[0]))
         print(f"{name}: {time.perf_counter() - tic:.0f} s", flush=True)
     res = rows[0][1]
     fits = " / ".join(str(res[n]["fit_frames"]) for n in sizes)
-    print(f"\nLinear probe of the position, fit on {fits} frames, tested on {res[sizes[0]]['test_frames']} frames of "
+    kind = "Keypoint" if args.probe == "keypoints" else "Linear"
+    print(f"\n{kind} probe of the position, fit on {fits} frames, tested on {res[sizes[0]]['test_frames']} frames of "
           "held-out episodes: RMSE in px (share within 4.5 px)\n")  # fmt: skip
     head = " | ".join(f"all tokens, {res[n]['fit_frames']} frames" for n in sizes)
-    print(f"| encoder (frozen) | {head} | mean token, {res[0 if 0 in sizes else sizes[-1]]['fit_frames']} frames |")
-    print("|---|" + "---|" * (len(sizes) + 1))
+    all_fit = res[0 if 0 in sizes else sizes[-1]]["fit_frames"]
+    pooled_head = "" if args.probe == "keypoints" else f" mean token, {all_fit} frames |"
+    print(f"| encoder (frozen) | {head} |{pooled_head}")
+    print("|---|" + "---|" * (len(sizes) + (args.probe != "keypoints")))
     for name, full, pooled in rows:
         cells = " | ".join(f"{full[n]['rmse']:.2f} ({100 * full[n]['within']:.0f}%)" for n in sizes)
-        print(f"| {name} | {cells} | {pooled['rmse']:.2f} ({100 * pooled['within']:.0f}%) |")
+        tail = "" if pooled is None else f" {pooled['rmse']:.2f} ({100 * pooled['within']:.0f}%) |"
+        print(f"| {name} | {cells} |{tail}")
 
 
 if __name__ == "__main__":
