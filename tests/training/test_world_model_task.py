@@ -85,11 +85,13 @@ def _pretrained(tmp_path):
     return tmp_path / "pre" / "run"
 
 
-def test_a_readout_trains_on_a_frozen_vit_and_the_world_model_loads_back(tmp_path):
+@pytest.mark.parametrize("head", ["mlp", "keypoints"])
+def test_a_readout_trains_on_a_frozen_vit_and_the_world_model_loads_back(tmp_path, head):
     from jepa_world.models.small import TokenReadout
 
     encoder_run = _pretrained(tmp_path)
-    over = _over(tmp_path, **{"wm.encoder_checkpoint": encoder_run, "wm.readout_dim": 8, "train.max_steps": 3})
+    over = _over(tmp_path, **{"wm.encoder_checkpoint": encoder_run, "wm.readout_dim": 8, "wm.readout": head,
+                              "train.max_steps": 3})  # fmt: skip
     train_world_model(load_config([], over, command="train-wm"))
     pre = checkpoints.load_checkpoint(checkpoints.list_checkpoints(encoder_run / "checkpoints")[-1])["target_encoder"]
     state = checkpoints.load_checkpoint(checkpoints.list_checkpoints(tmp_path / "run" / "checkpoints")[-1])
@@ -97,10 +99,12 @@ def test_a_readout_trains_on_a_frozen_vit_and_the_world_model_loads_back(tmp_pat
         assert torch.equal(value, state["encoder"][f"backbone.{key}"]), key
     assert "inverse_dynamics" in state  # joint training of the readout: the anti-collapse terms are on
     wm = checkpoints.load_world_model(tmp_path / "run")
-    assert isinstance(wm.encoder, TokenReadout) and not wm.freeze_encoder
+    assert isinstance(wm.encoder, TokenReadout) and not wm.freeze_encoder and wm.encoder.head == head
     x = torch.rand(2, 3, 3, 32, 32)
     z = wm.encode(x)
     assert z.shape == (2, 3, 1, 8) and torch.isfinite(z).all()
+    if head == "keypoints":  # four (x, y) keypoints inside the frame
+        assert z.abs().max() <= 1.0
     for key, value in state["encoder"].items():
         assert torch.equal(value, wm.encoder.state_dict()[key]), key
 
