@@ -127,3 +127,10 @@ def test_wm_var_time_weight_builds_the_temporal_variance_term_and_rejects_negati
     assert kinds(["wm.var_time_weight=5"]).count(TemporalVarianceTerm) == 1
     with pytest.raises(ConfigError, match="wm.var_time_weight"):
         load_config([], ["wm.var_time_weight=-1"], command="train-wm")
+
+
+def test_config_choices_are_the_modules_own_lists():
+    from jepa_world.config.schema import ReadoutHead
+    from jepa_world.models.small import READOUT_HEADS
+
+    assert tuple(h.value for h in ReadoutHead) == READOUT_HEADS

@@ -113,9 +113,10 @@ class TokenReadout(nn.Module):
             batch and tokens first) scores each token for `embed_dim / 2` keypoints and proposes a sub-patch offset;
             each keypoint is the softmax-weighted mean of its tokens' centres plus offsets, in [-1, 1] image units,
             and the latent is their (x, y) coordinates (`soft_argmax_keypoints`; Levine et al. 2016, "deep spatial
-            autoencoders"). Weight sharing makes the head translation-equivariant: on the cluttered Two-Rooms a
-            supervised keypoint probe finds the agent in the frozen tokens within 2 px where flattened-token probes,
-            linear or MLP, stay at chance (docs/benchmarks.md, "A cluttered Two-Rooms").
+            autoencoders"). Weight sharing makes the head translation-equivariant: on the cluttered Two-Rooms,
+            fit to the position with 3,000 labelled frames, it finds the agent in frozen ViT tokens within 3.0-4.7 px
+            RMSE where flattened-token probes, linear or MLP, stay at chance (docs/benchmarks.md, "Where the
+            cluttered agent is in the tokens"). Without labels it does not pick the agent out of the distractors.
     """
 
     def __init__(
