@@ -101,7 +101,7 @@ def _probe(features: np.ndarray, s: np.ndarray, episode: np.ndarray, sizes: tupl
     training steps), a keypoint readout on the tokens `[N, T, D]` instead of the ridge (no lambda to pick)."""
     cut = np.quantile(np.unique(episode), [0.6, 0.8])
     tr, va, te = episode < cut[0], (episode >= cut[0]) & (episode < cut[1]), episode >= cut[1]
-    f = features.reshape(len(features), -1).astype(np.float64)
+    f = None if keypoints is not None else features.reshape(len(features), -1).astype(np.float64)  # the ridge's
     rng = np.random.default_rng(0)  # the same subsets for every encoder
     out = {}
     for n in sizes:
