@@ -137,7 +137,9 @@ def build_world_model(
         state_dim: state width of the data (0: no state tokens).
         encoder: an already built or loaded encoder (`wm.encoder_checkpoint`, a checkpoint being read); None builds
             the registered `wm.encoder` preset, trained jointly. With `wm.readout_dim` > 0 a loaded encoder becomes
-            the frozen backbone of a `TokenReadout` trained jointly with the dynamics.
+            the frozen backbone of a `TokenReadout` trained jointly with the dynamics, or, with `wm.readout_labels`
+            > 0, fit to states before the dynamics trains and then frozen (`training.readout_fit`; latents without
+            layer norm).
     """
     w = cfg.wm
     if encoder is None:
@@ -155,7 +157,7 @@ def build_world_model(
             trainable_blocks=w.finetune_blocks,
             head=str(w.readout),
         )
-        frozen = False
+        frozen = w.get("readout_labels", 0) > 0  # fit to states first (task setup), then frozen with the ViT
     predictor = create_model(
         w.predictor, embed_dim=encoder.embed_dim, action_dim=action_dim, state_dim=state_dim, **w.predictor_kwargs
     )
@@ -165,6 +167,7 @@ def build_world_model(
         predictor=predictor,
         pool=w.pool,
         freeze_encoder=frozen,
+        latent_norm=None if not w.get("readout_labels", 0) else False,
         rollout_steps=w.rollout_steps,
         loss=cfg.loss,
         terms=terms,

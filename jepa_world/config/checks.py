@@ -49,6 +49,16 @@ def validate(cfg: DictConfig) -> None:
         )
     if cfg.wm.readout == "keypoints" and (cfg.wm.readout_dim <= 0 or cfg.wm.readout_dim % 2):
         fail("wm.readout", f"keypoints needs an even wm.readout_dim > 0 (2 per keypoint), got {cfg.wm.readout_dim}")
+    if cfg.wm.readout_labels and not (
+        cfg.wm.encoder_checkpoint is not None and cfg.wm.readout_dim > 0 and not cfg.wm.finetune_encoder
+    ):
+        fail(
+            "wm.readout_labels",
+            "fits a readout on a frozen pretrained ViT: it needs wm.encoder_checkpoint, wm.readout_dim > 0 and "
+            "wm.finetune_encoder=false",
+        )
+    if cfg.wm.readout_fit_steps < 1:
+        fail("wm.readout_fit_steps", "must be >= 1")
     for key in (
         "data.num_workers",
         "optim.warmup_steps",
@@ -60,6 +70,7 @@ def validate(cfg: DictConfig) -> None:
         "wm.readout_dim",
         "wm.finetune_blocks",
         "wm.val_episodes",
+        "wm.readout_labels",
         "wm.var_time_weight",
         "var_weight",
         "cov_weight",

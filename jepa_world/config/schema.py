@@ -190,6 +190,12 @@ class WorldModelConfig:
     # the readout's head: mlp (per-position weights) or keypoints (readout_dim / 2 soft-argmax keypoints from one MLP
     # shared by every token: finds a dot on a textured floor, docs/benchmarks.md "A cluttered Two-Rooms")
     readout: ReadoutHead = ReadoutHead.mlp
+    # > 0: before the dynamics trains, fit the readout to the episodes' states on this many labelled frames (drawn at
+    # random from the training episodes) through an affine head, then freeze it; the dynamics and the planner work on
+    # its raw output (no layer norm). A setting with labels: report it apart from pixel-only rows. Needs a frozen
+    # encoder_checkpoint, readout_dim > 0 and episodes with states
+    readout_labels: int = 0
+    readout_fit_steps: int = 3000  # AdamW steps of that fit (batch 128, LR 1e-3)
     encoder_lr_scale: float = 0.1  # encoder LR = optim.lr x this when fine-tuning a pretrained encoder
     # with finetune_encoder and a readout: train only the ViT's last k blocks and final norm (0: all of it); the frozen
     # first blocks' tokens are computed once per frame, like a frozen encoder's, so a step costs k / depth of the ViT

@@ -146,6 +146,16 @@ class EpisodeWindows(Dataset):
         """All frames ``uint8 [F, H, W, 3]`` of one episode (from RAM when the dataset holds them)."""
         return self._read(episode, "frames", np.arange(self.episodes[episode].num_frames))
 
+    def episode_states(self, episode: int) -> np.ndarray:
+        """All states ``float32 [F, S]`` of one episode, checked finite.
+
+        Raises:
+            ValueError: the episodes have no states.
+        """
+        if self.episodes[episode].states is None:
+            raise ValueError(f"{self._source(episode).name} has no states")
+        return self._checked(episode, "states", np.arange(self.episodes[episode].num_frames))
+
     def __getitem__(self, key: Any) -> dict[str, torch.Tensor]:
         return self.item(key)
 

@@ -12,7 +12,8 @@ which calls `rollout`.
 
 Shapes: frames `[B, T, 3, H, W]`, latents `[B, T, HW, D]` (HW = 1 when pooled), actions `[B, T-1, A]`, states
 `[B, T, S]`. The latent space is the affine-free LayerNorm of the encoder output (after mean-pooling if `pool`) when the
-encoder is frozen, the raw encoder output when it trains jointly.
+encoder is frozen, the raw encoder output when it trains jointly (or when `latent_norm=False`: a frozen readout fit to
+states, whose few coordinates a layer norm would erase).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class WorldModel(nn.Module):
         terms: loss terms on the per-frame latents, added in order (joint training only): modules
             `term(z [B, T, HW, D], actions [B, T-1, A]) -> (weighted loss, metrics)` from
             `jepa_world.objectives.losses` (VICReg variance / covariance, temporal smoothness, inverse dynamics).
+        latent_norm: layer-norm latents and predictions; None: when the encoder is frozen (V-JEPA 2-AC). False for
+            a frozen low-dimensional latent (a readout fit to states: a layer norm of 2 numbers leaves only a sign).
         state_update: how `rollout` fills states of predicted frames when only context states are given: "hold" (repeat
             the last state), "add" (s + a: delta-pose actions with A == S, as the Franka sample's derived actions), or
             a callable `(s [N, 1, S], a [N, 1, A]) -> [N, 1, S]`.
@@ -65,6 +68,7 @@ class WorldModel(nn.Module):
         tf_weight: float = 1.0,
         rollout_weight: float = 1.0,
         terms: Sequence[nn.Module] = (),
+        latent_norm: bool | None = None,
         state_update: str | Callable[[Tensor, Tensor], Tensor] = "hold",
     ):
         config = {k: v for k, v in locals().items() if k not in ("self", "__class__", "encoder", "predictor", "terms")}
@@ -90,6 +94,7 @@ class WorldModel(nn.Module):
         self.tf_weight, self.rollout_weight = tf_weight, rollout_weight
         self.terms = nn.ModuleList(terms)
         self.state_update = state_update
+        self.latent_norm = freeze_encoder if latent_norm is None else latent_norm
         if freeze_encoder:
             self.encoder.requires_grad_(False)
             self.encoder.eval()
@@ -130,7 +135,7 @@ class WorldModel(nn.Module):
         # Frozen (pretrained) encoders: layer-normed latents and predictions, as V-JEPA 2-AC. Joint training keeps
         # raw latents (as PLDM): a layer norm there lets the static background dominate every latent, and the
         # variance term cannot pull the normalised latents apart (measured: collapse to std ~1e-5).
-        return F.layer_norm(z, (z.shape[-1],)) if self.freeze_encoder else z
+        return F.layer_norm(z, (z.shape[-1],)) if self.latent_norm else z
 
     def _states(self, states: Tensor | None) -> Tensor | None:
         # Verbs ignore states when the predictor has no state token, so callers can pass what the data holds.

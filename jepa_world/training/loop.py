@@ -23,6 +23,7 @@ or stop at a step boundary.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import warnings
@@ -332,6 +333,10 @@ def _fit(cfg: DictConfig, make_task: Callable[[], Task], acc: Accelerator) -> di
             print(f"already finished: {start_step} of train.max_steps={tc.max_steps} steps done in {run.out}")
         return {"step": start_step, "metrics": last, "output_dir": str(run.out), "main_process": run.main,
                 "stopped_by_signal": False, "stopped_by_time": False, "already_finished": True}  # fmt: skip
+    if start_step == 0 and task.setup is not None:  # before DDP wraps the model: every process made the same weights
+        setup_metrics = task.setup()
+        if run.main:
+            atomic_write_text(run.out / "setup.json", json.dumps(setup_metrics, indent=1) + "\n")
     loader = _make_loader(task, cfg, acc, start_step=start_step)
     model, run.optimizer = acc.prepare(task.model, run.optimizer)
     if tc.compile:  # around the DDP wrapper (as torch recommends); the task's modules and their keys stay as they are

@@ -33,6 +33,7 @@ from jepa_world.models.small import TokenReadout
 from jepa_world.models.world_model import WorldModel
 from jepa_world.objectives.ema import EMA
 from jepa_world.objectives.losses import collapse_health
+from jepa_world.training.readout_fit import fit_readout_to_states
 from jepa_world.training.validation import generalisation_health
 
 
@@ -55,6 +56,9 @@ class Task:
             then skips backward and the optimizer has nothing to step (one process only).
         val_dataset: held-out items (keyed and prepared as `dataset`'s) the loop evaluates the model on at every
             logged step (`training.validation`); None: no validation.
+        setup: run once before the first step of a fresh run, on every process (the supervised readout fit of
+            `wm.readout_labels`); not on resume, whose checkpoint holds what it made. Returns metrics, written to
+            the run folder's `setup.json`.
     """
 
     name: str
@@ -68,6 +72,7 @@ class Task:
     health: Callable[[dict, dict], tuple[str, str]] | None = None
     uses_gradients: bool = True
     val_dataset: Dataset | None = None
+    setup: Callable[[], dict[str, float]] | None = None
 
 
 def param_groups(modules: list[nn.Module], *, lr_scale: float = 1.0) -> list[dict]:
@@ -180,6 +185,21 @@ def world_model_task(cfg: DictConfig) -> Task:
             return readout.frozen_features(frames_to_tensor(frames, image_size=cfg.data.image_size))
 
         dataset = FeatureWindows(windows, encode_frames, log=print if cfg.train.progress else None)
+    setup = None
+    if w.get("readout_labels", 0):  # fit the readout to states on few labelled frames, then freeze it (factory)
+        if windows.state_dim is None:
+            raise ValueError(f"wm.readout_labels={w.readout_labels} fits the readout to states; the episodes in "
+                             f"{str(root)!r} have none")  # fmt: skip
+        cache, train_episodes = dataset, len(windows.episodes) - w.get("val_episodes", 0)
+
+        def setup() -> dict[str, float]:
+            try:
+                return fit_readout_to_states(model.encoder, cache, episodes=train_episodes, num_labels=w.readout_labels,
+                                             steps=w.readout_fit_steps, seed=cfg.seed, progress=cfg.train.progress,
+                                             log=print if cfg.train.progress else None)  # fmt: skip
+            except ValueError as err:
+                raise ValueError(f"wm.readout_labels={w.readout_labels}: {err}") from None
+
     val_dataset = None
     if w.get("val_episodes", 0):  # the last episodes: never trained on (a run saved before the key: none)
         dataset, val_dataset = hold_out_episodes(windows, w.val_episodes, dataset=dataset, where="wm.val_episodes")
@@ -204,6 +224,7 @@ def world_model_task(cfg: DictConfig) -> Task:
         meta={"action_dim": action_dim, "state_dim": state_dim, "encoder_config": _encoder_config(model)},
         val_dataset=val_dataset,
         health=generalisation_health,
+        setup=setup,
     )
 
 
