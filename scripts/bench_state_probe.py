@@ -35,6 +35,7 @@ from jepa_world.data.episode_formats import open_episodes
 from jepa_world.envs.geometry import ARENA_SIZE
 from jepa_world.factory import build_jepa
 from jepa_world.models.small import TokenReadout
+from jepa_world.training.readout_fit import fit_readout
 
 PRETRAIN_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "pretrain" / "two_rooms_ijepa.yaml"
 LAMBDAS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3)
@@ -79,17 +80,8 @@ def _keypoint_fit(encoder: torch.nn.Module, tokens: np.ndarray, s: np.ndarray, t
     arena, which the frame covers): its predictions in px for each of `tests`."""
     torch.manual_seed(seed)
     readout = TokenReadout(backbone=encoder, embed_dim=2, head="keypoints")
-    opt = torch.optim.AdamW([p for p in readout.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.05)
-    z, target = torch.from_numpy(tokens), torch.from_numpy(s / ARENA_SIZE * 2 - 1).float()
-    gen = torch.Generator().manual_seed(seed)
-    readout.train()
-    for _ in range(steps):
-        b = torch.randint(0, len(z), (min(128, len(z)),), generator=gen)
-        loss = (readout(z[b])[:, 0] - target[b]).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    readout.eval()
+    target = torch.from_numpy(s / ARENA_SIZE * 2 - 1).float()
+    fit_readout(readout, torch.from_numpy(tokens), target, steps=steps, seed=seed)
     with torch.no_grad():
         return [(readout(torch.from_numpy(t))[:, 0].numpy() + 1) / 2 * ARENA_SIZE for t in tests]
 

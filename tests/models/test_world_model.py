@@ -176,6 +176,21 @@ def test_frozen_encoder_gets_no_gradient():
     assert wm.inverse_dynamics is None
 
 
+def test_latent_norm_false_keeps_a_frozen_encoders_raw_latents_and_predictions():
+    x, a = torch.randn(2, 3, 3, 16, 16), torch.randn(2, 2, 2)
+    normed, raw = _mlp_wm(), _mlp_wm(latent_norm=False)  # both frozen (the default), the same weights
+    assert normed.latent_norm and not raw.latent_norm and raw.config["latent_norm"] is False
+    with torch.no_grad():
+        h = raw.encoder(x.flatten(0, 1)).unflatten(0, (2, 3))  # [B, T, 1, D]
+        z_raw, z_normed = raw.encode(x), normed.encode(x)
+        assert torch.equal(z_raw, h)
+        assert torch.allclose(z_normed, torch.nn.functional.layer_norm(h, (D,)))
+        rolled = raw.rollout(z_raw[:, :1], a)  # [B, 2, 1, D]: the predictor's raw outputs fed back
+        manual = raw.predictor(z_raw[:, :1], a[:, :1])
+        assert torch.allclose(rolled[:, :1], manual, atol=1e-6)
+        assert not torch.allclose(rolled.std(-1), torch.ones(()), atol=1e-2)
+
+
 def test_joint_training_adds_regularisers_and_idm():
     wm = _pooled_wm(freeze_encoder=False, terms=_joint_terms(var=0.5, cov=0.25, idm=2.0))
     b = _batch(8, 4, 16, 2)

@@ -1,0 +1,135 @@
+"""The readout fit to labelled states (`wm.readout_labels`): the fit, the frames it draws, and train-wm around it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from jepa_world import checkpoints
+from jepa_world.config import ConfigError, load_config
+from jepa_world.data.episode_formats import open_episodes
+from jepa_world.data.feature_cache import FeatureWindows
+from jepa_world.envs.collect import collect_episodes
+from jepa_world.models.small import TokenReadout
+from jepa_world.models.vit import VisionTransformer
+from jepa_world.training import train_world_model
+from jepa_world.training.readout_fit import draw_frames, fit_readout
+from jepa_world.training.tasks import world_model_task
+from tests.training.test_world_model_task import _over, _pretrained
+
+
+def _vit() -> VisionTransformer:
+    torch.manual_seed(0)
+    return VisionTransformer(img_size=32, patch_size=8, embed_dim=16, depth=1, num_heads=2)
+
+
+def test_fit_readout_finds_the_token_that_carries_the_target_and_restores_what_trained():
+    # A token grid of noise where one random token per frame carries a marker: its centre is the target.
+    readout = TokenReadout(backbone=_vit(), embed_dim=2, head="keypoints")
+    g = torch.Generator().manual_seed(1)
+    tokens = torch.randn(400, 16, 16, generator=g)
+    where = torch.randint(0, 16, (400,), generator=g)
+    tokens[torch.arange(400), where, :4] += 4.0
+    targets = readout.centres[where]  # [400, 2] in [-1, 1]
+    before = {k: v.clone() for k, v in readout.state_dict().items()}
+    grads = {n: p.requires_grad for n, p in readout.named_parameters()}
+    loss = fit_readout(readout, tokens[:300], targets[:300], steps=400, seed=0)
+    with torch.no_grad():
+        err = (readout(tokens[300:])[:, 0] - targets[300:]).norm(dim=1).mean()
+        chance = (targets[300:] - targets[:300].mean(0)).norm(dim=1).mean()
+    assert loss < 0.02 and err < 0.15 * chance, (loss, float(err), float(chance))
+    assert {n: p.requires_grad for n, p in readout.named_parameters()} == grads and not readout.training
+    moved = {k for k, v in readout.state_dict().items() if not torch.equal(v, before[k])}
+    assert moved and not any(k.startswith("backbone.") for k in moved)  # the frozen backbone never moves
+
+
+def test_fit_readout_refuses_a_training_backbone_and_mismatched_shapes():
+    with pytest.raises(ValueError, match="frozen backbone"):
+        fit_readout(TokenReadout(backbone=_vit(), freeze_backbone=False), torch.zeros(4, 16, 16), torch.zeros(4, 2),
+                    steps=1)  # fmt: skip
+    readout = TokenReadout(backbone=_vit(), embed_dim=2, head="keypoints")
+    with pytest.raises(ValueError, match=r"\(4, 16, 16\) and \(3, 2\)"):
+        fit_readout(readout, torch.zeros(4, 16, 16), torch.zeros(3, 2), steps=1)
+    with pytest.raises(ValueError, match="steps=0"):
+        fit_readout(readout, torch.zeros(4, 16, 16), torch.zeros(4, 2), steps=0)
+
+
+def test_draw_frames_pairs_each_frame_with_its_own_state_without_repeats(tmp_path):
+    collect_episodes(env_name="two_rooms", num_episodes=5, steps=6, output_dir=tmp_path, seed=0, image_size=32,
+                     progress=False)  # fmt: skip
+    windows = open_episodes(root=tmp_path, window=2, image_size=32, uint8=True)
+    cache = FeatureWindows(windows, lambda f: torch.from_numpy(f.reshape(len(f), -1)[:, :8].astype(np.float32)))
+    table = {}  # every frame of the first 4 episodes: its cached features -> its state
+    for e in range(4):
+        for f, s in zip(cache.features[e], windows.episode_states(e), strict=True):
+            table.setdefault(tuple(f.tolist()), []).append(tuple(s.tolist()))
+    tokens, states = draw_frames(cache, 4, 20, seed=3)
+    assert tokens.shape == (20, 8) and states.shape == (20, 2)
+    assert len({tuple(t.tolist()) + tuple(s.tolist()) for t, s in zip(tokens, states, strict=True)}) == 20
+    for t, s in zip(tokens, states, strict=True):
+        assert tuple(s.tolist()) in table[tuple(t.tolist())]
+    more, _ = draw_frames(cache, 4, 28, seed=3)
+    assert torch.equal(more[:20], tokens)  # a prefix of one permutation: more labels keep the first ones
+    with pytest.raises(ValueError, match="29 labelled frames asked for; the 4 training episodes hold 28"):
+        draw_frames(cache, 4, 29, seed=3)
+
+
+def _labelled(tmp_path, **extra) -> list[str]:
+    keys = {"wm.encoder_checkpoint": _pretrained(tmp_path), "wm.readout_dim": 8, "wm.readout_labels": 60,
+            "wm.readout_fit_steps": 300, **extra}  # fmt: skip
+    return _over(tmp_path, **keys)
+
+
+def test_train_wm_fits_the_readout_to_states_then_keeps_it_frozen(tmp_path):
+    cfg = load_config([], _labelled(tmp_path, **{"train.max_steps": 2}), command="train-wm")
+    fresh = world_model_task(cfg).model.encoder.state_dict()
+    train_world_model(cfg)
+    run = tmp_path / "run"
+    fit = json.loads((run / "setup.json").read_text())
+    chance = float(np.sqrt(np.var(_all_states(run), axis=0).sum()))  # RMSE of the mean position
+    # Tiny ViT-nano (1 pretraining step), 60 labels: well below predicting the mean position on frames not fit on.
+    assert fit["readout_rmse_other"] < 0.6 * chance, (fit, chance)
+    first = checkpoints.load_checkpoint(checkpoints.list_checkpoints(run / "checkpoints")[-1])["encoder"]
+    assert any(not torch.equal(first[k], v) for k, v in fresh.items() if not k.startswith("backbone."))  # fit
+    stamp = (run / "setup.json").stat().st_mtime_ns
+    train_world_model(load_config([], _labelled(tmp_path, **{"train.max_steps": 4}), command="train-wm"))
+    assert (run / "setup.json").stat().st_mtime_ns == stamp  # a resumed run does not fit again
+    last = checkpoints.load_checkpoint(checkpoints.list_checkpoints(run / "checkpoints")[-1])
+    assert last["step"] == 4 and "inverse_dynamics" not in last  # no loss terms under a frozen readout
+    for key, value in first.items():  # frozen after the fit: bit-identical through training and the resume
+        assert torch.equal(value, last["encoder"][key]), key
+    wm = checkpoints.load_world_model(run)
+    assert wm.freeze_encoder and not wm.latent_norm
+    z = wm.encode(torch.rand(2, 3, 3, 32, 32))
+    assert z.shape == (2, 3, 1, 8) and z.std(dim=-1).min() > 0  # raw latents: not layer-normed to unit std
+    assert not torch.allclose(z.std(dim=-1), torch.ones(()), atol=1e-3)
+
+
+def _all_states(run) -> np.ndarray:
+    """Every state `[N * F, 2]` of the run's episodes."""
+    windows = open_episodes(root=run / "episodes", window=2, image_size=32)
+    return np.concatenate([windows.episode_states(e) for e in range(len(windows.episodes))])
+
+
+def test_labelled_readout_errors_name_the_key(tmp_path):
+    for bad, match in [
+        ({"wm.encoder_checkpoint": "null"}, "wm.readout_labels"),
+        ({"wm.finetune_encoder": True}, "wm.readout_labels"),
+        ({"wm.readout_dim": 0}, "wm.readout_labels"),
+        ({"wm.readout_fit_steps": 0}, "wm.readout_fit_steps"),
+        ({"wm.readout_labels": -1}, "wm.readout_labels"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            load_config([], _labelled(tmp_path, **bad), command="train-wm")
+    cfg = load_config([], _labelled(tmp_path, **{"wm.readout_labels": 10_000}), command="train-wm")
+    with pytest.raises(ValueError, match=r"wm.readout_labels=10000: 10000 labelled frames asked for; the 12 training"):
+        world_model_task(cfg).setup()
+    from tests.data.test_lerobot import _build
+
+    stateless = _build(tmp_path / "stateless", lengths=(6, 6, 6), state=False)
+    cfg = load_config([], _labelled(tmp_path, **{"wm.episodes": stateless}), command="train-wm")
+    with pytest.raises(ValueError, match=r"wm.readout_labels=60 fits the readout to states; the episodes in .*less"):
+        world_model_task(cfg)
