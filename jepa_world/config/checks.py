@@ -49,12 +49,10 @@ def validate(cfg: DictConfig) -> None:
         )
     if cfg.wm.readout == "keypoints" and (cfg.wm.readout_dim <= 0 or cfg.wm.readout_dim % 2):
         fail("wm.readout", f"keypoints needs an even wm.readout_dim > 0 (2 per keypoint), got {cfg.wm.readout_dim}")
-    if cfg.wm.readout_labels and not (
-        cfg.wm.encoder_checkpoint is not None and cfg.wm.readout_dim > 0 and not cfg.wm.finetune_encoder
-    ):
+    if cfg.wm.readout_labels and not (cfg.wm.readout_dim > 0 and not cfg.wm.finetune_encoder):
         fail(
             "wm.readout_labels",
-            "fits a readout on a frozen pretrained ViT: it needs wm.encoder_checkpoint, wm.readout_dim > 0 and "
+            "fits a readout on a frozen pretrained ViT (wm.encoder_checkpoint): it needs wm.readout_dim > 0 and "
             "wm.finetune_encoder=false",
         )
     if cfg.wm.readout_fit_steps < 1:

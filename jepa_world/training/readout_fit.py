@@ -129,8 +129,9 @@ def fit_readout_to_states(
     """Fit the readout of a world model to the states of `num_labels` random frames of the training episodes.
 
     States are standardised with the labelled frames' mean and std and reached through an affine head (started at
-    the identity), thrown away after. The readout's error is then measured, in state units, on up to 2,000 other frames of the same episodes
-    (drawn in the same permutation, never among the labelled ones; they carry states too: evaluation only).
+    the identity), thrown away after. The readout's error is then measured, in state units, on up to 2,000 other
+    frames of the same episodes (drawn in the same permutation, never among the labelled ones; they carry states
+    too: evaluation only).
 
     Raises:
         ValueError: the episodes have no states, or fewer than `num_labels` frames.

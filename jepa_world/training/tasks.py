@@ -187,6 +187,9 @@ def world_model_task(cfg: DictConfig) -> Task:
         dataset = FeatureWindows(windows, encode_frames, log=print if cfg.train.progress else None)
     setup = None
     if w.get("readout_labels", 0):  # fit the readout to states on few labelled frames, then freeze it (factory)
+        if w.encoder_checkpoint is None:
+            raise ValueError(f"wm.readout_labels={w.readout_labels} fits a readout on a pretrained ViT: set "
+                             "wm.encoder_checkpoint (a pretraining run)")  # fmt: skip
         if windows.state_dim is None:
             raise ValueError(f"wm.readout_labels={w.readout_labels} fits the readout to states; the episodes in "
                              f"{str(root)!r} have none")  # fmt: skip
