@@ -60,7 +60,7 @@ def fit_readout(
     Returns:
         The last 100 steps' mean training loss.
     """
-    if not readout.caches_features or readout.frozen_blocks < len(getattr(readout.backbone, "blocks", ())):
+    if not readout.freeze_backbone:
         raise ValueError("fit_readout fits the readout of a frozen backbone (freeze_backbone=True)")
     if tokens.ndim != 3 or targets.ndim != 2 or len(tokens) != len(targets) or not len(tokens):
         raise ValueError(f"tokens [N, T, D] and targets [N, S] of the same N >= 1, got {tuple(tokens.shape)} and "
