@@ -116,7 +116,8 @@ class TokenReadout(nn.Module):
             autoencoders"). Weight sharing makes the head translation-equivariant: on the cluttered Two-Rooms,
             fit to the position with 3,000 labelled frames, it finds the agent in frozen ViT tokens within 3.0-4.7 px
             RMSE where flattened-token probes, linear or MLP, stay at chance (docs/benchmarks.md, "Where the
-            cluttered agent is in the tokens"). Without labels it does not pick the agent out of the distractors.
+            cluttered agent is in the tokens"). Without labels it does not pick the agent out of the distractors;
+            `wm.readout_labels` fits it on a few labelled frames before the world model trains (`training.readout_fit`).
     """
 
     def __init__(
