@@ -193,7 +193,8 @@ class WorldModelConfig:
     # > 0: before the dynamics trains, fit the readout to the episodes' states on this many labelled frames (drawn at
     # random from the training episodes) through an affine head, then freeze it; the dynamics and the planner work on
     # its raw output (no layer norm). A setting with labels: report it apart from pixel-only rows. Needs a frozen
-    # encoder_checkpoint, readout_dim > 0 and episodes with states
+    # encoder_checkpoint, readout_dim > 0 and episodes with states. With init_from (a run with the same setting) the
+    # readout keeps that run's fit
     readout_labels: int = 0
     readout_fit_steps: int = 3000  # AdamW steps of that fit (batch 128, LR 1e-3)
     encoder_lr_scale: float = 0.1  # encoder LR = optim.lr x this when fine-tuning a pretrained encoder

@@ -186,7 +186,8 @@ def world_model_task(cfg: DictConfig) -> Task:
 
         dataset = FeatureWindows(windows, encode_frames, log=print if cfg.train.progress else None)
     setup = None
-    if w.get("readout_labels", 0):  # fit the readout to states on few labelled frames, then freeze it (factory)
+    # Fit the readout to states on few labelled frames, then freeze it (factory); a wm.init_from run holds its fit.
+    if w.get("readout_labels", 0) and not w.get("init_from"):
         if w.encoder_checkpoint is None:
             raise ValueError(f"wm.readout_labels={w.readout_labels} fits a readout on a pretrained ViT: set "
                              "wm.encoder_checkpoint (a pretraining run)")  # fmt: skip

@@ -103,6 +103,12 @@ def test_train_wm_fits_the_readout_to_states_then_keeps_it_frozen(tmp_path):
     assert last["step"] == 4 and "inverse_dynamics" not in last  # no loss terms under a frozen readout
     for key, value in first.items():  # frozen after the fit: bit-identical through training and the resume
         assert torch.equal(value, last["encoder"][key]), key
+    second = _labelled(tmp_path, **more, **{"train.max_steps": 1, "wm.init_from": run,
+                                            "train.output_dir": tmp_path / "second"})  # fmt: skip
+    train_world_model(load_config([], second, command="train-wm"))
+    assert not (tmp_path / "second" / "setup.json").exists()  # a second stage keeps the first stage's fit
+    again = checkpoints.load_checkpoint(checkpoints.list_checkpoints(tmp_path / "second" / "checkpoints")[-1])
+    assert all(torch.equal(v, again["encoder"][k]) for k, v in first.items())
     wm = checkpoints.load_world_model(run)
     assert wm.freeze_encoder and not wm.latent_norm
     z = wm.encode(torch.rand(2, 3, 3, 32, 32))
