@@ -145,6 +145,7 @@ def build_world_model(
     if encoder is None:
         encoder = create_model(w.encoder, img_size=cfg.data.image_size, embed_dim=w.embed_dim, **w.encoder_kwargs)
     frozen = w.encoder_checkpoint is not None and not w.finetune_encoder
+    latent_norm = None  # WorldModel's default: layer-normed latents when frozen
     if w.encoder_checkpoint is not None and w.readout_dim > 0:
         # The pretrained ViT stays frozen (unless fine-tuned) under a readout that trains with the dynamics.
         depth = len(getattr(encoder, "blocks", ()))
@@ -157,7 +158,9 @@ def build_world_model(
             trainable_blocks=w.finetune_blocks,
             head=str(w.readout),
         )
-        frozen = w.get("readout_labels", 0) > 0  # fit to states first (task setup), then frozen with the ViT
+        # Fit to states first (task setup), then frozen with the ViT; its few coordinates are not layer-normed.
+        frozen = w.get("readout_labels", 0) > 0
+        latent_norm = False if frozen else None
     predictor = create_model(
         w.predictor, embed_dim=encoder.embed_dim, action_dim=action_dim, state_dim=state_dim, **w.predictor_kwargs
     )
@@ -167,7 +170,7 @@ def build_world_model(
         predictor=predictor,
         pool=w.pool,
         freeze_encoder=frozen,
-        latent_norm=None if not w.get("readout_labels", 0) else False,
+        latent_norm=latent_norm,
         rollout_steps=w.rollout_steps,
         loss=cfg.loss,
         terms=terms,

@@ -173,6 +173,10 @@ class TokenReadout(nn.Module):
                 p.requires_grad_(p.requires_grad and self._trains(name))
         self.train(self.training)
 
+    def head_modules(self) -> list[nn.Module]:
+        """The readout's own modules (everything but the backbone): what trains at the readout's LR or is fit."""
+        return [self.input_norm, self.mlp]
+
     @property
     def caches_features(self) -> bool:
         """Whether part of the backbone is frozen, so `frozen_features` of a frame never change."""

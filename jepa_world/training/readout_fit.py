@@ -24,10 +24,6 @@ from jepa_world.data.feature_cache import FeatureWindows
 from jepa_world.models.small import TokenReadout
 
 
-def _head_parameters(readout: TokenReadout) -> list[nn.Parameter]:
-    return [p for name, p in readout.named_parameters() if not name.startswith("backbone.")]
-
-
 def fit_readout(
     readout: TokenReadout,
     tokens: Tensor,
@@ -67,7 +63,7 @@ def fit_readout(
                          f"{tuple(targets.shape)}")  # fmt: skip
     if steps < 1:
         raise ValueError(f"steps={steps} must be >= 1")
-    params = _head_parameters(readout) + ([] if head is None else list(head.parameters()))
+    params = [p for m in readout.head_modules() + ([] if head is None else [head]) for p in m.parameters()]
     was = [p.requires_grad for p in params]
     for p in params:
         p.requires_grad_(True)

@@ -169,7 +169,7 @@ def world_model_task(cfg: DictConfig) -> Task:
 
     groups = param_groups([model.predictor, *model.terms])  # the inverse-dynamics head is a loss term's
     if isinstance(model.encoder, TokenReadout):  # a new readout at the full LR, a fine-tuned backbone at the scaled one
-        groups += param_groups([model.encoder.input_norm, model.encoder.mlp])
+        groups += param_groups(model.encoder.head_modules())
         groups += param_groups([model.encoder.backbone], lr_scale=w.encoder_lr_scale)
     elif not model.freeze_encoder:
         scale = w.encoder_lr_scale if w.encoder_checkpoint is not None else 1.0
