@@ -13,7 +13,7 @@ from torch import nn
 
 from jepa_world.models import create_model, list_models
 from jepa_world.models.jepa import JEPA
-from jepa_world.models.small import TokenReadout
+from jepa_world.models.small import LiftedReadout, TokenReadout
 from jepa_world.models.world_model import WorldModel
 from jepa_world.objectives.losses import (
     CovarianceTerm,
@@ -139,7 +139,7 @@ def build_world_model(
             the registered `wm.encoder` preset, trained jointly. With `wm.readout_dim` > 0 a loaded encoder becomes
             the frozen backbone of a `TokenReadout` trained jointly with the dynamics, or, with `wm.readout_labels`
             > 0, fit to states before the dynamics trains and then frozen (`training.readout_fit`; latents without
-            layer norm).
+            layer norm) under a `LiftedReadout` (with `wm.lift_dim` > 0 its lift trains with the dynamics and terms).
     """
     w = cfg.wm
     if encoder is None:
@@ -158,9 +158,12 @@ def build_world_model(
             trainable_blocks=w.finetune_blocks,
             head=str(w.readout),
         )
-        # Fit to states first (task setup), then frozen with the ViT; its few coordinates are not layer-normed.
-        frozen = w.get("readout_labels", 0) > 0
-        latent_norm = False if frozen else None
+        frozen = False  # the readout trains with the dynamics
+        if w.get("readout_labels", 0) > 0:
+            # Fit to states first (task setup), then frozen with the ViT; its few coordinates are not layer-normed.
+            # A lift (wm.lift_dim) trains on them with the dynamics and the loss terms; without one nothing trains.
+            encoder = LiftedReadout(readout=encoder, embed_dim=w.get("lift_dim", 0))
+            frozen, latent_norm = not w.get("lift_dim", 0), False
     predictor = create_model(
         w.predictor, embed_dim=encoder.embed_dim, action_dim=action_dim, state_dim=state_dim, **w.predictor_kwargs
     )

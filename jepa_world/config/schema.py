@@ -197,6 +197,10 @@ class WorldModelConfig:
     # readout keeps that run's fit
     readout_labels: int = 0
     readout_fit_steps: int = 3000  # AdamW steps of that fit (batch 128, LR 1e-3)
+    # > 0 (with readout_labels): the fit readout's coordinates are lifted by an MLP to a latent of this width, trained
+    # with the dynamics and the loss terms below (the smoothness term lets latent distance follow the geodesic around
+    # a wall, which the straight-line distance of raw coordinates does not); 0: plan on the coordinates themselves
+    lift_dim: int = 0
     encoder_lr_scale: float = 0.1  # encoder LR = optim.lr x this when fine-tuning a pretrained encoder
     # with finetune_encoder and a readout: train only the ViT's last k blocks and final norm (0: all of it); the frozen
     # first blocks' tokens are computed once per frame, like a frozen encoder's, so a step costs k / depth of the ViT

@@ -56,6 +56,17 @@ class FeatureWindows(Dataset):
             frames = sum(len(f) for f in self.features)
             log(f"frozen features of {frames} frames: {size:.2f} GiB in {self.seconds:.0f} s")
 
+    def map_(self, fn: Callable[[torch.Tensor], torch.Tensor], *, batch_size: int = 1024) -> None:
+        """Replace every frame's features by `fn(features)` (no grad), in batches of `batch_size` frames.
+
+        For a part of the encoder that was fit after the cache was made and is frozen from then on (a readout fit
+        to labels): its outputs are then what a training step reads, and the inputs' memory is freed.
+        """
+        with torch.no_grad():
+            for e, f in enumerate(self.features):
+                self.features[e] = torch.cat([fn(f[i : i + batch_size]) for i in range(0, len(f), batch_size)])
+                self.features[e] = self.features[e].float().contiguous()
+
     def __len__(self) -> int:
         return len(self.windows)
 

@@ -333,9 +333,9 @@ def _fit(cfg: DictConfig, make_task: Callable[[], Task], acc: Accelerator) -> di
             print(f"already finished: {start_step} of train.max_steps={tc.max_steps} steps done in {run.out}")
         return {"step": start_step, "metrics": last, "output_dir": str(run.out), "main_process": run.main,
                 "stopped_by_signal": False, "stopped_by_time": False, "already_finished": True}  # fmt: skip
-    if start_step == 0 and task.setup is not None:  # before DDP wraps the model: every process made the same weights
-        setup_metrics = task.setup()
-        if run.main:
+    if task.setup is not None:  # before DDP wraps the model: every process made the same weights
+        setup_metrics = task.setup(start_step == 0)
+        if run.main and start_step == 0 and setup_metrics:
             atomic_write_text(run.out / "setup.json", json.dumps(setup_metrics, indent=1) + "\n")
     loader = _make_loader(task, cfg, acc, start_step=start_step)
     model, run.optimizer = acc.prepare(task.model, run.optimizer)

@@ -73,8 +73,8 @@ RESUME_KEYS = (
     "predictor.embed_dim", "predictor.depth", "predictor.num_heads", "predictor.single_pass", "data.image_size",
     "data.num_frames",
     "masks.num_blocks", "wm.encoder", "wm.embed_dim", "wm.encoder_kwargs", "wm.encoder_checkpoint",
-    "wm.finetune_encoder", "wm.finetune_blocks", "wm.readout_dim", "wm.readout", "wm.readout_labels", "wm.pool",
-    "wm.predictor", "wm.predictor_kwargs", "wm.use_states", "wm.frameskip", "wm.val_episodes",
+    "wm.finetune_encoder", "wm.finetune_blocks", "wm.readout_dim", "wm.readout", "wm.readout_labels", "wm.lift_dim",
+    "wm.pool", "wm.predictor", "wm.predictor_kwargs", "wm.use_states", "wm.frameskip", "wm.val_episodes",
     "policy.method", "policy.world_model", "policy.num_latents", "policy.hidden_dim", "policy.depth",
     "policy.population",
 )  # fmt: skip

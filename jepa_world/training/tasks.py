@@ -29,7 +29,7 @@ from jepa_world.data.feature_cache import FeatureWindows
 from jepa_world.data.transforms import frames_to_tensor, uint8_to_float
 from jepa_world.data.windows import hold_out_episodes
 from jepa_world.factory import build_jepa, build_masks, build_world_model, ema_schedule
-from jepa_world.models.small import TokenReadout
+from jepa_world.models.small import LiftedReadout, TokenReadout
 from jepa_world.models.world_model import WorldModel
 from jepa_world.objectives.ema import EMA
 from jepa_world.objectives.losses import collapse_health
@@ -56,9 +56,10 @@ class Task:
             then skips backward and the optimizer has nothing to step (one process only).
         val_dataset: held-out items (keyed and prepared as `dataset`'s) the loop evaluates the model on at every
             logged step (`training.validation`); None: no validation.
-        setup: run once before the first step of a fresh run, on every process (the supervised readout fit of
-            `wm.readout_labels`); not on resume, whose checkpoint holds what it made. Returns metrics, written to
-            the run folder's `setup.json`.
+        setup: `setup(fresh)`, run once on every process before the first step, after a resumed run's checkpoint is
+            loaded (`fresh`: no checkpoint, step 0): the supervised readout fit of `wm.readout_labels`, only when
+            fresh (a checkpoint holds what it made), then its outputs cached. Returns metrics, written to the run
+            folder's `setup.json` when fresh.
     """
 
     name: str
@@ -72,7 +73,7 @@ class Task:
     health: Callable[[dict, dict], tuple[str, str]] | None = None
     uses_gradients: bool = True
     val_dataset: Dataset | None = None
-    setup: Callable[[], dict[str, float]] | None = None
+    setup: Callable[[bool], dict[str, float]] | None = None
 
 
 def param_groups(modules: list[nn.Module], *, lr_scale: float = 1.0) -> list[dict]:
@@ -168,7 +169,9 @@ def world_model_task(cfg: DictConfig) -> Task:
             print(f"wm.init_from: weights of {w.init_from} (step {step}); optimizer and schedule start afresh")
 
     groups = param_groups([model.predictor, *model.terms])  # the inverse-dynamics head is a loss term's
-    if isinstance(model.encoder, TokenReadout):  # a new readout at the full LR, a fine-tuned backbone at the scaled one
+    if isinstance(model.encoder, LiftedReadout):  # a readout fit to labels, then frozen: only its lift trains
+        groups += param_groups(model.encoder.head_modules())
+    elif isinstance(model.encoder, TokenReadout):  # a new readout at the full LR, a fine-tuned backbone at a scaled one
         groups += param_groups(model.encoder.head_modules())
         groups += param_groups([model.encoder.backbone], lr_scale=w.encoder_lr_scale)
     elif not model.freeze_encoder:
@@ -177,33 +180,17 @@ def world_model_task(cfg: DictConfig) -> Task:
     components = world_model_components(model)
 
     windows = dataset  # the episode windows; `dataset` may become a view of them
-    if isinstance(model.encoder, TokenReadout) and model.encoder.caches_features:
+    readout = model.encoder.readout if isinstance(model.encoder, LiftedReadout) else model.encoder
+    if isinstance(readout, TokenReadout) and readout.caches_features:
         # A frozen ViT (or its frozen first blocks) gives each frame the same tokens at every step: encode them once.
-        readout = model.encoder
-
         def encode_frames(frames):  # uint8 [F, H, W, 3] -> tokens [F, N, D], frames as the dataset would give them
             return readout.frozen_features(frames_to_tensor(frames, image_size=cfg.data.image_size))
 
         dataset = FeatureWindows(windows, encode_frames, log=print if cfg.train.progress else None)
     setup = None
-    # Fit the readout to states on few labelled frames, then freeze it (factory); a wm.init_from run holds its fit.
-    if w.get("readout_labels", 0) and not w.get("init_from"):
-        if w.encoder_checkpoint is None:
-            raise ValueError(f"wm.readout_labels={w.readout_labels} fits a readout on a pretrained ViT: set "
-                             "wm.encoder_checkpoint (a pretraining run)")  # fmt: skip
-        if windows.state_dim is None:
-            raise ValueError(f"wm.readout_labels={w.readout_labels} fits the readout to states; the episodes in "
-                             f"{str(root)!r} have none")  # fmt: skip
-        cache, train_episodes = dataset, len(windows.episodes) - w.get("val_episodes", 0)
-
-        def setup() -> dict[str, float]:
-            try:
-                return fit_readout_to_states(model.encoder, cache, episodes=train_episodes, num_labels=w.readout_labels,
-                                             steps=w.readout_fit_steps, seed=cfg.seed, progress=cfg.train.progress,
-                                             log=print if cfg.train.progress else None)  # fmt: skip
-            except ValueError as err:
-                raise ValueError(f"wm.readout_labels={w.readout_labels}: {err}") from None
-
+    if w.get("readout_labels", 0):  # a readout fit to states, then frozen
+        train_episodes = len(windows.episodes) - w.get("val_episodes", 0)
+        setup = _labelled_readout_setup(cfg, model, dataset, train_episodes=train_episodes, root=root)
     val_dataset = None
     if w.get("val_episodes", 0):  # the last episodes: never trained on (a run saved before the key: none)
         dataset, val_dataset = hold_out_episodes(windows, w.val_episodes, dataset=dataset, where="wm.val_episodes")
@@ -232,6 +219,38 @@ def world_model_task(cfg: DictConfig) -> Task:
     )
 
 
+def _labelled_readout_setup(
+    cfg: DictConfig, model: WorldModel, cache: Dataset, *, train_episodes: int, root: Path
+) -> Callable[[bool], dict[str, float]]:
+    """The setup of `wm.readout_labels`: on a fresh run fit the readout to `states` on the labelled frames; then
+    (fresh or resumed, once the readout holds its final weights) replace the cached tokens by its outputs, which is
+    all a training step reads of a frozen readout (68,000 frames: 3.3 GB of ViT-S tokens become 0.5 MB)."""
+    w = cfg.wm
+    if w.encoder_checkpoint is None:
+        raise ValueError(f"wm.readout_labels={w.readout_labels} fits a readout on a pretrained ViT: set "
+                         "wm.encoder_checkpoint (a pretraining run)")  # fmt: skip
+    if cache.windows.state_dim is None:
+        raise ValueError(f"wm.readout_labels={w.readout_labels} fits the readout to states; the episodes in "
+                         f"{str(root)!r} have none")  # fmt: skip
+    encoder = model.encoder
+    assert isinstance(encoder, LiftedReadout) and isinstance(cache, FeatureWindows), "the factory builds both"
+
+    def setup(fresh: bool) -> dict[str, float]:
+        metrics = {}
+        if fresh and not w.get("init_from"):  # a wm.init_from run holds its first stage's fit
+            try:
+                metrics = fit_readout_to_states(encoder.readout, cache, episodes=train_episodes,
+                                                num_labels=w.readout_labels, steps=w.readout_fit_steps, seed=cfg.seed,
+                                                progress=cfg.train.progress,
+                                                log=print if cfg.train.progress else None)  # fmt: skip
+            except ValueError as err:
+                raise ValueError(f"wm.readout_labels={w.readout_labels}: {err}") from None
+        cache.map_(encoder.frozen_features)
+        return metrics
+
+    return setup
+
+
 def _pretrained_encoder(path: str, image_size: int):
     """The EMA encoder of a pretraining run, checked against the frames it will see (`data.image_size`).
 
@@ -252,7 +271,8 @@ def _pretrained_encoder(path: str, image_size: int):
 
 
 def _encoder_config(model: WorldModel) -> dict:
-    encoder = model.encoder.backbone if isinstance(model.encoder, TokenReadout) else model.encoder
+    encoder = model.encoder.readout if isinstance(model.encoder, LiftedReadout) else model.encoder
+    encoder = encoder.backbone if isinstance(encoder, TokenReadout) else encoder
     try:
         return module_config(encoder)
     except TypeError:  # a registered non-ViT encoder: rebuilt from the config's wm.encoder / wm.embed_dim

@@ -128,6 +128,30 @@ def test_keypoint_readout_shapes_cache_path_and_errors():
         TokenReadout(backbone=vit, embed_dim=4, head="pool")
 
 
+def test_lifted_readout_freezes_the_readout_trains_the_lift_and_reads_cached_outputs():
+    from jepa_world.models.small import LiftedReadout, TokenReadout
+    from jepa_world.models.vit import VisionTransformer
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(img_size=32, patch_size=8, embed_dim=D, depth=1, num_heads=2)
+    readout = TokenReadout(backbone=vit, embed_dim=2, hidden_dim=16, head="keypoints")
+    lifted = LiftedReadout(readout=readout, embed_dim=12, hidden_dim=16).train()
+    assert lifted.embed_dim == 12 and not readout.training  # the readout's BatchNorm keeps its fit's statistics
+    x = torch.rand(5, 3, 32, 32)
+    z = lifted(x)
+    assert z.shape == (5, 1, 12)
+    torch.testing.assert_close(lifted(lifted.frozen_features(x)), z)  # cached readout outputs = pixels
+    z.square().sum().backward()
+    grads = {n for n, p in lifted.named_parameters() if p.grad is not None}
+    assert grads and all(n.startswith("lift.") for n in grads)  # only the lift trains
+    assert LiftedReadout(readout=readout, embed_dim=0).embed_dim == 2  # no lift: the coordinates themselves
+    torch.testing.assert_close(LiftedReadout(readout=readout, embed_dim=0)(x), readout(x))
+    with pytest.raises(ValueError, match=rf"outputs \[B, 1, 2\], got \(5, 16, {D}\)"):
+        lifted(vit(x))  # backbone tokens are not the readout's outputs
+    with pytest.raises(ValueError, match="freeze_backbone=True"):
+        LiftedReadout(readout=TokenReadout(backbone=vit, embed_dim=2, head="keypoints", freeze_backbone=False))
+
+
 def test_keypoint_readout_learns_where_a_dot_is_on_floors_it_has_not_seen():
     """Supervised on the dot's position, the shared per-token head generalises to new textured floors; the
     per-position MLP head does not (10.8 px against 1.6 px RMSE on this data when the test was written)."""

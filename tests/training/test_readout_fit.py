@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from jepa_world import checkpoints
 from jepa_world.config import ConfigError, load_config
 from jepa_world.data.episode_formats import open_episodes
 from jepa_world.data.feature_cache import FeatureWindows
+from jepa_world.data.transforms import uint8_to_float
 from jepa_world.envs.collect import collect_episodes
 from jepa_world.models.small import TokenReadout
 from jepa_world.models.vit import VisionTransformer
@@ -95,7 +97,7 @@ def test_train_wm_fits_the_readout_to_states_then_keeps_it_frozen(tmp_path):
     # (measured 6.9 px against 21.0).
     assert fit["readout_rmse_other"] < 0.5 * chance, (fit, chance)
     first = checkpoints.load_checkpoint(checkpoints.list_checkpoints(run / "checkpoints")[-1])["encoder"]
-    assert any(not torch.equal(first[k], v) for k, v in fresh.items() if not k.startswith("backbone."))  # fit
+    assert any(not torch.equal(first[k], v) for k, v in fresh.items() if not k.startswith("readout.backbone."))  # fit
     stamp = (run / "setup.json").stat().st_mtime_ns
     train_world_model(load_config([], _labelled(tmp_path, **more, **{"train.max_steps": 4}), command="train-wm"))
     assert (run / "setup.json").stat().st_mtime_ns == stamp  # a resumed run does not fit again
@@ -116,6 +118,43 @@ def test_train_wm_fits_the_readout_to_states_then_keeps_it_frozen(tmp_path):
     assert not torch.allclose(z.std(dim=-1), torch.ones(()), atol=1e-3)
 
 
+def test_a_lift_trains_on_the_fit_readouts_cached_outputs_and_resumes_exactly(tmp_path, capsys):
+    lift = {"wm.readout": "keypoints", "wm.readout_dim": 2, "wm.lift_dim": 8, "wm.num_episodes": 24}
+    cfg = load_config([], _labelled(tmp_path, **lift, **{"train.max_steps": 4}), command="train-wm")
+    task = world_model_task(cfg)
+    assert task.setup(True)["readout_rmse_other"] > 0
+    assert {tuple(f.shape[1:]) for f in task.dataset.features} == {(1, 2)}  # the readout's (x, y) per frame, cached
+    item = task.dataset[(0, 0)]
+    batch = {"tokens": item["tokens"][None], "actions": item["actions"][None]}
+    frames = uint8_to_float(task.dataset.windows[(0, 0)]["x"][None])  # the same window's pixels, as train-wm reads
+    task.model.eval()
+    torch.testing.assert_close(task.model.encode(batch["tokens"], tokens=True), task.model.encode(frames))
+
+    straight, crashed = tmp_path / "straight", tmp_path / "crashed"  # ckpt_every=2: steps 2 and 4
+    train_world_model(load_config([], _labelled(tmp_path, **lift, **{"train.max_steps": 4,
+                                                                      "train.output_dir": straight}),
+                                  command="train-wm"))  # fmt: skip
+    shutil.copytree(straight, crashed)
+    (crashed / "checkpoints" / "step_00000004.pt").unlink()  # a crash after step 2: the resume maps the cache again
+    capsys.readouterr()
+    train_world_model(load_config([], _labelled(tmp_path, **lift, **{"train.max_steps": 4,
+                                                                      "train.output_dir": crashed}),
+                                  command="train-wm"))  # fmt: skip
+    assert "step_00000002.pt at step 2" in capsys.readouterr().out
+    a = checkpoints.load_checkpoint(checkpoints.list_checkpoints(straight / "checkpoints")[-1])
+    b = checkpoints.load_checkpoint(checkpoints.list_checkpoints(crashed / "checkpoints")[-1])
+    assert a["step"] == b["step"] == 4 and "inverse_dynamics" in a  # the lift trains with the loss terms
+    for part in ("encoder", "predictor", "inverse_dynamics"):
+        for key, value in a[part].items():
+            assert torch.equal(value, b[part][key]), (part, key)  # resume is exact through the cached outputs
+    first = checkpoints.load_checkpoint(checkpoints.list_checkpoints(straight / "checkpoints")[0])["encoder"]
+    moved = {k for k, v in first.items() if not torch.equal(v, a["encoder"][k])}
+    assert moved and all(k.startswith("lift.") for k in moved)  # the fit readout stays frozen; the lift trains
+    wm = checkpoints.load_world_model(straight)
+    assert not wm.freeze_encoder and wm.encoder.embed_dim == 8 and wm.encode(torch.rand(2, 3, 32, 32)).shape == (
+        2, 1, 1, 8)  # fmt: skip
+
+
 def _all_states(run) -> np.ndarray:
     """Every state `[N * F, 2]` of the run's episodes."""
     windows = open_episodes(root=run / "episodes", window=2, image_size=32)
@@ -128,6 +167,8 @@ def test_labelled_readout_errors_name_the_key(tmp_path):
         ({"wm.readout_dim": 0}, "wm.readout_labels"),
         ({"wm.readout_fit_steps": 0}, "wm.readout_fit_steps"),
         ({"wm.readout_labels": -1}, "wm.readout_labels"),
+        ({"wm.readout_labels": 0, "wm.lift_dim": 8}, "wm.lift_dim.*needs wm.readout_labels > 0"),
+        ({"wm.lift_dim": -1}, "wm.lift_dim"),
     ]:
         with pytest.raises(ConfigError, match=match):
             load_config([], _labelled(tmp_path, **bad), command="train-wm")
@@ -136,7 +177,7 @@ def test_labelled_readout_errors_name_the_key(tmp_path):
         world_model_task(cfg)
     cfg = load_config([], _labelled(tmp_path, **{"wm.readout_labels": 10_000}), command="train-wm")
     with pytest.raises(ValueError, match=r"wm.readout_labels=10000: 10000 labelled frames asked for; the 12 training"):
-        world_model_task(cfg).setup()
+        world_model_task(cfg).setup(True)
     from tests.data.test_lerobot import _build
 
     stateless = _build(tmp_path / "stateless", lengths=(6, 6, 6), state=False)
