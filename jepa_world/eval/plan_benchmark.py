@@ -281,6 +281,7 @@ def _latent_shape(model: WorldModel, env: Any) -> tuple[int, ...]:
 def model_image_size(model: WorldModel) -> int:
     """Input side of the world model's encoder (``img_size`` of a pooled encoder or a ViT)."""
     enc = model.encoder
+    enc = getattr(enc, "readout", enc)  # a lift over a readout: the readout's input
     enc = getattr(enc, "backbone", enc)  # a readout over a ViT: the ViT's input
     size = getattr(enc, "img_size", None)
     if size is None and hasattr(enc, "grid_size"):

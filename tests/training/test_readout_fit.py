@@ -15,6 +15,7 @@ from jepa_world.data.episode_formats import open_episodes
 from jepa_world.data.feature_cache import FeatureWindows
 from jepa_world.data.transforms import uint8_to_float
 from jepa_world.envs.collect import collect_episodes
+from jepa_world.eval.plan_benchmark import model_image_size
 from jepa_world.models.small import TokenReadout
 from jepa_world.models.vit import VisionTransformer
 from jepa_world.training import train_world_model
@@ -153,6 +154,7 @@ def test_a_lift_trains_on_the_fit_readouts_cached_outputs_and_resumes_exactly(tm
     wm = checkpoints.load_world_model(straight)
     assert not wm.freeze_encoder and wm.encoder.embed_dim == 8 and wm.encode(torch.rand(2, 3, 32, 32)).shape == (
         2, 1, 1, 8)  # fmt: skip
+    assert model_image_size(wm) == 32  # the planner reads frames at the ViT's input size, through lift and readout
 
 
 def _all_states(run) -> np.ndarray:
