@@ -134,7 +134,8 @@ def fit_readout_to_states(
 
     Returns:
         {"readout_fit_loss", "readout_rmse", "readout_rmse_other"} (RMSE: root of the mean squared error summed over
-        the state dims) and "readout_fit_s".
+        the state dims), the median and 90th percentile of the other frames' errors ("readout_median_other",
+        "readout_p90_other": Euclidean, in state units) and "readout_fit_s".
     """
     tic = time.perf_counter()
     total = sum(len(cache.features[e]) for e in range(episodes))
@@ -152,17 +153,22 @@ def fit_readout_to_states(
     nn.init.zeros_(head.bias)
     loss = fit_readout(readout, tokens, (s - mean) / std, steps=steps, head=head, seed=seed, progress=progress)
 
-    def rmse(t: Tensor, s_true: Tensor) -> float:
+    def errors(t: Tensor, s_true: Tensor) -> Tensor:  # [N] distance from each frame's readout to its state
         with torch.no_grad():
             pred = torch.cat([head(readout(t[i : i + 512])[:, 0]) for i in range(0, len(t), 512)]) * std + mean
-        return float((pred - s_true).pow(2).sum(1).mean().sqrt())
+        return (pred - s_true).pow(2).sum(1).sqrt()
 
-    out = {"readout_fit_loss": loss, "readout_rmse": rmse(tokens, s)}
+    out = {"readout_fit_loss": loss, "readout_rmse": float(errors(tokens, s).pow(2).mean().sqrt())}
     if len(other_t):
-        out["readout_rmse_other"] = rmse(other_t, other_s)
+        err = errors(other_t, other_s)
+        out["readout_rmse_other"] = float(err.pow(2).mean().sqrt())
+        # The error's shape: a few far misses (a distractor taken for the agent) or a spread around every frame.
+        out["readout_median_other"] = float(err.median())
+        out["readout_p90_other"] = float(err.quantile(0.9))
     out["readout_fit_s"] = time.perf_counter() - tic
     if log is not None:
-        other = f", {out['readout_rmse_other']:.2f} on other frames" if "readout_rmse_other" in out else ""
+        other = (f", {out['readout_rmse_other']:.2f} on other frames (median {out['readout_median_other']:.2f}, 90th "
+                 f"percentile {out['readout_p90_other']:.2f})" if "readout_rmse_other" in out else "")  # fmt: skip
         log(f"readout fit to the states of {num_labels} labelled frames ({steps} steps, {out['readout_fit_s']:.0f} "
             f"s): RMSE {out['readout_rmse']:.2f} on them{other} (state units)")  # fmt: skip
     return out

@@ -97,6 +97,7 @@ def test_train_wm_fits_the_readout_to_states_then_keeps_it_frozen(tmp_path):
     # Tiny ViT-nano (1 pretraining step), 120 labels: well below predicting the mean position on frames not fit on
     # (measured 6.9 px against 21.0).
     assert fit["readout_rmse_other"] < 0.5 * chance, (fit, chance)
+    assert 0 < fit["readout_median_other"] < fit["readout_p90_other"]  # the error's shape, for the same frames
     first = checkpoints.load_checkpoint(checkpoints.list_checkpoints(run / "checkpoints")[-1])["encoder"]
     assert any(not torch.equal(first[k], v) for k, v in fresh.items() if not k.startswith("readout.backbone."))  # fit
     stamp = (run / "setup.json").stat().st_mtime_ns
