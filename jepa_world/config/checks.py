@@ -57,6 +57,8 @@ def validate(cfg: DictConfig) -> None:
         )
     if cfg.wm.readout_fit_steps < 1:
         fail("wm.readout_fit_steps", "must be >= 1")
+    if cfg.wm.readout_dynamics_weight and not cfg.wm.readout_labels:
+        fail("wm.readout_dynamics_weight", "is a term of the readout fit: it needs wm.readout_labels > 0")
     if cfg.wm.lift_dim and not cfg.wm.readout_labels:
         fail("wm.lift_dim", "lifts a readout fit to labels: it needs wm.readout_labels > 0")
     for key in (
@@ -72,6 +74,7 @@ def validate(cfg: DictConfig) -> None:
         "wm.val_episodes",
         "wm.readout_labels",
         "wm.lift_dim",
+        "wm.readout_dynamics_weight",
         "wm.var_time_weight",
         "var_weight",
         "cov_weight",

@@ -197,6 +197,11 @@ class WorldModelConfig:
     # readout keeps that run's fit
     readout_labels: int = 0
     readout_fit_steps: int = 3000  # AdamW steps of that fit (batch 128, LR 1e-3)
+    # > 0: the fit also reads unlabelled windows of the training episodes (32 per step): a small MLP predicts the
+    # readout's state at t + 1 from its state at t and the action, trained with it and thrown away after, and this
+    # weight times that MSE joins the label loss. A distractor moves on its own, so the frames where the readout jumps
+    # to one are the ones this penalises (the label fit alone misses by far on about one frame in ten)
+    readout_dynamics_weight: float = 0.0
     # > 0 (with readout_labels): the fit readout's coordinates are lifted by an MLP to a latent of this width, trained
     # with the dynamics and the loss terms below (the smoothness term lets latent distance follow the geodesic around
     # a wall, which the straight-line distance of raw coordinates does not); 0: plan on the coordinates themselves

@@ -7,7 +7,14 @@ an optional affine head (states in any units: the head maps the readout's latent
 `draw_frames` draws the frames to fit on from a feature cache of episodes. The world-model task runs both once at
 the start of a fresh run (`wm.readout_labels`), then freezes the readout under the dynamics.
 
-Shapes: tokens `[N, T, D]` (T tokens of width D per frame), targets `[N, S]`, readout latents `[N, 1, E]`.
+The labels can be helped by the episodes' actions (`wm.readout_dynamics_weight`): on unlabelled windows, a small MLP
+predicts the fit state at t + 1 from the state at t and the action (the readout's own forward model, thrown away
+after), and its error joins the label loss. The agent moves as its actions say and a distractor does not, so a readout
+that jumps to a distractor on some frames pays for it on frames no label covers (semi-supervised keypoints with a
+dynamics prior; the same signal as the world model's, here anchored by the labels).
+
+Shapes: tokens `[N, T, D]` (T tokens of width D per frame), targets `[N, S]`, readout latents `[N, 1, E]`; windows
+of the cache `[W, F, T, D]` (F frames) with actions `[W, F - 1, A]`.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from jepa_world.data.feature_cache import FeatureWindows
+from jepa_world.models.layers import Mlp
 from jepa_world.models.small import TokenReadout
 
 
@@ -36,11 +44,16 @@ def fit_readout(
     batch_size: int = 128,
     seed: int = 0,
     progress: bool = False,
-) -> float:
+    windows: FeatureWindows | None = None,
+    dynamics_weight: float = 0.0,
+    windows_per_step: int = 32,
+) -> dict[str, float]:
     """Fit the readout (and `head`) to `targets` by mean squared error on the frozen tokens, AdamW, random batches.
 
     The readout's own parameters train for the fit only: whatever `requires_grad` they had is restored after, and
-    the readout is left in eval mode (its BatchNorm then reads the running statistics of the fit).
+    the readout is left in eval mode (its BatchNorm then reads the running statistics of the fit). With `windows`
+    and `dynamics_weight > 0`, each step adds `dynamics_weight` times the one-step prediction error of a fresh MLP
+    forward model (state, action -> next-state change) on `windows_per_step` unlabelled windows (module docstring).
 
     Args:
         readout: a `TokenReadout` whose backbone is frozen (`tokens` are its `frozen_features`).
@@ -52,9 +65,12 @@ def fit_readout(
         lr, weight_decay, batch_size: AdamW settings and batch (capped at N).
         seed: batch order.
         progress: a tqdm bar.
+        windows: a feature cache of episode windows (the same frozen tokens) to draw the unlabelled windows from.
+        dynamics_weight: weight of their forward-model term (0: labels only).
+        windows_per_step: unlabelled windows per step.
 
     Returns:
-        The last 100 steps' mean training loss.
+        {"loss": the last 100 steps' mean label loss, "dynamics_loss": theirs of the forward-model term (with one)}.
     """
     if not readout.freeze_backbone:
         raise ValueError("fit_readout fits the readout of a frozen backbone (freeze_backbone=True)")
@@ -63,28 +79,55 @@ def fit_readout(
                          f"{tuple(targets.shape)}")  # fmt: skip
     if steps < 1:
         raise ValueError(f"steps={steps} must be >= 1")
-    params = [p for m in readout.head_modules() + ([] if head is None else [head]) for p in m.parameters()]
+    if dynamics_weight < 0 or (dynamics_weight > 0 and windows is None):
+        raise ValueError(f"dynamics_weight={dynamics_weight} must be >= 0, and > 0 needs windows")
+    gen = torch.Generator().manual_seed(seed)
+    forward_model = None
+    if dynamics_weight > 0:
+        action_dim = windows[(0, 0)]["actions"].shape[-1]
+        with torch.random.fork_rng(devices=[]):  # its init, like the batches, follows the seed alone
+            torch.manual_seed(seed)
+            forward_model = Mlp(dim=targets.shape[1] + action_dim, hidden_dim=64, out_dim=targets.shape[1])
+    modules = readout.head_modules() + [m for m in (head, forward_model) if m is not None]
+    params = [p for m in modules for p in m.parameters()]
     was = [p.requires_grad for p in params]
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    gen = torch.Generator().manual_seed(seed)
     losses: list[float] = []
+    dyn_losses: list[float] = []
+
+    def fit_state(t: Tensor) -> Tensor:  # [b, T, D] -> [b, S]
+        z = readout(t)[:, 0]
+        return z if head is None else head(z)
+
     readout.train()
     try:
         for _ in tqdm(range(steps), disable=not progress, desc="readout fit", leave=False):
             b = torch.randint(0, len(tokens), (min(batch_size, len(tokens)),), generator=gen)
-            z = readout(tokens[b])[:, 0]  # [b, E]
-            loss = ((z if head is None else head(z)) - targets[b]).pow(2).mean()
+            loss = (fit_state(tokens[b]) - targets[b]).pow(2).mean()
+            losses.append(loss.item())
+            if forward_model is not None:
+                keys = torch.randint(0, len(windows), (windows_per_step,), generator=gen).tolist()
+                items = [windows[(k, 0)] for k in keys]
+                w_tokens = torch.stack([it["tokens"] for it in items])  # [W, F, T, D]
+                actions = torch.stack([it["actions"] for it in items])  # [W, F - 1, A]
+                s = fit_state(w_tokens.flatten(0, 1)).unflatten(0, w_tokens.shape[:2])  # [W, F, S]
+                step = forward_model(torch.cat([s[:, :-1], actions], dim=-1))  # [W, F - 1, S]
+                dyn = (s[:, 1:] - s[:, :-1] - step).pow(2).mean()
+                dyn_losses.append(dyn.item())
+                loss = loss + dynamics_weight * dyn
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(loss.item())
     finally:
         readout.eval()
         for p, g in zip(params, was, strict=True):
             p.requires_grad_(g)
-    return float(np.mean(losses[-100:]))
+    out = {"loss": float(np.mean(losses[-100:]))}
+    if dyn_losses:
+        out["dynamics_loss"] = float(np.mean(dyn_losses[-100:]))
+    return out
 
 
 def draw_frames(cache: FeatureWindows, episodes: int, num: int, *, seed: int) -> tuple[Tensor, Tensor]:
@@ -119,10 +162,14 @@ def fit_readout_to_states(
     num_labels: int,
     steps: int,
     seed: int,
+    dynamics_weight: float = 0.0,
     log: Callable[[str], None] | None = None,
     progress: bool = False,
 ) -> dict[str, float]:
     """Fit the readout of a world model to the states of `num_labels` random frames of the training episodes.
+
+    With `dynamics_weight > 0` the fit also reads the cache's unlabelled windows (`fit_readout`); they may hold the
+    frames the error is measured on (their tokens and actions, never their states).
 
     States are standardised with the labelled frames' mean and std and reached through an affine head (started at
     the identity), thrown away after. The readout's error is then measured, in state units, on up to 2,000 other
@@ -135,7 +182,8 @@ def fit_readout_to_states(
     Returns:
         {"readout_fit_loss", "readout_rmse", "readout_rmse_other"} (RMSE: root of the mean squared error summed over
         the state dims), the median and 90th percentile of the other frames' errors ("readout_median_other",
-        "readout_p90_other": Euclidean, in state units) and "readout_fit_s".
+        "readout_p90_other": Euclidean, in state units), "readout_fit_s", and with `dynamics_weight`
+        "readout_dynamics_loss" (the forward-model term's last 100 steps).
     """
     tic = time.perf_counter()
     total = sum(len(cache.features[e]) for e in range(episodes))
@@ -151,20 +199,23 @@ def fit_readout_to_states(
     # 15.4 px RMSE on other frames against 7.1 px from this start).
     nn.init.eye_(head.weight)
     nn.init.zeros_(head.bias)
-    loss = fit_readout(readout, tokens, (s - mean) / std, steps=steps, head=head, seed=seed, progress=progress)
+    fit = fit_readout(readout, tokens, (s - mean) / std, steps=steps, head=head, seed=seed, progress=progress,
+                      windows=cache, dynamics_weight=dynamics_weight)  # fmt: skip
 
     def errors(t: Tensor, s_true: Tensor) -> Tensor:  # [N] distance from each frame's readout to its state
         with torch.no_grad():
             pred = torch.cat([head(readout(t[i : i + 512])[:, 0]) for i in range(0, len(t), 512)]) * std + mean
         return (pred - s_true).pow(2).sum(1).sqrt()
 
-    out = {"readout_fit_loss": loss, "readout_rmse": float(errors(tokens, s).pow(2).mean().sqrt())}
+    out = {"readout_fit_loss": fit["loss"], "readout_rmse": float(errors(tokens, s).pow(2).mean().sqrt())}
     if len(other_t):
         err = errors(other_t, other_s)
         out["readout_rmse_other"] = float(err.pow(2).mean().sqrt())
         # The error's shape: a few far misses (a distractor taken for the agent) or a spread around every frame.
         out["readout_median_other"] = float(err.median())
         out["readout_p90_other"] = float(err.quantile(0.9))
+    if "dynamics_loss" in fit:
+        out["readout_dynamics_loss"] = fit["dynamics_loss"]
     out["readout_fit_s"] = time.perf_counter() - tic
     if log is not None:
         other = (f", {out['readout_rmse_other']:.2f} on other frames (median {out['readout_median_other']:.2f}, 90th "

@@ -241,6 +241,7 @@ def _labelled_readout_setup(
             try:
                 metrics = fit_readout_to_states(encoder.readout, cache, episodes=train_episodes,
                                                 num_labels=w.readout_labels, steps=w.readout_fit_steps, seed=cfg.seed,
+                                                dynamics_weight=w.readout_dynamics_weight,
                                                 progress=cfg.train.progress,
                                                 log=print if cfg.train.progress else None)  # fmt: skip
             except ValueError as err:

@@ -39,7 +39,7 @@ def test_fit_readout_finds_the_token_that_carries_the_target_and_restores_what_t
     targets = readout.centres[where]  # [400, 2] in [-1, 1]
     before = {k: v.clone() for k, v in readout.state_dict().items()}
     grads = {n: p.requires_grad for n, p in readout.named_parameters()}
-    loss = fit_readout(readout, tokens[:300], targets[:300], steps=400, seed=0)
+    loss = fit_readout(readout, tokens[:300], targets[:300], steps=400, seed=0)["loss"]
     with torch.no_grad():
         err = (readout(tokens[300:])[:, 0] - targets[300:]).norm(dim=1).mean()
         chance = (targets[300:] - targets[:300].mean(0)).norm(dim=1).mean()
@@ -47,6 +47,46 @@ def test_fit_readout_finds_the_token_that_carries_the_target_and_restores_what_t
     assert {n: p.requires_grad for n, p in readout.named_parameters()} == grads and not readout.training
     moved = {k for k, v in readout.state_dict().items() if not torch.equal(v, before[k])}
     assert moved and not any(k.startswith("backbone.") for k in moved)  # the frozen backbone never moves
+
+
+class _MarkerWindows:
+    """Windows of 6 frames of a 4 x 4 token grid whose marker token moves one cell per step as the action says."""
+
+    def __init__(self, n: int):
+        g = torch.Generator().manual_seed(2)
+        moves = torch.tensor([[1, 0], [-1, 0], [0, 1], [0, -1]])
+        self.items = []
+        for _ in range(n):
+            cell, tokens, actions = torch.randint(0, 4, (2,), generator=g), torch.randn(6, 16, 16, generator=g), []
+            for t in range(6):
+                tokens[t, cell[1] * 4 + cell[0], :4] += 4.0
+                a = moves[torch.randint(0, 4, (1,), generator=g)][0]
+                actions.append(((cell + a).clamp(0, 3) - cell).float())  # what the step does (0 at the edge)
+                cell = (cell + a).clamp(0, 3)
+            self.items.append({"tokens": tokens, "actions": torch.stack(actions[:-1])})
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, key):
+        return self.items[key[0]]
+
+
+def test_fit_readout_with_windows_learns_a_forward_model_of_its_own_states():
+    windows = _MarkerWindows(40)
+    tokens = torch.cat([w["tokens"] for w in windows.items[:20]])  # 120 labelled frames
+    readout = TokenReadout(backbone=_vit(), embed_dim=2, head="keypoints")
+    targets = torch.stack([readout.centres[int(t[:, :4].sum(1).argmax())] for t in tokens])  # [120, 2]
+    plain = fit_readout(readout, tokens, targets, steps=300, seed=0)
+    assert "dynamics_loss" not in plain
+    readout = TokenReadout(backbone=_vit(), embed_dim=2, head="keypoints")
+    fit = fit_readout(readout, tokens, targets, steps=300, seed=0, windows=windows, dynamics_weight=1.0,
+                      windows_per_step=8)  # fmt: skip
+    # One cell is 0.5 in the readout's units: a step moves it by 0.25 on average, (0.25^2)/2 per coordinate
+    # is the MSE of predicting no move; the forward model of the fit states does well below it.
+    assert fit["loss"] < 0.02 and fit["dynamics_loss"] < 0.3 * 0.25**2 / 2, fit
+    with pytest.raises(ValueError, match="dynamics_weight=1.0"):
+        fit_readout(readout, tokens, targets, steps=1, dynamics_weight=1.0)
 
 
 def test_fit_readout_refuses_a_training_backbone_and_mismatched_shapes():
@@ -121,10 +161,12 @@ def test_train_wm_fits_the_readout_to_states_then_keeps_it_frozen(tmp_path):
 
 
 def test_a_lift_trains_on_the_fit_readouts_cached_outputs_and_resumes_exactly(tmp_path, capsys):
-    lift = {"wm.readout": "keypoints", "wm.readout_dim": 2, "wm.lift_dim": 8, "wm.num_episodes": 24}
+    lift = {"wm.readout": "keypoints", "wm.readout_dim": 2, "wm.lift_dim": 8, "wm.num_episodes": 24,
+            "wm.readout_dynamics_weight": 1.0}  # fmt: skip
     cfg = load_config([], _labelled(tmp_path, **lift, **{"train.max_steps": 4}), command="train-wm")
     task = world_model_task(cfg)
-    assert task.setup(True)["readout_rmse_other"] > 0
+    fit = task.setup(True)
+    assert fit["readout_rmse_other"] > 0 and fit["readout_dynamics_loss"] > 0  # the fit read unlabelled windows
     assert {tuple(f.shape[1:]) for f in task.dataset.features} == {(1, 2)}  # the readout's (x, y) per frame, cached
     item = task.dataset[(0, 0)]
     batch = {"tokens": item["tokens"][None], "actions": item["actions"][None]}
@@ -172,6 +214,8 @@ def test_labelled_readout_errors_name_the_key(tmp_path):
         ({"wm.readout_labels": -1}, "wm.readout_labels"),
         ({"wm.readout_labels": 0, "wm.lift_dim": 8}, "wm.lift_dim.*needs wm.readout_labels > 0"),
         ({"wm.lift_dim": -1}, "wm.lift_dim"),
+        ({"wm.readout_labels": 0, "wm.readout_dynamics_weight": 1.0}, "wm.readout_dynamics_weight.*needs wm.readout_l"),
+        ({"wm.readout_dynamics_weight": -1.0}, "wm.readout_dynamics_weight"),
     ]:
         with pytest.raises(ConfigError, match=match):
             load_config([], _labelled(tmp_path, **bad), command="train-wm")
