@@ -37,6 +37,7 @@ from jepa_world.eval.agents import (
 from jepa_world.eval.policy_agents import LearnedPolicyAgent, MCTSAgent, PolicyCEMAgent
 from jepa_world.eval.protocol import EpisodeStats, eval_pairs, format_table, run_episodes
 from jepa_world.eval.viz import energy_landscape, save_episodes_gif, save_landscape_png
+from jepa_world.models.small import pixel_encoder
 from jepa_world.models.world_model import WorldModel
 
 _PLAN = PlanConfig()  # the defaults of the `plan` section: the one place they are written
@@ -280,9 +281,7 @@ def _latent_shape(model: WorldModel, env: Any) -> tuple[int, ...]:
 
 def model_image_size(model: WorldModel) -> int:
     """Input side of the world model's encoder (``img_size`` of a pooled encoder or a ViT)."""
-    enc = model.encoder
-    enc = getattr(enc, "readout", enc)  # a lift over a readout: the readout's input
-    enc = getattr(enc, "backbone", enc)  # a readout over a ViT: the ViT's input
+    enc = pixel_encoder(model.encoder)  # through a lift and a readout: the ViT's input
     size = getattr(enc, "img_size", None)
     if size is None and hasattr(enc, "grid_size"):
         size = enc.grid_size[-1] * enc.patch_size

@@ -281,6 +281,12 @@ class LiftedReadout(nn.Module):
         return self.lift(z)
 
 
+def pixel_encoder(encoder: nn.Module) -> nn.Module:
+    """The module that reads the pixels: the ViT under a `TokenReadout` (lifted or not), else `encoder` itself."""
+    encoder = encoder.readout if isinstance(encoder, LiftedReadout) else encoder
+    return encoder.backbone if isinstance(encoder, TokenReadout) else encoder
+
+
 class ResidualMlpDynamics(nn.Module):
     """Markov latent dynamics for one pooled latent per frame: `z_{t+1} = z_t + f([z_t, a_t, (s_t)])`.
 

@@ -29,7 +29,7 @@ from jepa_world.data.feature_cache import FeatureWindows
 from jepa_world.data.transforms import frames_to_tensor, uint8_to_float
 from jepa_world.data.windows import hold_out_episodes
 from jepa_world.factory import build_jepa, build_masks, build_world_model, ema_schedule
-from jepa_world.models.small import LiftedReadout, TokenReadout
+from jepa_world.models.small import LiftedReadout, TokenReadout, pixel_encoder
 from jepa_world.models.world_model import WorldModel
 from jepa_world.objectives.ema import EMA
 from jepa_world.objectives.losses import collapse_health
@@ -272,9 +272,7 @@ def _pretrained_encoder(path: str, image_size: int):
 
 
 def _encoder_config(model: WorldModel) -> dict:
-    encoder = model.encoder.readout if isinstance(model.encoder, LiftedReadout) else model.encoder
-    encoder = encoder.backbone if isinstance(encoder, TokenReadout) else encoder
     try:
-        return module_config(encoder)
+        return module_config(pixel_encoder(model.encoder))
     except TypeError:  # a registered non-ViT encoder: rebuilt from the config's wm.encoder / wm.embed_dim
         return {}
