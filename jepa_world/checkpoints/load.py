@@ -42,8 +42,8 @@ from jepa_world.checkpoints.world_model import world_model_from_state
 from jepa_world.config import saved_config
 from jepa_world.factory import build_jepa
 from jepa_world.models.ac_predictor import ActionConditionedPredictor
+from jepa_world.models.mlp_dynamics import ResidualMlpDynamics
 from jepa_world.models.predictor import MaskPredictor
-from jepa_world.models.small import ResidualMlpDynamics
 from jepa_world.models.vit import VisionTransformer
 
 COMPONENTS = ("target_encoder", "encoder", "predictor")

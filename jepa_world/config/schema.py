@@ -271,6 +271,9 @@ class PlanConfig(PlannerSettings):
     ceiling: bool = True  # the planner on the true simulator
     gif_episodes: int = 4  # episodes shown in episodes.gif
     threads: int = 1  # torch threads while planning (0: leave as is)
+    # cem / mppi: the world model's rollout through torch.compile: faster replans after a compile of about a minute
+    # per batch shape; rounding differs in the last bits (docs/benchmarks.md "Planning speed")
+    compile: bool = False
     output: str | None = None  # folder for results.json, episodes.gif, landscape.png
     # the learned agent: cem / mppi (the planner on the world model; sets `planner`), policy (a train-policy run
     # acting alone), policy+cem (CEM with a share of its samples from the policy, warm-started by it, the critic as

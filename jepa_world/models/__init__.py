@@ -6,7 +6,8 @@ Importing this package imports every model file, so all presets are registered:
     predictor.py     MaskPredictor (JEPA mask-token predictor)
     jepa.py          JEPA: context encoder + EMA target + predictor, forward(batch) -> (loss, metrics)
     ac_predictor.py  ActionConditionedPredictor (V-JEPA 2-AC), rollout cache
-    small.py         PooledEncoder, ResidualMlpDynamics (CPU-sized pooled latents)
+    small.py         PooledEncoder, TokenReadout (CPU-sized pooled latents)
+    mlp_dynamics.py  ResidualMlpDynamics (Markov dynamics the CPU planners roll out), compiled_rollout
     world_model.py   WorldModel: encode / predict / rollout, forward(batch) -> (loss, metrics)
     layers.py        positions, RoPE, blocks, apply_masks
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from jepa_world.models import ac_predictor, predictor, small, vit  # noqa: F401  (register the presets)
+from jepa_world.models import ac_predictor, mlp_dynamics, predictor, small, vit  # noqa: F401  (register the presets)
 from jepa_world.registry import entrypoint, registered
 
 __all__ = ["create_model", "list_models"]

@@ -1,13 +1,12 @@
-"""Small CPU-friendly modules for one latent per frame: a pooled-pixel encoder, a readout of a ViT's tokens, and a
-residual-MLP dynamics model.
+"""Small CPU-friendly encoders of one latent per frame: a pooled-pixel encoder and a readout of a ViT's tokens (the
+residual-MLP dynamics over those latents: `mlp_dynamics.py`).
 
 References:
     Sobal et al. 2025 (PLDM) and the EB-JEPA Two-Rooms setup: a small encoder trained jointly with Markov latent
     dynamics over one pooled latent per frame, the practical choice for planning on a CPU.
 
 Shapes:
-    frames `[B, C, H, W]` -> latents `[B, 1, D]`; dynamics over `[B, T, 1, D]` with actions `[B, T, A]` (same call as
-    `ActionConditionedPredictor`, so the world model and the planners use either).
+    frames `[B, C, H, W]` -> latents `[B, 1, D]` (a readout also reads a frozen backbone's tokens `[B, N, E]`).
 """
 
 from __future__ import annotations
@@ -18,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from jepa_world.models.ac_predictor import RolloutCache, check_dims, check_shape, check_states
-from jepa_world.models.layers import LN_EPS, Mlp, constructor_config, init_weights_
+from jepa_world.models.ac_predictor import check_dims
+from jepa_world.models.layers import Mlp, constructor_config
 from jepa_world.registry import register_model
 
 READOUT_HEADS = ("mlp", "keypoints")
@@ -287,95 +286,9 @@ def pixel_encoder(encoder: nn.Module) -> nn.Module:
     return encoder.backbone if isinstance(encoder, TokenReadout) else encoder
 
 
-class ResidualMlpDynamics(nn.Module):
-    """Markov latent dynamics for one pooled latent per frame: `z_{t+1} = z_t + f([z_t, a_t, (s_t)])`.
-
-    The practical predictor for planning on CPU (PLDM-style): a CEM step over thousands of sequences costs a few
-    small matrix products, against a transformer pass per frame for `ActionConditionedPredictor`. Same call as that
-    predictor (frames `[B, T, 1, D]`, output t predicts frame t+1, optional rollout cache), so `WorldModel` and the
-    planners use either. Each output depends on its own frame only, which is block-causal by construction.
-
-    Args:
-        embed_dim: latent width D (input and output).
-        action_dim: A, taken from the data.
-        state_dim: S, taken from the data; 0 = no state input.
-        hidden_dim: width of the residual MLP.
-        depth: residual blocks (LayerNorm -> Linear -> GELU -> Linear).
-        init_std: std of the truncated-normal init (the last layer of each block and the output start at zero, so
-            the untrained model predicts "nothing moves").
-    """
-
-    grid_size = (1, 1)
-
-    def __init__(
-        self,
-        *,
-        embed_dim: int,
-        action_dim: int,
-        state_dim: int = 0,
-        hidden_dim: int = 256,
-        depth: int = 2,
-        init_std: float = 0.02,
-    ):
-        config = constructor_config(locals())
-        super().__init__()
-        self.config = config
-        check_dims(embed_dim=(embed_dim, 1), action_dim=(action_dim, 1), state_dim=(state_dim, 0),
-                    hidden_dim=(hidden_dim, 1), depth=(depth, 0))  # fmt: skip
-        self.embed_dim, self.action_dim, self.state_dim = embed_dim, action_dim, state_dim
-        self.inp = nn.Linear(embed_dim + action_dim + state_dim, hidden_dim)
-        self.blocks = nn.ModuleList(
-            nn.Sequential(nn.LayerNorm(hidden_dim, eps=LN_EPS), Mlp(dim=hidden_dim, hidden_dim=hidden_dim))
-            for _ in range(depth)
-        )
-        self.out = nn.Sequential(nn.LayerNorm(hidden_dim, eps=LN_EPS), nn.GELU(), nn.Linear(hidden_dim, embed_dim))
-        init_weights_(self, std=init_std)
-        with torch.no_grad():
-            for blk in self.blocks:
-                blk[1].fc2.weight.zero_()
-            self.out[-1].weight.zero_()
-
-    def forward(
-        self, z: Tensor, actions: Tensor, states: Tensor | None = None, *, cache: RolloutCache | None = None
-    ) -> Tensor:
-        """Predict the next latent of every input frame.
-
-        Args:
-            z: `[B, T, 1, D]` frame latents.
-            actions: `[B, T, A]`; action t moves frame t to frame t+1.
-            states: `[B, T, S]`, required iff state_dim > 0.
-            cache: rollout bookkeeping (only its frame count changes: the model is Markov).
-
-        Returns:
-            `[B, T, 1, D]`: output t predicts frame t+1 from frame t.
-        """
-        if z.ndim != 4 or z.shape[2] != 1 or z.shape[-1] != self.embed_dim:
-            raise ValueError(
-                f"z must have shape [B, T, 1, {self.embed_dim}] (one pooled latent per frame; use a transformer "
-                f"preset such as dynamics_nano for patch tokens), got {tuple(z.shape)}"
-            )
-        B, T = z.shape[:2]
-        check_shape(actions, (B, T, self.action_dim), "actions")
-        parts = [z[:, :, 0], actions.to(z.dtype)]
-        if check_states(states, (B, T, self.state_dim), self.state_dim):
-            parts.append(states.to(z.dtype))
-        x = self.inp(torch.cat(parts, dim=-1))  # [B, T, hidden]
-        for blk in self.blocks:
-            x = x + blk(x)
-        if cache is not None:
-            cache.num_frames += T
-        return (z[:, :, 0] + self.out(x))[:, :, None]  # [B, T, 1, D]
-
-
 # --------------------------------------------------------------------------------------------------------------------
-# Presets. embed_dim / action_dim / state_dim of the dynamics come from the encoder and the data.
+# Presets.
 # --------------------------------------------------------------------------------------------------------------------
 @register_model
 def pooled_encoder(**kwargs) -> PooledEncoder:
     return PooledEncoder(**kwargs)
-
-
-@register_model
-def dynamics_mlp(**kwargs) -> ResidualMlpDynamics:
-    # Markov residual MLP over one pooled latent: the CPU planning choice (CEM over 5,000 x 40-step rollouts).
-    return ResidualMlpDynamics(**{**dict(hidden_dim=128, depth=2), **kwargs})

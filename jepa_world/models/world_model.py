@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from jepa_world.models.ac_predictor import ActionConditionedPredictor, RolloutCache, check_shape
-from jepa_world.models.small import ResidualMlpDynamics
+from jepa_world.models.mlp_dynamics import ResidualMlpDynamics
 from jepa_world.objectives.losses import InverseDynamicsTerm, feature_std, jepa_loss
 
 STATE_UPDATES = ("hold", "add")
@@ -175,6 +175,11 @@ class WorldModel(nn.Module):
         batch = torch.broadcast_shapes(*shapes)
         z = z0.expand(*batch, *z0.shape[-3:]).flatten(0, len(batch) - 1) if batch else z0[None]
         a = actions.expand(*batch, *actions.shape[-2:]).reshape(-1, *actions.shape[-2:])
+        if isinstance(self.predictor, ResidualMlpDynamics) and states is None and T0 == 1:
+            # Markov: no cache, no per-step bookkeeping (the planner's hot loop); the same numbers as the loop below.
+            check_shape(z, (z.shape[0], 1, 1, self.predictor.embed_dim), "z0 of a pooled model")
+            out = self.predictor.rollout(z[:, 0, 0], a, latent_norm=self.latent_norm)  # [N, H, D]
+            return out.reshape(*batch, H, *z0.shape[-2:])
         s = None
         if states is not None:
             if states.shape[-2] != T0 and states.shape[-2] < L:

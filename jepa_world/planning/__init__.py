@@ -7,7 +7,7 @@ costs.py     goal costs: latent distances, and `rollout_cost` (the one place a w
 settings.py  `make_planner` from the config's `PlannerSettings`
 """
 
-from jepa_world.planning.costs import REDUCE_MODES, goal_distance, latent_distance, rollout_cost
+from jepa_world.planning.costs import REDUCE_MODES, compile_rollout, goal_distance, latent_distance, rollout_cost
 from jepa_world.planning.mpc import MPCAgent
 from jepa_world.planning.planners import (
     CEMPlanner,
@@ -32,6 +32,7 @@ __all__ = [
     "Planner",
     "SamplingPlanner",
     "SearchResult",
+    "compile_rollout",
     "discrete_headings",
     "goal_distance",
     "latent_distance",

@@ -16,7 +16,15 @@ from torch import Tensor
 
 from jepa_world.planning.planners import CostFn
 
-__all__ = ["REDUCE_MODES", "CostFn", "goal_distance", "latent_distance", "return_cost", "rollout_cost"]
+__all__ = [
+    "REDUCE_MODES",
+    "CostFn",
+    "compile_rollout",
+    "goal_distance",
+    "latent_distance",
+    "return_cost",
+    "rollout_cost",
+]
 
 REDUCE_MODES = ("last", "sum", "last+mean", "mean")
 
@@ -25,6 +33,25 @@ class RollsOut(Protocol):
     """What a cost needs of a world model: `rollout(z0, actions, states) -> latents` (see `WorldModel.rollout`)."""
 
     def rollout(self, z0: Tensor, actions: Tensor, states: Tensor | None = None) -> Tensor: ...
+
+
+class _CompiledRollout:
+    """A `RollsOut` whose `rollout` is the model's, through `torch.compile`."""
+
+    def __init__(self, model: RollsOut):
+        self.model = model
+        self.rollout = torch.compile(model.rollout, dynamic=False)
+
+
+def compile_rollout(model: RollsOut) -> RollsOut:
+    """The same world model with its `rollout` verb compiled (`plan.compile`): what `rollout_cost` calls per iteration.
+
+    Inductor turns the H steps of a Markov rollout (`ResidualMlpDynamics`) into one fused graph, which saves the
+    per-op dispatch that dominates small batches (one episode: 100 samples). Shapes are static: the first call of each
+    new `[E, S, H]` compiles (about a minute on a 2-core CPU for H = 40); later calls reuse it. The same math, rounded
+    differently in the last bits, hence off by default. Measured in `scripts/bench_plan_speed.py`.
+    """
+    return _CompiledRollout(model)
 
 
 def latent_distance(z: Tensor, z_goal: Tensor, *, p: int = 1, reduce: str = "last") -> Tensor:

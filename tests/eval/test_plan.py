@@ -15,6 +15,7 @@ from jepa_world.config import PlannerSettings, load_config
 from jepa_world.envs import TwoRoomsEnv, make_env, make_policy
 from jepa_world.envs.geometry import MAX_ACTION_NORM
 from jepa_world.eval.agents import Observation, PolicyAgent, SimulatorCEMAgent, WorldModelAgent
+from jepa_world.eval.plan_benchmark import run_plan_benchmark
 from jepa_world.eval.protocol import eval_pairs, evaluate_policy, run_episodes
 from jepa_world.models import create_model
 from jepa_world.models.small import PooledEncoder
@@ -129,6 +130,26 @@ def test_learned_agent_never_queries_the_simulator_and_acts_inside_the_action_sp
     env.inside_agent = True
     with pytest.raises(AssertionError, match="transition"):
         env.transition(np.zeros(2) + 10, np.zeros(2))
+
+
+def test_compiled_agent_plans_as_the_eager_one_and_only_for_cem():
+    torch.manual_seed(0)
+    predictor = create_model("dynamics_mlp", embed_dim=16, action_dim=2, hidden_dim=16)
+    with torch.no_grad():
+        for p in predictor.parameters():
+            p.normal_(0.0, 0.3)
+    encoder = PooledEncoder(img_size=32, hidden_dim=32, embed_dim=16)
+    model = WorldModel(encoder=encoder, predictor=predictor, pool=True, freeze_encoder=True).eval()
+    env = make_env("two_rooms", image_size=32)
+    pairs = eval_pairs(env, 2, seed=0)
+    settings = PlannerSettings(samples=16, elites=4, iterations=2, horizon=4, replan_every=2)
+    paths = []
+    for compiled in (False, True):
+        agent = WorldModelAgent(model=model, settings=settings, compiled=compiled)
+        paths.append(run_episodes(env, agent, pairs, max_steps=4).paths)
+    np.testing.assert_allclose(paths[1], paths[0], atol=1e-3)  # the same plans up to rounding
+    with pytest.raises(ValueError, match="plan.compile compiles the rollout of the cem / mppi agents"):
+        run_plan_benchmark(model, agent="policy", compile_rollout=True, episodes=1, log=None)
 
 
 def test_stop_rule_gives_zero_actions_at_the_goal():

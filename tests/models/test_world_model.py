@@ -10,7 +10,8 @@ import torch
 
 from jepa_world.data.episodes import load_npz_trajectory
 from jepa_world.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from jepa_world.models.small import PooledEncoder, ResidualMlpDynamics
+from jepa_world.models.mlp_dynamics import ResidualMlpDynamics
+from jepa_world.models.small import PooledEncoder
 from jepa_world.models.vit import VisionTransformer
 from jepa_world.models.world_model import WorldModel
 from jepa_world.objectives.losses import CovarianceTerm, InverseDynamicsTerm, SmoothnessTerm, VarianceTerm
@@ -398,3 +399,21 @@ def test_a_readout_that_trains_the_last_blocks_reads_their_frozen_prefix():
         TokenReadout(backbone=_vit(), embed_dim=D, freeze_backbone=False, trainable_blocks=5)
     with pytest.raises(ValueError, match="trainable_blocks=1 needs freeze_backbone=False"):
         TokenReadout(backbone=_vit(), embed_dim=D, trainable_blocks=1)
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_mlp_world_model_rollout_is_the_generic_step_loop_bit_for_bit(freeze):
+    # WorldModel.rollout hands a Markov MLP to its own rollout (no cache); the generic loop is predict one frame at a
+    # time, layer-normed when the encoder is frozen: the same numbers, broadcast over samples as the planner calls it.
+    wm = _mlp_wm(freeze_encoder=freeze)
+    _randomize_(wm.predictor).eval()
+    z0 = torch.randn(2, 1, 1, 1, D, generator=_gen(1))  # [E, 1, T0, HW, D]
+    a = torch.randn(2, 3, 5, 2, generator=_gen(2))  # [E, S, H, A]
+    with torch.no_grad():
+        got = wm.rollout(z0, a)  # [E, S, H, 1, D]
+        z, ref = z0.expand(2, 3, 1, 1, D).flatten(0, 1), []
+        for t in range(5):
+            z = wm.predict(z, a.flatten(0, 1)[:, t : t + 1])
+            ref.append(z)
+    assert got.shape == (2, 3, 5, 1, D)
+    assert torch.equal(got, torch.cat(ref, dim=1).unflatten(0, (2, 3)))
