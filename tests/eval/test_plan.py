@@ -15,7 +15,7 @@ from jepa_world.config import PlannerSettings, load_config
 from jepa_world.envs import TwoRoomsEnv, make_env, make_policy
 from jepa_world.envs.geometry import MAX_ACTION_NORM
 from jepa_world.eval.agents import Observation, PolicyAgent, SimulatorCEMAgent, WorldModelAgent
-from jepa_world.eval.plan_benchmark import run_plan_benchmark
+from jepa_world.eval.plan_benchmark import plan_from_config, run_plan_benchmark
 from jepa_world.eval.protocol import eval_pairs, evaluate_policy, run_episodes
 from jepa_world.models import create_model
 from jepa_world.models.small import PooledEncoder
@@ -148,6 +148,21 @@ def test_compiled_agent_plans_as_the_eager_one_and_only_for_cem():
         agent = WorldModelAgent(model=model, settings=settings, compiled=compiled)
         paths.append(run_episodes(env, agent, pairs, max_steps=4).paths)
     np.testing.assert_allclose(paths[1], paths[0], atol=1e-3)  # the same plans up to rounding
+    # plan.compile reaches the agent (what `jepa-world plan plan.compile=true` runs)
+    over = [
+        "plan.episodes=2",
+        "plan.max_steps=2",
+        "plan.horizon=4",
+        "plan.samples=16",
+        "plan.elites=4",
+        "plan.iterations=2",
+        "plan.baselines=false",
+        "plan.ceiling=false",
+        "plan.gif_episodes=0",
+        "plan.compile=true",
+    ]
+    result = plan_from_config(model, load_config([], over, command="plan"), log=None)
+    assert result["settings"]["compile"] and result["results"][0]["name"] == "world model + CEM (compiled)"
     with pytest.raises(ValueError, match="plan.compile compiles the rollout of the cem / mppi agents"):
         run_plan_benchmark(model, agent="policy", compile_rollout=True, episodes=1, log=None)
 
