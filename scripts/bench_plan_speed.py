@@ -29,7 +29,7 @@ from jepa_world.envs.two_rooms import TwoRoomsEnv
 from jepa_world.eval.agents import encode_pixels, render_batch
 from jepa_world.eval.protocol import eval_pairs
 from jepa_world.planning import make_planner
-from jepa_world.planning.costs import rollout_cost
+from jepa_world.planning.costs import compile_rollout, rollout_cost
 
 
 def _matmul_gflops() -> float:
@@ -76,8 +76,6 @@ def main() -> None:
         for compiled in compiles:
             rolls = model
             if compiled:
-                from jepa_world.planning.costs import compile_rollout  # not in releases before plan.compile
-
                 rolls = compile_rollout(model)
             for t in (int(t) for t in args.threads.split(",")):
                 label = f"{name}, {t} thread{'s' * (t > 1)}" + (", compiled" if compiled else "")
