@@ -41,7 +41,17 @@ class _CompiledRollout:
     def __init__(self, model: RollsOut):
         self.model = model
         # cpp_wrapper: the kernels are called from C++, not Python (1.2x on a [100, 64] rollout, same compile time)
-        self.rollout = torch.compile(model.rollout, dynamic=False, options={"cpp_wrapper": True})
+        self._compiled = torch.compile(model.rollout, dynamic=False, options={"cpp_wrapper": True})
+
+    def rollout(self, z0: Tensor, actions: Tensor, states: Tensor | None = None) -> Tensor:
+        try:
+            return self._compiled(z0, actions, states)
+        except torch._dynamo.exc.BackendCompilerFailed as err:  # no C++ compiler, an unsupported op, ...
+            first = str(err).strip().splitlines()[0]
+            raise RuntimeError(
+                f"plan.compile: torch.compile could not build the world model's rollout ({first}); plan without "
+                "plan.compile=true (the same plans, eager)"
+            ) from err
 
 
 def compile_rollout(model: RollsOut) -> RollsOut:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from jepa_world.models import create_model
@@ -34,3 +35,17 @@ def test_compiled_rollout_gives_the_eager_rollout_and_cost():
         torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
         cost = rollout_cost(compiled, z0, z_goal, reduce="last+mean")(a)
         torch.testing.assert_close(cost, rollout_cost(wm, z0, z_goal, reduce="last+mean")(a), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:dynamo_pgo force disabled")
+def test_a_compile_failure_names_plan_compile_and_the_way_out():
+    wm = _mlp_world_model()
+    z0 = torch.nn.functional.layer_norm(torch.randn(1, 1, 1, 8), (8,))
+    no_compiler = torch._inductor.config.patch({"cpp.cxx": ("/nonexistent/c++",), "force_disable_caches": True})
+    expected = r"plan.compile: .*C\+\+ compiler.*plan without plan.compile"
+    torch._dynamo.reset()
+    try:
+        with no_compiler, pytest.raises(RuntimeError, match=expected):
+            compile_rollout(wm).rollout(z0[:, None], torch.randn(1, 3, 2, 2))
+    finally:
+        torch._dynamo.reset()
