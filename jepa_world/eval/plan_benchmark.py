@@ -64,7 +64,7 @@ def run_plan_benchmark(
     simulator_ceiling: bool = _PLAN.ceiling,
     gif_episodes: int = _PLAN.gif_episodes,
     num_threads: int | None = _PLAN.threads,
-    compile_rollout: bool = _PLAN.compile,
+    compiled: bool = _PLAN.compile,
     log: Callable[[str], None] | None = print,
     agent: str = str(_PLAN.agent),
     policy_fraction: float = _PLAN.policy_fraction,
@@ -94,7 +94,7 @@ def run_plan_benchmark(
         simulator_ceiling: Run the simulator CEM.
         gif_episodes: Episodes of the learned agent shown in the GIF.
         num_threads: ``torch.set_num_threads`` during planning (1 was fastest on the loaded 2-core CPU), or None.
-        compile_rollout: ``cem`` / ``mppi``: plan over the world model's rollout through ``torch.compile``.
+        compiled: ``cem`` / ``mppi``: plan over the world model's rollout through ``torch.compile`` (``plan.compile``).
         log: Progress printer, or None.
         agent: ``"cem"`` / ``"mppi"`` (the planner on the world model), ``"policy"``, ``"policy+cem"`` or ``"mcts"``.
         policy_fraction: ``policy+cem``: share of the samples from the policy.
@@ -116,7 +116,7 @@ def run_plan_benchmark(
             f"agent={agent!r} on env {env_name!r}: tree search needs the discrete env (two_rooms_discrete, nine "
             "actions) and the discrete env needs tree search (agent='mcts')"
         )
-    if compile_rollout and agent not in ("cem", "mppi"):
+    if compiled and agent not in ("cem", "mppi"):
         raise ValueError(f"plan.compile compiles the rollout of the cem / mppi agents, not of agent={agent!r}")
     if agent in ("cem", "mppi"):
         settings = PlannerSettings(**{**asdict(settings), "planner": agent})
@@ -145,8 +145,8 @@ def run_plan_benchmark(
         common = dict(model=model, stop_threshold=threshold)
         mpc = dict(settings=settings, max_norm=max_norm, low=-max_norm, high=max_norm, reduce=reduce, seed=seed)
         if agent in ("cem", "mppi"):
-            name = f"world model + {settings.planner.upper()}" + (" (compiled)" if compile_rollout else "")
-            learned: Agent = WorldModelAgent(**common, **mpc, compiled=compile_rollout, name=name)
+            name = f"world model + {settings.planner.upper()}" + (" (compiled)" if compiled else "")
+            learned: Agent = WorldModelAgent(**common, **mpc, compiled=compiled, name=name)
         elif agent == "policy":
             learned = LearnedPolicyAgent(policy=policy, **common, name=f"{policy.method} policy")
         elif agent == "policy+cem":
@@ -203,7 +203,7 @@ def run_plan_benchmark(
                 "stop_radius": stop_radius,
                 "stop_threshold": threshold,
                 "num_threads": torch.get_num_threads(),
-                "compile": compile_rollout,
+                "compile": compiled,
             },
             "results": rows,
             "table": table,
@@ -261,7 +261,7 @@ def plan_from_config(
         simulator_ceiling=pc.ceiling,
         gif_episodes=pc.gif_episodes,
         num_threads=pc.threads or None,
-        compile_rollout=pc.compile,
+        compiled=pc.compile,
         log=log,
     )
 

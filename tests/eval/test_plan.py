@@ -164,7 +164,7 @@ def test_compiled_agent_plans_as_the_eager_one_and_only_for_cem():
     result = plan_from_config(model, load_config([], over, command="plan"), log=None)
     assert result["settings"]["compile"] and result["results"][0]["name"] == "world model + CEM (compiled)"
     with pytest.raises(ValueError, match="plan.compile compiles the rollout of the cem / mppi agents"):
-        run_plan_benchmark(model, agent="policy", compile_rollout=True, episodes=1, log=None)
+        run_plan_benchmark(model, agent="policy", compiled=True, episodes=1, log=None)
 
 
 def test_stop_rule_gives_zero_actions_at_the_goal():
