@@ -17,6 +17,8 @@ for planning (`jepa_world.planning.costs.compile_rollout`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -122,13 +124,13 @@ class ResidualMlpDynamics(nn.Module):
             cache.num_frames += T
         return (z[:, :, 0] + self._delta(x, self._weights()).unflatten(0, (B, T)))[:, :, None]  # [B, T, 1, D]
 
-    def rollout(self, z0: Tensor, actions: Tensor, *, latent_norm: bool = False) -> Tensor:
+    def rollout(self, z0: Tensor, actions: Tensor, *, norm: Callable[[Tensor], Tensor] | None = None) -> Tensor:
         """Feed the predictions back for H steps: z0 `[N, D]`, actions `[N, H, A]` -> latents `[N, H, D]`.
 
-        The same numbers as H one-frame calls of `forward` (followed by an affine-free layer norm of each prediction
-        when `latent_norm`, as `WorldModel` applies to a frozen encoder's latents), at a fraction of the dispatch.
-        Differentiable (policies backpropagate through it). Models with a state input roll out through
-        `WorldModel.rollout`, which fills the states.
+        The same numbers as H one-frame calls of `forward`, each prediction passed through `norm` before it is fed
+        back (`WorldModel` passes its latent norm), at a fraction of the dispatch. Differentiable (policies
+        backpropagate through it). Models with a state input roll out through `WorldModel.rollout`, which fills the
+        states.
         """
         if self.state_dim:
             raise ValueError("rollout needs the states of every step for a model with state_dim > 0; use WorldModel")
@@ -141,8 +143,8 @@ class ResidualMlpDynamics(nn.Module):
         z, out = z0, []
         for t in range(a.shape[1]):
             z = z + self._delta(torch.cat([z, a[:, t]], dim=-1), weights)  # [N, D]
-            if latent_norm:
-                z = F.layer_norm(z, (z.shape[-1],))
+            if norm is not None:
+                z = norm(z)
             out.append(z)
         return torch.stack(out, dim=1)  # [N, H, D]
 

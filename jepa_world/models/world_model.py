@@ -178,7 +178,7 @@ class WorldModel(nn.Module):
         if isinstance(self.predictor, ResidualMlpDynamics) and states is None and T0 == 1:
             # Markov: no cache, no per-step bookkeeping (the planner's hot loop); the same numbers as the loop below.
             check_shape(z, (z.shape[0], 1, 1, self.predictor.embed_dim), "z0 of a pooled model")
-            out = self.predictor.rollout(z[:, 0, 0], a, latent_norm=self.latent_norm)  # [N, H, D]
+            out = self.predictor.rollout(z[:, 0, 0], a, norm=self._norm)  # [N, H, D]
             return out.reshape(*batch, H, *z0.shape[-2:])
         s = None
         if states is not None:
