@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from jepa_world.eval.plan_benchmark import model_image_size
 from jepa_world.models.small import TokenReadout
 from jepa_world.models.vit import VisionTransformer
 from jepa_world.training import train_world_model
-from jepa_world.training.readout_fit import draw_frames, fit_readout
+from jepa_world.training.readout_fit import MISS_RATIO, draw_frames, fit_readout, fit_readout_to_states
 from jepa_world.training.tasks import world_model_task
 from tests.training.test_world_model_task import _over, _pretrained
 
@@ -120,6 +121,20 @@ def test_draw_frames_pairs_each_frame_with_its_own_state_without_repeats(tmp_pat
         draw_frames(cache, 4, 29, seed=3)
 
 
+def test_a_fit_to_tokens_that_do_not_hold_the_state_warns_that_it_found_something_else(tmp_path):
+    collect_episodes(env_name="two_rooms", num_episodes=6, steps=8, output_dir=tmp_path, seed=0, image_size=32,
+                     progress=False)  # fmt: skip
+    windows = open_episodes(root=tmp_path, window=2, image_size=32, uint8=True)
+    g = torch.Generator().manual_seed(0)
+    cache = FeatureWindows(windows, lambda f: torch.randn(len(f), 16, 16, generator=g))  # noise: no state in it
+    readout = TokenReadout(backbone=_vit(), embed_dim=2, head="keypoints")
+    with pytest.warns(UserWarning, match=r"readout fit to 20 labelled frames did not find the state: RMSE [\d.]+ on"):
+        out = fit_readout_to_states(readout, cache, episodes=6, num_labels=20, steps=100, seed=0)
+    states = torch.cat([torch.from_numpy(windows.episode_states(e)) for e in range(6)]).float()
+    assert out["readout_rmse_other"] > MISS_RATIO * out["readout_chance_other"]
+    assert 0.5 < out["readout_chance_other"] / float(states.var(0).sum().sqrt()) < 1.5  # the other frames' spread
+
+
 def _labelled(tmp_path, **extra) -> list[str]:
     keys = {"wm.encoder_checkpoint": _pretrained(tmp_path), "wm.readout_dim": 8, "wm.readout_labels": 60,
             "wm.readout_fit_steps": 300, **extra}  # fmt: skip
@@ -130,13 +145,16 @@ def test_train_wm_fits_the_readout_to_states_then_keeps_it_frozen(tmp_path):
     more = {"wm.num_episodes": 24, "wm.readout_labels": 120}  # 216 frames: 120 labelled, 96 others
     cfg = load_config([], _labelled(tmp_path, **more, **{"train.max_steps": 2}), command="train-wm")
     fresh = world_model_task(cfg).model.encoder.state_dict()
-    train_world_model(cfg)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*did not find the state")  # a fit that found it stays quiet
+        train_world_model(cfg)
     run = tmp_path / "run"
     fit = json.loads((run / "setup.json").read_text())
     chance = float(np.sqrt(np.var(_all_states(run), axis=0).sum()))  # RMSE of the mean position
     # Tiny ViT-nano (1 pretraining step), 120 labels: well below predicting the mean position on frames not fit on
     # (measured 6.9 px against 21.0).
-    assert fit["readout_rmse_other"] < 0.5 * chance, (fit, chance)
+    assert fit["readout_rmse_other"] < MISS_RATIO * chance, (fit, chance)
+    assert 0.5 < fit["readout_chance_other"] / chance < 1.5  # the same spread, on the 96 other frames only
     assert 0 < fit["readout_median_other"] < fit["readout_p90_other"]  # the error's shape, for the same frames
     first = checkpoints.load_checkpoint(checkpoints.list_checkpoints(run / "checkpoints")[-1])["encoder"]
     assert any(not torch.equal(first[k], v) for k, v in fresh.items() if not k.startswith("readout.backbone."))  # fit
