@@ -270,8 +270,13 @@ def collapse_health(first: dict[str, float], last: dict[str, float], *, prefix: 
         f"target std {s0:.2f} -> {s1:.2f}, effective rank {r0:.0f} -> {r1:.0f}, mean token cosine {c0:.2f} -> "
         f"{c1:.2f} (steps {first.get('step', '?')} -> {last.get('step', '?')})"
     )
+    if not all(math.isfinite(v) for v in (s1, r1, c1)):  # a diverged run: not a collapse, and no threshold to quote
+        return summary, (
+            f"the target features are not finite at step {last.get('step', '?')} (std {s1}, effective rank {r1}, "
+            f"mean token cosine {c1}): the run diverged. Try a lower optim.lr or a tighter optim.grad_clip"
+        )
     problems = []
-    if not c1 <= COLLAPSE_MEAN_COS:  # NaN counts as a problem too
+    if not c1 <= COLLAPSE_MEAN_COS:
         problems.append(f"mean token cosine {c1:.2f} > {COLLAPSE_MEAN_COS}")
     if not r1 >= COLLAPSE_RANK_FRACTION * r0:
         problems.append(f"effective rank fell from {r0:.0f} to {r1:.0f} (below {COLLAPSE_RANK_FRACTION:.0%} of it)")

@@ -178,6 +178,7 @@ def test_train_wm_fits_the_readout_to_states_then_keeps_it_frozen(tmp_path):
     assert not torch.allclose(z.std(dim=-1), torch.ones(()), atol=1e-3)
 
 
+@pytest.mark.filterwarnings("ignore:the readout fit to 60 labelled frames did not find the state")  # a tiny ViT
 def test_a_lift_trains_on_the_fit_readouts_cached_outputs_and_resumes_exactly(tmp_path, capsys):
     lift = {"wm.readout": "keypoints", "wm.readout_dim": 2, "wm.lift_dim": 8, "wm.num_episodes": 24,
             "wm.readout_dynamics_weight": 1.0}  # fmt: skip
