@@ -33,7 +33,7 @@ from jepa_world.models.layers import Mlp
 from jepa_world.models.small import TokenReadout
 
 # A fit whose error on frames it was not fit to is above this fraction of the error of guessing their mean state has
-# settled on something else (R^2 < 0.75). Cluttered Two-Rooms, 250 labels: 0.05-0.07 where the fit found the agent,
+# settled on something else (R^2 < 0.75). Cluttered Two-Rooms, 250 labels: 0.04-0.09 where the fit found the agent,
 # 0.83-0.89 where it took a distractor or the texture for it (docs/benchmarks.md, "Fewer labels: 250").
 MISS_RATIO = 0.5
 
