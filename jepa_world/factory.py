@@ -126,6 +126,12 @@ def build_world_model_terms(cfg: DictConfig, *, embed_dim: int, action_dim: int)
     return terms
 
 
+def readout_is_fit(w: DictConfig) -> bool:
+    """Whether `wm` fits its readout before the dynamics trains (to labelled states, or to the actions), then
+    freezes it under a `LiftedReadout`."""
+    return w.get("readout_labels", 0) > 0 or bool(w.get("readout_from_actions", False))
+
+
 def build_world_model(
     cfg: DictConfig, *, action_dim: int, state_dim: int, encoder: nn.Module | None = None
 ) -> WorldModel:
@@ -138,7 +144,8 @@ def build_world_model(
         encoder: an already built or loaded encoder (`wm.encoder_checkpoint`, a checkpoint being read); None builds
             the registered `wm.encoder` preset, trained jointly. With `wm.readout_dim` > 0 a loaded encoder becomes
             the frozen backbone of a `TokenReadout` trained jointly with the dynamics, or, with `wm.readout_labels`
-            > 0, fit to states before the dynamics trains and then frozen (`training.readout_fit`; latents without
+            > 0 or `wm.readout_from_actions`, fit to states or to the actions before the dynamics trains and then
+            frozen (`training.readout_fit`, `training.readout_actions`; latents without
             layer norm) under a `LiftedReadout` (with `wm.lift_dim` > 0 its lift trains with the dynamics and terms).
     """
     w = cfg.wm
@@ -159,8 +166,9 @@ def build_world_model(
             head=str(w.readout),
         )
         frozen = False  # the readout trains with the dynamics
-        if w.get("readout_labels", 0) > 0:
-            # Fit to states first (task setup), then frozen with the ViT; its few coordinates are not layer-normed.
+        if readout_is_fit(w):
+            # Fit first (task setup: to states or actions), then frozen with the ViT; its few coordinates are not
+            # layer-normed.
             # A lift (wm.lift_dim) trains on them with the dynamics and the loss terms; without one nothing trains.
             encoder = LiftedReadout(readout=encoder, embed_dim=w.get("lift_dim", 0))
             frozen, latent_norm = not w.get("lift_dim", 0), False

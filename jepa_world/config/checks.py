@@ -59,8 +59,18 @@ def validate(cfg: DictConfig) -> None:
         fail("wm.readout_fit_steps", "must be >= 1")
     if cfg.wm.readout_dynamics_weight and not cfg.wm.readout_labels:
         fail("wm.readout_dynamics_weight", "is a term of the readout fit: it needs wm.readout_labels > 0")
-    if cfg.wm.lift_dim and not cfg.wm.readout_labels:
-        fail("wm.lift_dim", "lifts a readout fit to labels: it needs wm.readout_labels > 0")
+    if cfg.wm.readout_from_actions and not (
+        cfg.wm.readout == "keypoints" and cfg.wm.readout_dim == 2 and not cfg.wm.finetune_encoder
+    ):
+        fail(
+            "wm.readout_from_actions",
+            "fits one keypoint on a frozen pretrained ViT (wm.encoder_checkpoint): it needs wm.readout=keypoints, "
+            f"wm.readout_dim=2 (got {cfg.wm.readout_dim}) and wm.finetune_encoder=false",
+        )
+    if cfg.wm.readout_from_actions and cfg.wm.readout_labels:
+        fail("wm.readout_from_actions", f"and wm.readout_labels={cfg.wm.readout_labels} are two fits: choose one")
+    if cfg.wm.lift_dim and not (cfg.wm.readout_labels or cfg.wm.readout_from_actions):
+        fail("wm.lift_dim", "lifts a fit readout: it needs wm.readout_labels > 0 or wm.readout_from_actions=true")
     for key in (
         "data.num_workers",
         "optim.warmup_steps",

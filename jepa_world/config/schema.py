@@ -196,7 +196,11 @@ class WorldModelConfig:
     # encoder_checkpoint, readout_dim > 0 and episodes with states. With init_from (a run with the same setting) the
     # readout keeps that run's fit
     readout_labels: int = 0
-    readout_fit_steps: int = 3000  # AdamW steps of that fit (batch 128, LR 1e-3)
+    # true: fit a one-keypoint readout (readout=keypoints, readout_dim=2) without labels, to where the actions act
+    # (`training.readout_actions`: inverse dynamics read where the keypoint attends, then its motion made linear in
+    # the action), then freeze it as readout_labels does: a pixel-only setting. Needs a frozen encoder_checkpoint
+    readout_from_actions: bool = False
+    readout_fit_steps: int = 3000  # AdamW steps of either fit (labels: batch 128; actions: 32 windows; LR 1e-3)
     # > 0: the fit also reads unlabelled windows of the training episodes (32 per step): a small MLP predicts the
     # readout's state at t + 1 from its state at t and the action, trained with it and thrown away after, and this
     # weight times that MSE joins the label loss. A distractor moves on its own, so the frames where the readout jumps

@@ -115,8 +115,9 @@ class TokenReadout(nn.Module):
             autoencoders"). Weight sharing makes the head translation-equivariant: on the cluttered Two-Rooms,
             fit to the position with 3,000 labelled frames, it finds the agent in frozen ViT tokens within 3.0-4.7 px
             RMSE where flattened-token probes, linear or MLP, stay at chance (docs/benchmarks.md, "Where the
-            cluttered agent is in the tokens"). Without labels it does not pick the agent out of the distractors;
-            `wm.readout_labels` fits it on a few labelled frames before the world model trains (`training.readout_fit`).
+            cluttered agent is in the tokens"). Trained by the world model's loss it does not pick the agent out of
+            the distractors; `wm.readout_labels` fits it on a few labelled frames before the world model trains
+            (`training.readout_fit`), `wm.readout_from_actions` to the actions alone (`training.readout_actions`).
     """
 
     def __init__(
@@ -215,9 +216,20 @@ class TokenReadout(nn.Module):
         else:
             tokens = self.backbone(x)  # [B, N, D]
         if self.head == "keypoints":
-            scores = self.mlp(self.input_norm(tokens.transpose(1, 2)).transpose(1, 2))  # [B, N, 3K]
+            scores = self.keypoint_scores(tokens)  # [B, N, 3K]
             return soft_argmax_keypoints(scores, self.centres, self.half_cell).flatten(1)[:, None]  # [B, 1, 2K]
         return self.mlp(self.input_norm(tokens.flatten(1)))[:, None]  # [B, 1, E]
+
+    def normed_tokens(self, tokens: Tensor) -> Tensor:
+        """A keypoint head's standardised tokens: `[B, N, D] -> [B, N, D]` (BatchNorm over batch and tokens)."""
+        return self.input_norm(tokens.transpose(1, 2)).transpose(1, 2)
+
+    def keypoint_scores(self, tokens: Tensor, *, normed: bool = False) -> Tensor:
+        """A keypoint head's per-token logits and offsets: tokens `[B, N, D]` (`normed`: from `normed_tokens`) ->
+        `[B, N, 3K]` (K logits, then K (dx, dy); `soft_argmax_keypoints` reads them)."""
+        if self.head != "keypoints":
+            raise ValueError(f"keypoint_scores needs head='keypoints', this readout's is {self.head!r}")
+        return self.mlp(tokens if normed else self.normed_tokens(tokens))
 
 
 class LiftedReadout(nn.Module):

@@ -1,7 +1,8 @@
 """A readout fit to labelled states on frozen features: the supervised first stage of a world model on few labels.
 
-A frozen ViT holds where a cluttered agent is, but no label-free objective tried so far picks it out of the
-distractors (docs/benchmarks.md, "Where the cluttered agent is in the tokens"); a few hundred labelled frames do.
+A frozen ViT holds where a cluttered agent is, but none of the world model's own label-free objectives picks it out of
+the distractors (docs/benchmarks.md, "Where the cluttered agent is in the tokens"); a few hundred labelled frames do,
+and so does a fit to the actions read where the keypoint attends (`training.readout_actions`).
 `fit_readout` trains a `TokenReadout` (not its backbone) to regress targets from the backbone's frozen tokens, through
 an optional affine head (states in any units: the head maps the readout's latent to them, and is thrown away after);
 `draw_frames` draws the frames to fit on from a feature cache of episodes. The world-model task runs both once at
@@ -12,6 +13,8 @@ predicts the fit state at t + 1 from the state at t and the action (the readout'
 after), and its error joins the label loss. The agent moves as its actions say and a distractor does not, so a readout
 that jumps to a distractor on some frames pays for it on frames no label covers (semi-supervised keypoints with a
 dynamics prior; the same signal as the world model's, here anchored by the labels).
+
+Without labels: `training.readout_actions`.
 
 Shapes: tokens `[N, T, D]` (T tokens of width D per frame), targets `[N, S]`, readout latents `[N, 1, E]`; windows
 of the cache `[W, F, T, D]` (F frames) with actions `[W, F - 1, A]`.

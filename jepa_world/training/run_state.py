@@ -74,7 +74,7 @@ RESUME_KEYS = (
     "data.num_frames",
     "masks.num_blocks", "wm.encoder", "wm.embed_dim", "wm.encoder_kwargs", "wm.encoder_checkpoint",
     "wm.finetune_encoder", "wm.finetune_blocks", "wm.readout_dim", "wm.readout", "wm.readout_labels", "wm.lift_dim",
-    "wm.readout_fit_steps", "wm.readout_dynamics_weight",
+    "wm.readout_fit_steps", "wm.readout_dynamics_weight", "wm.readout_from_actions",
     "wm.pool", "wm.predictor", "wm.predictor_kwargs", "wm.use_states", "wm.frameskip", "wm.val_episodes",
     "policy.method", "policy.world_model", "policy.num_latents", "policy.hidden_dim", "policy.depth",
     "policy.population",

@@ -28,11 +28,12 @@ from jepa_world.data.episode_formats import open_episodes
 from jepa_world.data.feature_cache import FeatureWindows
 from jepa_world.data.transforms import frames_to_tensor, uint8_to_float
 from jepa_world.data.windows import hold_out_episodes
-from jepa_world.factory import build_jepa, build_masks, build_world_model, ema_schedule
+from jepa_world.factory import build_jepa, build_masks, build_world_model, ema_schedule, readout_is_fit
 from jepa_world.models.small import LiftedReadout, TokenReadout, pixel_encoder
 from jepa_world.models.world_model import WorldModel
 from jepa_world.objectives.ema import EMA
 from jepa_world.objectives.losses import collapse_health
+from jepa_world.training.readout_actions import fit_readout_to_actions
 from jepa_world.training.readout_fit import fit_readout_to_states
 from jepa_world.training.validation import generalisation_health
 
@@ -188,9 +189,9 @@ def world_model_task(cfg: DictConfig) -> Task:
 
         dataset = FeatureWindows(windows, encode_frames, log=print if cfg.train.progress else None)
     setup = None
-    if w.get("readout_labels", 0):  # a readout fit to states, then frozen
+    if readout_is_fit(w):  # a readout fit to states or to the actions, then frozen
         train_episodes = len(windows.episodes) - w.get("val_episodes", 0)
-        setup = _labelled_readout_setup(cfg, model, dataset, train_episodes=train_episodes, root=root)
+        setup = _fit_readout_setup(cfg, model, dataset, train_episodes=train_episodes, root=root)
     val_dataset = None
     if w.get("val_episodes", 0):  # the last episodes: never trained on (a run saved before the key: none)
         dataset, val_dataset = hold_out_episodes(windows, w.val_episodes, dataset=dataset, where="wm.val_episodes")
@@ -219,33 +220,40 @@ def world_model_task(cfg: DictConfig) -> Task:
     )
 
 
-def _labelled_readout_setup(
+def _fit_readout_setup(
     cfg: DictConfig, model: WorldModel, cache: Dataset, *, train_episodes: int, root: Path
 ) -> Callable[[bool], dict[str, float]]:
-    """The setup of `wm.readout_labels`: on a fresh run fit the readout to `states` on the labelled frames; then
-    (fresh or resumed, once the readout holds its final weights) replace the cached tokens by its outputs, which is
-    all a training step reads of a frozen readout (68,000 frames: 3.3 GB of ViT-S tokens become 0.5 MB)."""
+    """The setup of `wm.readout_labels` (or `wm.readout_from_actions`): on a fresh run fit the readout to `states` on
+    the labelled frames (or to the actions of the training windows); then (fresh or resumed, once the readout holds
+    its final weights) replace the cached tokens by its outputs, which is all a training step reads of a frozen
+    readout (68,000 frames: 3.3 GB of ViT-S tokens become 0.5 MB)."""
     w = cfg.wm
+    key = (f"wm.readout_labels={w.readout_labels}" if w.get("readout_labels", 0)
+           else "wm.readout_from_actions=true")  # fmt: skip
     if w.encoder_checkpoint is None:
-        raise ValueError(f"wm.readout_labels={w.readout_labels} fits a readout on a pretrained ViT: set "
-                         "wm.encoder_checkpoint (a pretraining run)")  # fmt: skip
-    if cache.windows.state_dim is None:
+        raise ValueError(f"{key} fits a readout on a pretrained ViT: set wm.encoder_checkpoint (a pretraining run)")
+    if w.get("readout_labels", 0) and cache.windows.state_dim is None:
         raise ValueError(f"wm.readout_labels={w.readout_labels} fits the readout to states; the episodes in "
                          f"{str(root)!r} have none")  # fmt: skip
     encoder = model.encoder
     assert isinstance(encoder, LiftedReadout) and isinstance(cache, FeatureWindows), "the factory builds both"
 
+    def fit() -> dict[str, float]:
+        show = dict(progress=cfg.train.progress, log=print if cfg.train.progress else None)
+        if w.get("readout_from_actions", False):
+            return fit_readout_to_actions(encoder.readout, cache, episodes=train_episodes, steps=w.readout_fit_steps,
+                                          seed=cfg.seed, **show)  # fmt: skip
+        return fit_readout_to_states(encoder.readout, cache, episodes=train_episodes, num_labels=w.readout_labels,
+                                     steps=w.readout_fit_steps, seed=cfg.seed,
+                                     dynamics_weight=w.readout_dynamics_weight, **show)  # fmt: skip
+
     def setup(fresh: bool) -> dict[str, float]:
         metrics = {}
         if fresh and not w.get("init_from"):  # a wm.init_from run holds its first stage's fit
             try:
-                metrics = fit_readout_to_states(encoder.readout, cache, episodes=train_episodes,
-                                                num_labels=w.readout_labels, steps=w.readout_fit_steps, seed=cfg.seed,
-                                                dynamics_weight=w.readout_dynamics_weight,
-                                                progress=cfg.train.progress,
-                                                log=print if cfg.train.progress else None)  # fmt: skip
+                metrics = fit()
             except ValueError as err:
-                raise ValueError(f"wm.readout_labels={w.readout_labels}: {err}") from None
+                raise ValueError(f"{key}: {err}") from None
         cache.map_(encoder.frozen_features)
         return metrics
 
