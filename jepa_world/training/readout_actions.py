@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from jepa_world.data.feature_cache import FeatureWindows
 from jepa_world.models.layers import Mlp
 from jepa_world.models.small import TokenReadout, soft_argmax_keypoints
-from jepa_world.training.readout_fit import draw_frames
+from jepa_world.training.readout_fit import draw_frames, fitting
 
 # A fit whose inverse dynamics explains less than this share of the actions' variance has not found what they move
 # (cluttered Two-Rooms: see docs/benchmarks.md, "Without labels").
@@ -107,15 +107,10 @@ def fit_readout_to_actions(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         inverse = Mlp(dim=2 * token_dim, hidden_dim=128, out_dim=action_dim)
-    params = [p for m in [*readout.head_modules(), inverse] for p in m.parameters()]
-    was = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     idm_losses, motion_losses, attention = [], [], []
     attend_steps = round(attend_fraction * steps)
-    readout.train()
-    try:
+    with fitting(readout, inverse) as params:
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
         for step in tqdm(range(steps), disable=not progress, desc="readout fit (actions)", leave=False):
             picks = keys[torch.randint(0, len(keys), (windows_per_step,), generator=gen).numpy()]
             items = [cache[(int(k), 0)] for k in picks]
@@ -138,10 +133,6 @@ def fit_readout_to_actions(
             opt.zero_grad()
             loss.backward()
             opt.step()
-    finally:
-        readout.eval()
-        for p, g in zip(params, was, strict=True):
-            p.requires_grad_(g)
     out = {
         "readout_idm_r2": 1 - float(np.mean(idm_losses[-100:])),
         "readout_attention": float(np.mean(attention[-100:])),

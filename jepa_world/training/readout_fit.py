@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -39,6 +40,23 @@ from jepa_world.models.small import TokenReadout
 # settled on something else (R^2 < 0.75). Cluttered Two-Rooms, 250 labels: 0.04-0.09 where the fit found the agent,
 # 0.83-0.89 where it took a distractor or the texture for it (docs/benchmarks.md, "Fewer labels: 250").
 MISS_RATIO = 0.5
+
+
+@contextmanager
+def fitting(readout: TokenReadout, *extra: nn.Module | None) -> Iterator[list[nn.Parameter]]:
+    """Inside: the readout's own modules and `extra` (None skipped) trainable, the readout in train mode; yields their
+    parameters. After: `requires_grad` as it was, the readout in eval mode (BatchNorm reads the fit's statistics)."""
+    params = [p for m in [*readout.head_modules(), *extra] if m is not None for p in m.parameters()]
+    was = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(True)
+    readout.train()
+    try:
+        yield params
+    finally:
+        readout.eval()
+        for p, g in zip(params, was, strict=True):
+            p.requires_grad_(g)
 
 
 def fit_readout(
@@ -97,12 +115,6 @@ def fit_readout(
         with torch.random.fork_rng(devices=[]):  # its init, like the batches, follows the seed alone
             torch.manual_seed(seed)
             forward_model = Mlp(dim=targets.shape[1] + action_dim, hidden_dim=64, out_dim=targets.shape[1])
-    modules = readout.head_modules() + [m for m in (head, forward_model) if m is not None]
-    params = [p for m in modules for p in m.parameters()]
-    was = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     losses: list[float] = []
     dyn_losses: list[float] = []
 
@@ -110,8 +122,8 @@ def fit_readout(
         z = readout(t)[:, 0]
         return z if head is None else head(z)
 
-    readout.train()
-    try:
+    with fitting(readout, head, forward_model) as params:
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
         for _ in tqdm(range(steps), disable=not progress, desc="readout fit", leave=False):
             b = torch.randint(0, len(tokens), (min(batch_size, len(tokens)),), generator=gen)
             loss = (fit_state(tokens[b]) - targets[b]).pow(2).mean()
@@ -129,10 +141,6 @@ def fit_readout(
             opt.zero_grad()
             loss.backward()
             opt.step()
-    finally:
-        readout.eval()
-        for p, g in zip(params, was, strict=True):
-            p.requires_grad_(g)
     out = {"loss": float(np.mean(losses[-100:]))}
     if dyn_losses:
         out["dynamics_loss"] = float(np.mean(dyn_losses[-100:]))
