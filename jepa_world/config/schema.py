@@ -206,9 +206,10 @@ class WorldModelConfig:
     # weight times that MSE joins the label loss. A distractor moves on its own, so the frames where the readout jumps
     # to one are the ones this penalises (the label fit alone misses by far on about one frame in ten)
     readout_dynamics_weight: float = 0.0
-    # > 0 (with readout_labels): the fit readout's coordinates are lifted by an MLP to a latent of this width, trained
-    # with the dynamics and the loss terms below (the smoothness term lets latent distance follow the geodesic around
-    # a wall, which the straight-line distance of raw coordinates does not); 0: plan on the coordinates themselves.
+    # > 0 (with readout_labels or readout_from_actions): the fit readout's coordinates are lifted by an MLP to a latent
+    # of this width, trained with the dynamics and the loss terms below (the smoothness term lets latent distance follow
+    # the geodesic around a wall, which the straight-line distance of raw coordinates does not); 0: plan on the
+    # coordinates themselves.
     # Measured on the cluttered Two-Rooms (lift 32, V-JEPA, seed 0): worse than the coordinates over a label-only
     # readout (14% / 18% against 40% / 34%), better over one fit with readout_dynamics_weight (60% / 52% against
     # 46% / 38%; docs/benchmarks.md, "The actions as a second teacher of the readout")
