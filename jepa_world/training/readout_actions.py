@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from jepa_world.data.feature_cache import FeatureWindows
 from jepa_world.models.layers import Mlp
 from jepa_world.models.small import TokenReadout, soft_argmax_keypoints
-from jepa_world.training.readout_fit import draw_frames, fitting
+from jepa_world.training.readout_fit import draw_frames, fitting, other_frame_errors
 
 # A fit whose inverse dynamics explains less than this share of the actions' variance has not found what they move
 # (cluttered Two-Rooms: see docs/benchmarks.md, "Without labels").
@@ -85,8 +85,9 @@ def fit_readout_to_actions(
         "readout_idm_r2" (share of the actions' variance read where the keypoint attends, the last 100 steps),
         "readout_motion_r2" (share of the keypoint's motion explained by the action), "readout_attention" (mean
         largest weight over the tokens), "readout_fit_s"; with states in the episodes, "readout_rmse_other",
-        "readout_median_other", "readout_chance_other": an affine map from the keypoint to the states fit on half
-        of up to 2,000 frames, its error on the other half (state units; evaluation only).
+        "readout_median_other", "readout_p90_other", "readout_chance_other" (`readout_fit.other_frame_errors`): an
+        affine map from the keypoint to the states fit on half of up to 2,000 frames, its error on the other half
+        (state units; evaluation only).
 
     Raises:
         ValueError: the readout is not a frozen one-keypoint readout, or the arguments are out of range.
@@ -148,10 +149,7 @@ def fit_readout_to_actions(
         half = len(k1) // 2
         if half >= 3:
             beta = torch.linalg.lstsq(k1[:half], s[:half]).solution
-            err = (k1[half:] @ beta - s[half:]).pow(2).sum(1).sqrt()
-            out["readout_rmse_other"] = float(err.pow(2).mean().sqrt())
-            out["readout_median_other"] = float(err.median())
-            out["readout_chance_other"] = float(s[half:].var(0, unbiased=False).sum().sqrt())
+            out.update(other_frame_errors((k1[half:] @ beta - s[half:]).pow(2).sum(1).sqrt(), s[half:]))
     out["readout_fit_s"] = time.perf_counter() - tic
     if out["readout_idm_r2"] < ACTIONS_MIN_R2:
         warnings.warn(

@@ -59,6 +59,19 @@ def fitting(readout: TokenReadout, *extra: nn.Module | None) -> Iterator[list[nn
             p.requires_grad_(g)
 
 
+def other_frame_errors(err: Tensor, states: Tensor) -> dict[str, float]:
+    """How far a fit readout is from the states of frames it was not fit to: `err [M]` (Euclidean distance of each
+    frame's readout to its state) and those `states [M, S]` -> "readout_rmse_other", "readout_median_other",
+    "readout_p90_other" (the error's shape: a few far misses, a distractor taken for the agent, or a spread around
+    every frame) and "readout_chance_other" (the RMSE of guessing their mean state)."""
+    return {
+        "readout_rmse_other": float(err.pow(2).mean().sqrt()),
+        "readout_median_other": float(err.median()),
+        "readout_p90_other": float(err.quantile(0.9)),
+        "readout_chance_other": float(states.var(0, unbiased=False).sum().sqrt()),
+    }
+
+
 def fit_readout(
     readout: TokenReadout,
     tokens: Tensor,
@@ -228,13 +241,8 @@ def fit_readout_to_states(
 
     out = {"readout_fit_loss": fit["loss"], "readout_rmse": float(errors(tokens, s).pow(2).mean().sqrt())}
     if len(other_t):
-        err = errors(other_t, other_s)
-        out["readout_rmse_other"] = float(err.pow(2).mean().sqrt())
-        # The error's shape: a few far misses (a distractor taken for the agent) or a spread around every frame.
-        out["readout_median_other"] = float(err.median())
-        out["readout_p90_other"] = float(err.quantile(0.9))
-        chance = float(other_s.var(0, unbiased=False).sum().sqrt())  # RMSE of guessing their mean state
-        out["readout_chance_other"] = chance
+        out.update(other_frame_errors(errors(other_t, other_s), other_s))
+        chance = out["readout_chance_other"]
         if out["readout_rmse_other"] > MISS_RATIO * chance:
             warnings.warn(
                 f"the readout fit to {num_labels} labelled frames did not find the state: RMSE "
