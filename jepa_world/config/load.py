@@ -83,6 +83,12 @@ def load_config(
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
+            top = yaml.safe_load(path.read_text())
+            if top is not None and not isinstance(top, dict):  # a list or a scalar at the top: nothing to merge
+                raise ConfigError(
+                    f"{path}: expected a mapping of sections at the top level (e.g. 'train:' then its keys), got a "
+                    f"{type(top).__name__}"
+                )
             cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
         except OmegaConfBaseException as err:
             raise _friendly(err, schema, str(path)) from None
