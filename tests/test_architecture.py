@@ -99,6 +99,7 @@ FORBIDDEN = [
     ("jepa_world.models", "jepa_world.training"),
     ("jepa_world.models", "jepa_world.eval"),
     ("jepa_world.planning", "jepa_world.models"),  # planners take cost callables
+    ("jepa_world.objectives", "jepa_world.models"),  # the models build on the objectives, not the other way
     ("jepa_world.envs", "jepa_world.models"),  # envs never import models
     ("jepa_world.data", "jepa_world.envs"),  # the data layer is below the environments
     ("jepa_world.factory", "jepa_world.checkpoints"),  # no file I/O in the builders
@@ -131,4 +132,24 @@ def test_nothing_imports_the_upper_floors():
         for top in UPPER
         if n.startswith(top) and not m.startswith(top) and not m.startswith(("jepa_world.cli", "jepa_world.eval"))
     ]
+    assert not bad, bad
+
+
+def _imports_the_face(module: str) -> bool:
+    """Whether `module` imports the top-level package face (`import jepa_world`, `from jepa_world import ...`)."""
+    base = module.split(".")[:-1]
+    for node in ast.walk(ast.parse(MODULES[module].read_text())):
+        if isinstance(node, ast.Import) and any(a.name == "jepa_world" for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom):
+            mod = ".".join([*base[: len(base) - node.level + 1], node.module or ""]) if node.level else node.module
+            if mod.rstrip(".") == "jepa_world":
+                return True
+    return False
+
+
+def test_only_the_cli_imports_the_package_face():
+    # `jepa_world/__init__.py` is the top of the house (it re-exports the loaders), so a module below that reads it
+    # climbs over every floor; only the command line may.
+    bad = [_short(m) for m in GRAPH if m != "jepa_world.cli" and _imports_the_face(m)]
     assert not bad, bad

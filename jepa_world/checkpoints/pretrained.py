@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from enum import Enum
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,6 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
-from jepa_world import __version__
 from jepa_world.atomic import atomic_write
 from jepa_world.checkpoints.io import CheckpointError
 from jepa_world.checkpoints.state_dict import instantiate, unwrap
@@ -36,6 +36,14 @@ MODEL_CLASSES: dict[str, type[nn.Module]] = {
     "ActionConditionedPredictor": ActionConditionedPredictor,
 }
 TRAINING_ONLY = ("drop_path_rate", "act_checkpoint", "init_std", "zero_init_mask_tokens")
+
+
+def _version() -> str:
+    """The installed jepa_world version for `config.json` (from the package metadata: the face sits above us)."""
+    try:
+        return metadata.version("jepa_world")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _plain(value: Any) -> Any:
@@ -88,7 +96,7 @@ def save_pretrained(module: nn.Module, directory: str | Path, *, source: str | N
     """
     module = unwrap(module)
     directory = Path(directory)
-    config = {"format": PRETRAINED_FORMAT, **module_config(module), "jepa_world_version": __version__}
+    config = {"format": PRETRAINED_FORMAT, **module_config(module), "jepa_world_version": _version()}
     if source is not None:
         config["source"] = source
     tensors = {k: v.detach().contiguous() for k, v in module.state_dict().items()}

@@ -30,12 +30,11 @@ References:
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-from jepa_world.models.layers import Mlp
 
 __all__ = [
     "COLLAPSE_MEAN_COS",
@@ -378,7 +377,11 @@ class InverseDynamicsTerm(_Term):
 
     def __init__(self, *, embed_dim: int, action_dim: int, hidden_dim: int = 256, weight: float = 1.0):
         super().__init__(weight=weight)
-        self.mlp = Mlp(dim=2 * embed_dim, hidden_dim=hidden_dim, out_dim=action_dim)
+        # fc1 -> GELU -> fc2, the layout and parameter names of `models.layers.Mlp`, built here so that the objectives
+        # stay below the models (checkpoints keep `mlp.fc1.*` / `mlp.fc2.*`).
+        self.mlp = nn.Sequential(
+            OrderedDict(fc1=nn.Linear(2 * embed_dim, hidden_dim), act=nn.GELU(), fc2=nn.Linear(hidden_dim, action_dim))
+        )
 
     def predict_action(self, z_t: Tensor, z_t1: Tensor) -> Tensor:
         """`(z_t, z_t1) [..., HW, D] -> [..., A]`: the action that moved z_t to z_t1."""
