@@ -153,3 +153,11 @@ def test_only_the_cli_imports_the_package_face():
     # climbs over every floor; only the command line may.
     bad = [_short(m) for m in GRAPH if m != "jepa_world.cli" and _imports_the_face(m)]
     assert not bad, bad
+
+
+def test_tests_mirror_every_subpackage():
+    # docs/architecture.md: tests mirror the package, so a new subpackage comes with its tests/<name>/ folder.
+    tests = Path(__file__).resolve().parent
+    subpackages = sorted(p.parent.name for p in PACKAGE.glob("*/__init__.py"))
+    missing = [name for name in subpackages if not (tests / name / "__init__.py").is_file()]
+    assert subpackages and not missing, f"no tests/<name>/__init__.py for the subpackages {missing}"

@@ -8,7 +8,7 @@ import pytest
 
 from jepa_world.config import ConfigError, load_config, to_yaml
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
 
 
 def test_defaults_and_overrides():
