@@ -13,7 +13,7 @@ Then what the planner's cost sees inside one episode: the mean L1 latent distanc
 frames of the same scene whose agents are at two of the positions, against two frames whose agent is at the same
 position while the distractors have moved `--distractor-steps` steps: the signal and the noise of the cost.
 
-Results: docs/benchmarks.md ("A cluttered Two-Rooms").
+Results: docs/notes/cluttered-two-rooms.md ("A cluttered Two-Rooms").
 """
 
 from __future__ import annotations

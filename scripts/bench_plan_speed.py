@@ -9,8 +9,8 @@ per episode and kept), then CEM with the Two-Rooms settings (100 samples x 4 ite
 (checkpoint, torch threads, compiled rollout or not); the variants are timed in turn within each round (the machine's
 noise is bursty), after an untimed warm-up that also compiles (its seconds are printed). The table gives the
 FLOPs of one episode's rollouts per replan and the fp32 matmul rate measured in the same rounds: together they bound
-what any implementation of this math can reach on this machine (the compute floor). Recorded in docs/benchmarks.md
-("Planning speed").
+what any implementation of this math can reach on this machine (the compute floor). Recorded in
+docs/notes/planning-speed.md ("Planning speed").
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@
 
 Prints one table per run, then the summary (one row per encoder, pooled over seeds, mean +- std of the per-seed
 success) with the wall time of every stage and the planning cost (batched over the episodes, and one episode alone);
-writes `<output>/summary.json`. Recorded in docs/benchmarks.md (section "Planning").
+writes `<output>/summary.json`. Recorded in docs/notes/two-rooms-world-model.md (section "Planning").
 """
 
 from __future__ import annotations

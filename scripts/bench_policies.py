@@ -16,7 +16,7 @@ For each training seed, on the world model of `scripts/bench_planning.py`'s `joi
 
 Every row: success pooled over seeds (and per seed), mean final distance, ms per decision (agent time per env step)
 for 50 episodes batched and for one episode alone, and the CPU minutes to train the policy. Writes
-`<output>/policies_summary.json`. Recorded in docs/benchmarks.md (section "Policies learned in imagination").
+`<output>/policies_summary.json`. Recorded in docs/notes/policies.md (section "Policies learned in imagination").
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ recovered within 4.5 px (the planning benchmark's success radius).
 `--keypoint-steps` AdamW steps on the same frames: translation-equivariant, it finds a dot on a textured floor where
 a regression from the flattened tokens cannot (`two_rooms_clutter` episodes).
 
-Results: docs/benchmarks.md ("A world model on JEPA embeddings").
+Results: docs/notes/jepa-world-model.md ("A world model on JEPA embeddings").
 """
 
 from __future__ import annotations

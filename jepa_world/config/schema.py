@@ -70,7 +70,8 @@ class PredictorConfig:
     depth: int | None = None
     num_heads: int | None = None
     # all target blocks in one pass with a block-sparse mask (context attends to context only; each block to the
-    # context and itself): faster, different math from the releases (docs/benchmarks.md "Single-pass predictor")
+    # context and itself): faster, different math from the releases
+    # (docs/notes/pretraining-throughput.md "Single-pass predictor")
     single_pass: bool = False
 
 
@@ -131,7 +132,8 @@ class OptimConfig:
     ema: list[float] = field(default_factory=lambda: [0.996, 1.0])  # EMA momentum start, end (linear)
     ema_schedule: EmaSchedule = EmaSchedule.linear  # constant uses ema[0]
     # AdamW as one fused kernel (torch's fused CPU / CUDA implementation): the same update, rounded differently in the
-    # last bits; ViT-S/16: 113 vs 548 ms per optimizer step on this CPU (docs/benchmarks.md). Off by default.
+    # last bits; ViT-S/16: 113 vs 548 ms per optimizer step on this CPU (docs/notes/pretraining-throughput.md).
+    # Off by default.
     fused: bool = False
 
 
@@ -157,7 +159,8 @@ class TrainConfig:
     tensorboard: bool = True
     # torch.compile of the task model's forward (inductor, dynamic shapes: the masks' token counts change every step,
     # so one graph serves them all). The same math rounded differently in the last bits, so off by default; the first
-    # steps compile (about 2 minutes for ViT-nano on a 2-core CPU). Measured gains: docs/benchmarks.md.
+    # steps compile (about 2 minutes for ViT-nano on a 2-core CPU). Measured gains:
+    # docs/notes/pretraining-throughput.md.
     compile: bool = False
 
 
@@ -188,7 +191,7 @@ class WorldModelConfig:
     # this width (`TokenReadout`: per-position MLP over all tokens) trained with the dynamics and the loss terms
     readout_dim: int = 0
     # the readout's head: mlp (per-position weights) or keypoints (readout_dim / 2 soft-argmax keypoints from one MLP
-    # shared by every token: finds a dot on a textured floor, docs/benchmarks.md "A cluttered Two-Rooms")
+    # shared by every token: finds a dot on a textured floor, docs/notes/cluttered-two-rooms.md "A cluttered Two-Rooms")
     readout: ReadoutHead = ReadoutHead.mlp
     # > 0: before the dynamics trains, fit the readout to the episodes' states on this many labelled frames (drawn at
     # random from the training episodes) through an affine head, then freeze it; the dynamics and the planner work on
@@ -212,7 +215,7 @@ class WorldModelConfig:
     # coordinates themselves.
     # Measured on the cluttered Two-Rooms (lift 32, V-JEPA, seed 0): worse than the coordinates over a label-only
     # readout (14% / 18% against 40% / 34%), better over one fit with readout_dynamics_weight (60% / 52% against
-    # 46% / 38%; docs/benchmarks.md, "The actions as a second teacher of the readout")
+    # 46% / 38%; docs/notes/cluttered-two-rooms.md, "The actions as a second teacher of the readout")
     lift_dim: int = 0
     encoder_lr_scale: float = 0.1  # encoder LR = optim.lr x this when fine-tuning a pretrained encoder
     # with finetune_encoder and a readout: train only the ViT's last k blocks and final norm (0: all of it); the frozen
@@ -238,7 +241,7 @@ class WorldModelConfig:
 
 @dataclass
 class PlannerSettings:
-    """Planner choice and budget (CPU-prototype defaults, docs/benchmarks.md "Planning"); `planning.make_planner`.
+    """Planner choice and budget (CPU-prototype defaults, docs/notes/two-rooms-world-model.md); `planning.make_planner`.
 
     Attributes:
         planner: cem or mppi.
@@ -277,7 +280,7 @@ class PlanConfig(PlannerSettings):
     gif_episodes: int = 4  # episodes shown in episodes.gif
     threads: int = 1  # torch threads while planning (0: leave as is)
     # cem / mppi: the world model's rollout through torch.compile: faster replans after a compile of about a minute
-    # per batch shape; rounding differs in the last bits (docs/benchmarks.md "Planning speed")
+    # per batch shape; rounding differs in the last bits (docs/notes/planning-speed.md)
     compile: bool = False
     output: str | None = None  # folder for results.json, episodes.gif, landscape.png
     # the learned agent: cem / mppi (the planner on the world model; sets `planner`), policy (a train-policy run
@@ -327,7 +330,7 @@ class ProbeConfig:
     test_data: str | None = None
     kind: ProbeKind = ProbeKind.both
     # ~1,500 head updates at lr up to 1e-2: shorter or slower sweeps left the attentive head near uniform attention
-    # and every encoder (random init included) at chance on the built-in motion task (docs/benchmarks.md).
+    # and every encoder (random init included) at chance on the built-in motion task (docs/notes/probes.md).
     epochs: int = 50
     batch_size: int = 64
     lrs: list[float] = field(default_factory=lambda: [1e-3, 3e-3, 1e-2])
@@ -346,7 +349,7 @@ class Config:
     loss: Loss = Loss.l1  # l1 (V-JEPA), smooth_l1 (I-JEPA), mse
     # VICReg variance / covariance on the context tokens (VJ-VCR, Drozdov et al. 2024); 0 / 0 = plain I-JEPA / V-JEPA
     # (the release recipes in configs/ say so). On by default: without it the default job's target features collapse
-    # (mean token cosine 0.59 -> 0.97 in 200 steps), with it they do not (0.59 -> 0.46; docs/benchmarks.md).
+    # (mean token cosine 0.59 -> 0.97 in 200 steps), with it they do not (0.59 -> 0.46; docs/notes/health.md).
     var_weight: float = 5.0
     cov_weight: float = 0.2
     model: ModelConfig = field(default_factory=ModelConfig)

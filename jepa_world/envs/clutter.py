@@ -1,8 +1,8 @@
 """Visual nuisances for Two-Rooms: a textured floor per episode and dots that move on their own (rendering only).
 
 On the plain arena the state is one red dot on a fixed background, and the tokens of any ViT, even a random-init
-one, hold its position linearly (``docs/benchmarks.md``, "Why the frozen rows are level"). These options make the
-frames cluttered while keeping the agent, its dynamics and the protocol unchanged, to test whether JEPA
+one, hold its position linearly (``docs/notes/jepa-world-model.md``, "Why the frozen rows are level"). These
+options make the frames cluttered while keeping the agent, its dynamics and the protocol unchanged, to test whether JEPA
 pretraining earns its place when the state is not one dot on a fixed background:
 
 - **Texture** (``TwoRoomsEnv(texture=True)``): the floor is a smooth random colour field drawn per episode: a

@@ -14,7 +14,7 @@ the training loop's job (once per optimizer step).
 Optional variance-covariance regularisation (VJ-VCR, Drozdov et al. 2024): VICReg's variance and covariance terms on
 the context encoder's output tokens `[B * Kc, D]`, added with weights `var_weight` / `cov_weight` (0 = off, the
 I-JEPA / V-JEPA objective). It keeps token features from collapsing onto one direction, which short runs on small
-data otherwise do (docs/benchmarks.md, "Frozen probes").
+data otherwise do (docs/notes/probes.md, "Frozen probes").
 """
 
 from __future__ import annotations

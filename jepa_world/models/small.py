@@ -114,8 +114,8 @@ class TokenReadout(nn.Module):
             and the latent is their (x, y) coordinates (`soft_argmax_keypoints`; Levine et al. 2016, "deep spatial
             autoencoders"). Weight sharing makes the head translation-equivariant: on the cluttered Two-Rooms,
             fit to the position with 3,000 labelled frames, it finds the agent in frozen ViT tokens within 3.0-4.7 px
-            RMSE where flattened-token probes, linear or MLP, stay at chance (docs/benchmarks.md, "Where the
-            cluttered agent is in the tokens"). Trained by the world model's loss it does not pick the agent out of
+            RMSE where flattened-token probes, linear or MLP, stay at chance (docs/notes/cluttered-two-rooms.md, "Where
+            the cluttered agent is in the tokens"). Trained by the world model's loss it does not pick the agent out of
             the distractors; `wm.readout_labels` fits it on a few labelled frames before the world model trains
             (`training.readout_fit`), `wm.readout_from_actions` to the actions alone (`training.readout_actions`).
     """

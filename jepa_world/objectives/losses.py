@@ -243,7 +243,7 @@ def covariance_loss(z: Tensor) -> Tensor:
     return off_diagonal / d
 
 
-# Collapse thresholds of `collapse_health` (docs/benchmarks.md, "Health summary"): a mean token cosine above this, or an
+# Collapse thresholds of `collapse_health` (docs/notes/health.md): a mean token cosine above this, or an
 # effective rank that fell below this fraction of its first logged value, is reported as (partial) collapse.
 COLLAPSE_MEAN_COS = 0.9
 COLLAPSE_RANK_FRACTION = 0.7

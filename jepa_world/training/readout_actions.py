@@ -1,7 +1,7 @@
 """A keypoint readout fit to where the actions act, without labels: the first stage of a pixel-only world model.
 
 On the cluttered Two-Rooms the agent is one dot of four on a textured floor; no label-free objective of the world
-model's own picks it out (docs/benchmarks.md, "A cluttered Two-Rooms"), a few hundred labelled frames do
+model's own picks it out (docs/notes/cluttered-two-rooms.md, "A cluttered Two-Rooms"), a few hundred labelled frames do
 (`training.readout_fit`). The actions alone do too, read the right way: an inverse-dynamics model reads the action
 from every token's change and averages the readings with the keypoint's own softmax weights over the tokens, so the
 weights go where the action can be read: the agent, not a distractor (it moves on its own) or the floor (it does not
@@ -31,7 +31,7 @@ from jepa_world.models.small import TokenReadout, soft_argmax_keypoints
 from jepa_world.training.readout_fit import draw_frames, fitting, other_frame_errors
 
 # A fit whose inverse dynamics explains less than this share of the actions' variance has not found what they move
-# (cluttered Two-Rooms: see docs/benchmarks.md, "Without labels").
+# (cluttered Two-Rooms: see docs/notes/cluttered-two-rooms.md, "Without labels").
 ACTIONS_MIN_R2 = 0.5
 
 

@@ -1,8 +1,8 @@
 """A readout fit to labelled states on frozen features: the supervised first stage of a world model on few labels.
 
 A frozen ViT holds where a cluttered agent is, but none of the world model's own label-free objectives picks it out of
-the distractors (docs/benchmarks.md, "Where the cluttered agent is in the tokens"); a few hundred labelled frames do,
-and so does a fit to the actions read where the keypoint attends (`training.readout_actions`).
+the distractors (docs/notes/cluttered-two-rooms.md, "Where the cluttered agent is in the tokens"); a few hundred
+labelled frames do, and so does a fit to the actions read where the keypoint attends (`training.readout_actions`).
 `fit_readout` trains a `TokenReadout` (not its backbone) to regress targets from the backbone's frozen tokens, through
 an optional affine head (states in any units: the head maps the readout's latent to them, and is thrown away after);
 `draw_frames` draws the frames to fit on from a feature cache of episodes. The world-model task runs both once at
@@ -38,7 +38,7 @@ from jepa_world.models.small import TokenReadout
 
 # A fit whose error on frames it was not fit to is above this fraction of the error of guessing their mean state has
 # settled on something else (R^2 < 0.75). Cluttered Two-Rooms, 250 labels: 0.04-0.09 where the fit found the agent,
-# 0.83-0.89 where it took a distractor or the texture for it (docs/benchmarks.md, "Fewer labels: 250").
+# 0.83-0.89 where it took a distractor or the texture for it (docs/notes/cluttered-two-rooms.md, "Fewer labels: 250").
 MISS_RATIO = 0.5
 
 

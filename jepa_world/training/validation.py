@@ -75,7 +75,7 @@ def generalisation_health(first: dict, last: dict) -> tuple[str, str]:
     """Training vs held-out rollout loss at the last logged step, and a warning when the gap says overfitting.
 
     Both losses are in the same latent space (the model of that step), so their ratio is comparable across runs.
-    The warning's threshold, `OVERFIT_RATIO`, and the runs behind it are in docs/benchmarks.md ("Few episodes").
+    The warning's threshold, `OVERFIT_RATIO`, and the runs behind it: docs/notes/jepa-world-model.md ("Few episodes").
 
     Returns:
         ``(summary, warning)``; both empty for a run without held-out episodes.
