@@ -135,6 +135,27 @@ class MaskPredictor(nn.Module):
             raise ValueError(f"pos_embed={pos_embed!r}; expected 'sincos' or 'rope'")
         if num_mask_tokens < 1:
             raise ValueError(f"num_mask_tokens={num_mask_tokens} must be >= 1")
+        # Library callers (`create_model`) get the same named errors as the CLI's config checks, not a crash inside.
+        if len(tuple(grid_size)) not in (2, 3) or any(
+            isinstance(g, bool) or not hasattr(g, "__index__") or g < 1 for g in grid_size
+        ):
+            raise ValueError(
+                f"grid_size={tuple(grid_size)!r}: expected 2 or 3 integers >= 1 (the encoder's token grid)"
+            )
+        for name, value in (
+            ("embed_dim", embed_dim),
+            ("predictor_embed_dim", predictor_embed_dim),
+            ("depth", depth),
+            ("num_heads", num_heads),
+        ):
+            if isinstance(value, bool) or not hasattr(value, "__index__") or value < 1:
+                raise ValueError(f"{name}={value!r}: must be an integer >= 1")
+        if predictor_embed_dim % num_heads:
+            raise ValueError(f"predictor_embed_dim={predictor_embed_dim} is not divisible by num_heads={num_heads}")
+        if not 0 < mlp_ratio < float("inf"):
+            raise ValueError(f"mlp_ratio={mlp_ratio!r}: must be a finite number > 0")
+        if not 0 <= drop_path_rate < 1:
+            raise ValueError(f"drop_path_rate={drop_path_rate!r}: must be in [0, 1)")
         self.grid_size = tuple(grid_size)
         self.embed_dim = embed_dim
         self.predictor_embed_dim = predictor_embed_dim

@@ -93,6 +93,31 @@ class VisionTransformer(nn.Module):
         self.config = config
         if pos_embed not in POS_EMBED_KINDS:
             raise ValueError(f"pos_embed={pos_embed!r}; expected one of {POS_EMBED_KINDS}")
+        # Library callers (`create_model`) get the same named errors as the CLI's config checks, not a crash inside.
+        sizes = tuple(img_size) if isinstance(img_size, tuple | list) else (img_size, img_size)
+        for name, value in (
+            *(("img_size", size) for size in sizes),
+            ("patch_size", patch_size),
+            ("num_frames", num_frames),
+            ("tubelet_size", tubelet_size),
+            ("in_chans", in_chans),
+            ("embed_dim", embed_dim),
+            ("depth", depth),
+            ("num_heads", num_heads),
+        ):
+            if isinstance(value, bool) or not hasattr(value, "__index__") or value < 1:
+                shown = img_size if name == "img_size" else value
+                raise ValueError(f"{name}={shown!r}: must be an integer >= 1")
+        if len(sizes) != 2:
+            raise ValueError(f"img_size={img_size!r}: expected one size or (height, width)")
+        if sizes[0] % patch_size or sizes[1] % patch_size:
+            raise ValueError(f"patch_size={patch_size} does not divide img_size={img_size!r}")
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
+        if not 0 < mlp_ratio < float("inf"):
+            raise ValueError(f"mlp_ratio={mlp_ratio!r}: must be a finite number > 0")
+        if not 0 <= drop_path_rate < 1:
+            raise ValueError(f"drop_path_rate={drop_path_rate!r}: must be in [0, 1)")
         if num_frames < 1 or (num_frames > 1 and num_frames % tubelet_size):
             raise ValueError(f"num_frames={num_frames} must be 1 (image) or a multiple of tubelet_size={tubelet_size}")
         self.is_video = num_frames > 1
@@ -138,6 +163,16 @@ class VisionTransformer(nn.Module):
         rescale_blocks_(self.blocks)
 
     # -- input handling -----------------------------------------------------------------------------------------------
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """`(H, W)` in pixels of the nominal input (the size of the stored position table)."""
+        return self.grid_size[-2] * self.patch_size, self.grid_size[-1] * self.patch_size
+
+    @property
+    def num_frames(self) -> int:
+        """Frames of the nominal input clip (1 for an image encoder)."""
+        return self.grid_size[0] * self.tubelet_size if self.is_video else 1
+
     def token_grid(self, x: torch.Tensor) -> tuple[int, ...]:
         """Token grid (T', H', W') or (H', W') for an input of this shape (validates divisibility)."""
         spatial = _pair_grid(tuple(x.shape[-2:]), self.patch_size)

@@ -31,3 +31,51 @@ def test_an_empty_config_file_still_loads(tmp_path):
     path = tmp_path / "empty.yaml"
     path.write_text("")
     assert load_config([path]).train.max_steps == load_config().train.max_steps
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"img_size": -32}, r"img_size=-32: must be an integer >= 1"),
+        ({"img_size": (32, 0)}, r"img_size=\(32, 0\): must be an integer >= 1"),
+        ({"patch_size": 0}, r"patch_size=0: must be an integer >= 1"),
+        ({"img_size": 30, "patch_size": 16}, r"patch_size=16 does not divide img_size=30"),
+        ({"num_frames": 0}, r"num_frames=0: must be an integer >= 1"),
+        ({"num_frames": 4, "tubelet_size": 0}, r"tubelet_size=0: must be an integer >= 1"),
+        ({"num_frames": 3, "tubelet_size": 2}, r"num_frames=3 must be 1 \(image\) or a multiple of tubelet_size=2"),
+        ({"embed_dim": 0}, r"embed_dim=0: must be an integer >= 1"),
+        ({"depth": -1}, r"depth=-1: must be an integer >= 1"),
+        ({"num_heads": 0}, r"num_heads=0: must be an integer >= 1"),
+        ({"embed_dim": 30, "num_heads": 4}, r"embed_dim=30 is not divisible by num_heads=4"),
+        ({"mlp_ratio": float("nan")}, r"mlp_ratio=nan: must be a finite number > 0"),
+    ],
+)
+def test_create_model_names_the_bad_encoder_argument(kwargs, match):
+    from jepa_world import create_model
+
+    with pytest.raises(ValueError, match=match):
+        create_model("vit_nano", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"grid_size": (4, 0)}, r"grid_size=\(4, 0\): expected 2 or 3 integers >= 1"),
+        ({"embed_dim": 0}, r"embed_dim=0: must be an integer >= 1"),
+        ({"predictor_embed_dim": -8}, r"predictor_embed_dim=-8: must be an integer >= 1"),
+        ({"depth": 0}, r"depth=0: must be an integer >= 1"),
+        ({"num_heads": 0}, r"num_heads=0: must be an integer >= 1"),
+    ],
+)
+def test_create_model_names_the_bad_predictor_argument(kwargs, match):
+    from jepa_world import create_model
+
+    with pytest.raises(ValueError, match=match):
+        create_model("predictor_nano", **{"grid_size": (4, 4), "embed_dim": 64, **kwargs})
+
+
+def test_valid_odd_shapes_still_build():
+    from jepa_world import create_model
+
+    assert create_model("vit_nano", img_size=(32, 64), patch_size=16).grid_size == (2, 4)
+    assert create_model("predictor_nano", grid_size=(2, 4), embed_dim=64).grid_size == (2, 4)
