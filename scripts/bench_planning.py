@@ -37,7 +37,9 @@
 
 Prints one table per run, then the summary (one row per encoder, pooled over seeds, mean +- std of the per-seed
 success) with the wall time of every stage and the planning cost (batched over the episodes, and one episode alone);
-writes `<output>/summary.json`. Recorded in docs/notes/two-rooms-world-model.md (section "Planning").
+writes `<output>/summary.json`, and appends one row per run (and the baselines') to the `--results` CSV
+(`scripts/results.py`; default docs/results/bench_planning.csv). Recorded in docs/notes/two-rooms-world-model.md
+(section "Planning").
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from results import append_rows  # scripts/results.py: this script's folder is on sys.path
 
 from jepa_world.checkpoints import save_pretrained
 from jepa_world.config import PlannerSettings, load_config
@@ -71,6 +74,7 @@ QUIET = ["train.progress=false", "train.tensorboard=false"]
 FINETUNE_STEPS = 1000  # train-wm steps of the -finetune rows (--train-steps overrides)
 FINETUNE_LAST_STEPS = 1000  # as FINETUNE_STEPS; the first blocks' tokens are cached, only the last one runs
 FINETUNE_SMOOTH = 20.0  # the fine-tuned rows' smoothness: they planned better at 20 than at the recipe's 40
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "bench_planning.csv"
 
 
 def _encoder(kind: str, seed: int, out: Path, episodes: Path, args) -> tuple[list[str], float]:
@@ -104,6 +108,23 @@ def _encoder(kind: str, seed: int, out: Path, episodes: Path, args) -> tuple[lis
     return [f"wm.encoder_checkpoint={enc}", *extra], time.perf_counter() - tic
 
 
+def _csv_rows(args, run: dict, files: list, baselines: list) -> list[dict]:
+    """The `--results` rows of one run (scripts/results.py columns); success is a fraction of the episodes."""
+    learned = run["learned"]
+    recipe = " ".join(["+".join(Path(f).name for f in files), *args.overrides]
+                      + ([f"train.max_steps={args.train_steps}"] if args.train_steps is not None else []))  # fmt: skip
+    extra = {"episodes": args.episodes, "wm_episodes": run["wm_episodes"], "steps": run["steps"],
+             "final_dist_px": round(learned["mean_final_distance"], 2),
+             "ms_per_replan_batched": round(learned["ms_per_replan_batched"], 1),
+             "ms_per_replan_alone": round(run["ms_per_replan_alone"], 1), "threads": args.threads,
+             **{k[:-2] + "_min": round(run[k] / 60, 2) for k in ("pretrain_s", "train_s", "plan_s")}}  # fmt: skip
+    rows = [{"task": args.env, "encoder": run["encoder"], "recipe": recipe, "seed": run["seed"],
+             "pair_seed": args.pair_seed, "success": learned["success_rate"], "extra": extra}]  # fmt: skip
+    return rows + [{"task": args.env, "encoder": b["name"], "pair_seed": args.pair_seed, "success": b["success_rate"],
+                    "extra": {"episodes": args.episodes, "final_dist_px": round(b["mean_final_distance"], 2)}}
+                   for b in baselines]  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--encoder", default="joint", help=f"comma-separated, of {', '.join(ENCODERS)} (default joint)")
@@ -128,6 +149,7 @@ def main() -> None:
     p.add_argument("--horizon", type=int, default=40)
     p.add_argument("--replan-every", type=int, default=4)
     p.add_argument("--pretrain-overrides", nargs="*", default=[], metavar="key=value", help="pretraining overrides")
+    p.add_argument("--results", default=str(RESULTS), help="CSV the runs' rows are appended to ('' for none)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="train-wm config overrides")
     args = p.parse_args()
     kinds = [k.strip() for k in args.encoder.split(",") if k.strip()]
@@ -197,6 +219,8 @@ def main() -> None:
             runs.append({"encoder": kind, "wm_episodes": n_wm, "seed": seed, "steps": summary["step"],
                          "pretrain_s": pretrain_s, "train_s": train_s, "plan_s": plan_s, "learned": learned,
                          "ms_per_replan_alone": alone["results"][0]["ms_per_replan_batched"]})  # fmt: skip
+            if args.results:  # one row per run, the baselines' with the first
+                append_rows(args.results, _csv_rows(args, runs[-1], files, baselines if first else []))
             print(result["table"])
             print(f"{kind} seed {seed}, {n_wm} train-wm episodes: pretrain {pretrain_s / 60:.1f} min, train "
                   f"{train_s / 60:.1f} min, plan {plan_s / 60:.1f} min, success {100 * learned['success_rate']:.0f}%",
