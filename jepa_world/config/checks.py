@@ -5,6 +5,7 @@ every section in one place. Each failure names the key, its value and why.
 from __future__ import annotations
 
 import difflib
+import math
 from enum import Enum
 from pathlib import Path
 
@@ -21,6 +22,7 @@ def validate(cfg: DictConfig) -> None:
         value = value.value if isinstance(value, Enum) else value  # 'mcts', not <PlanAgent.mcts: 'mcts'>
         raise ConfigError(f"config key '{key}' = {value!r}: {why}")
 
+    _validate_finite(cfg, fail)  # first: a NaN is named as such, not as out of range
     for key in (
         "model.patch_size",
         "model.tubelet_size",
@@ -211,6 +213,8 @@ def _validate_policy(cfg: DictConfig, fail) -> None:
     for key in ("max_action", "sigma", "return_floor"):
         if not po[key] > 0:
             fail(f"policy.{key}", "must be > 0")
+    if not po.entropy_weight >= 0:
+        fail("policy.entropy_weight", "must be >= 0")
     if po.population is not None and po.population < 2:
         fail("policy.population", "must be >= 2, or null for CMA-ES's default")
 
@@ -230,3 +234,19 @@ def _validate_probe(cfg: DictConfig, fail) -> None:
         fail("probe.val_data", "val_data / test_data go with a data path, not with probe.data=builtin")
     if pr.test_data is not None and pr.val_data is None:
         fail("probe.test_data", "needs probe.val_data too (or neither, to split probe.data)")
+
+
+def _validate_finite(cfg: DictConfig, fail) -> None:
+    """Every float setting (lists included) must be a number: NaN or inf is named by its key before anything runs."""
+
+    def walk(node, key: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, key)
+        elif isinstance(node, float) and not math.isfinite(node):
+            fail(key, "must be a finite number (not nan or inf)")
+
+    walk(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), "")

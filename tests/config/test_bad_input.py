@@ -79,3 +79,34 @@ def test_valid_odd_shapes_still_build():
 
     assert create_model("vit_nano", img_size=(32, 64), patch_size=16).grid_size == (2, 4)
     assert create_model("predictor_nano", grid_size=(2, 4), embed_dim=64).grid_size == (2, 4)
+
+
+@pytest.mark.parametrize(
+    ("command", "override", "key"),
+    [
+        ("train-policy", "policy.entropy_weight=nan", "policy.entropy_weight"),
+        ("train-policy", "policy.discount=.inf", "policy.discount"),
+        ("pretrain", "optim.lr=nan", "optim.lr"),
+        ("pretrain", "optim.betas=[0.9,.nan]", "optim.betas"),
+        ("plan", "plan.temperature=-.inf", "plan.temperature"),
+        ("probe", "probe.lrs=[0.001,.inf]", "probe.lrs"),
+    ],
+)
+def test_a_non_finite_setting_is_refused_at_load_naming_the_key(command, override, key):
+    with pytest.raises(ConfigError, match=rf"config key '{key}' = .*(finite|must be|expected)"):
+        load_config(overrides=[override], command=command)
+
+
+def test_a_negative_entropy_weight_is_refused():
+    with pytest.raises(ConfigError, match=r"'policy.entropy_weight' = -0.1: must be >= 0"):
+        load_config(overrides=["policy.entropy_weight=-0.1"], command="train-policy")
+
+
+def test_train_policy_with_a_nan_setting_says_so_before_touching_the_folder(tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["train-policy", "--checkpoint", str(tmp_path / "wm"), "policy.entropy_weight=nan",
+                 f"train.output_dir={run}"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert "'policy.entropy_weight' = nan: must be a finite number" in err, err
+    assert not run.exists()
