@@ -16,7 +16,9 @@ For each training seed, on the world model of `scripts/bench_planning.py`'s `joi
 
 Every row: success pooled over seeds (and per seed), mean final distance, ms per decision (agent time per env step)
 for 50 episodes batched and for one episode alone, and the CPU minutes to train the policy. Writes
-`<output>/policies_summary.json`. Recorded in docs/notes/policies.md (section "Policies learned in imagination").
+`<output>/policies_summary.json`; appends one row per agent and seed (and the baselines') to the `--results` CSV
+(`scripts/results.py`; default docs/results/bench_policies.csv). Recorded in docs/notes/policies.md (section
+"Policies learned in imagination").
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from results import append_rows  # scripts/results.py: this script's folder is on sys.path
 
 from jepa_world.config import PlannerSettings, load_config
 from jepa_world.envs.collect import collect_episodes
@@ -38,6 +41,7 @@ from jepa_world.training import train_policy, train_world_model
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "world_model" / "two_rooms.yaml"
 QUIET = ["train.progress=false", "train.tensorboard=false"]
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "bench_policies.csv"
 
 
 def _train(fn, cfg) -> float:
@@ -59,6 +63,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on the shared 2-core CPU)")
     p.add_argument("--simulations", type=int, default=32, help="MCTS simulations per decision (default 32)")
     p.add_argument("--policy-overrides", nargs="*", default=[], metavar="key=value", help="actor-critic overrides")
+    p.add_argument("--results", default=str(RESULTS), help="CSV the rows are appended to ('' for none)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     out, seeds = Path(args.output), [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -109,6 +114,18 @@ def main() -> None:
             results[name].append(row)
             if first:
                 baselines = res["results"][1:]
+            if args.results:  # one row per agent and seed, the baselines' with the first
+                extra = {"agent": agent, "episodes": args.episodes, "threads": args.threads,
+                         "final_dist_px": round(row["mean_final_distance"], 2),
+                         "ms_per_decision": round(row["ms_per_step"], 2),
+                         "ms_per_decision_alone": round(row["ms_per_step_alone"], 2),
+                         "train_min": round(row["train_min"], 2)}  # fmt: skip
+                rows = [{"task": env, "encoder": "joint", "recipe": f"two_rooms.yaml; {name}", "seed": seed,
+                         "pair_seed": args.pair_seed, "success": row["success_rate"], "extra": extra}]  # fmt: skip
+                rows += [{"task": env, "encoder": b["name"], "pair_seed": args.pair_seed, "success": b["success_rate"],
+                          "extra": {"episodes": args.episodes, "final_dist_px": round(b["mean_final_distance"], 2)}}
+                         for b in (baselines if first else [])]  # fmt: skip
+                append_rows(args.results, rows)
             print(f"seed {seed}: {name}: {100 * row['success_rate']:.0f}%, {row['ms_per_step']:.2f} ms / decision "
                   f"batched, {row['ms_per_step_alone']:.2f} alone", flush=True)  # fmt: skip
         partial = {"rows": results, "baselines": baselines, "train_min": train_min, "settings": vars(args)}
