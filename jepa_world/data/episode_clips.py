@@ -25,6 +25,7 @@ from torchvision import tv_tensors
 from jepa_world.data.episode_formats import open_episodes
 from jepa_world.data.transforms import apply_seeded, normalize_clip, split_key
 from jepa_world.data.video.dataset import make_clip_transform
+from jepa_world.data.windows import WindowTooLongError
 
 logger = logging.getLogger("jepa_world.data")
 
@@ -60,7 +61,10 @@ class EpisodeClips(Dataset):
         hflip: bool = True,
         max_skip_fraction: float = 0.5,
     ) -> None:
-        self.windows = open_episodes(root=root, window=num_frames, frameskip=frame_step, uint8=True)
+        try:
+            self.windows = open_episodes(root=root, window=num_frames, frameskip=frame_step, uint8=True)
+        except WindowTooLongError as err:  # in the keys the user set, not the dataset's argument names
+            raise ValueError(err.message("data.num_frames", "data.frame_step")) from None
         self.num_frames, self.train = num_frames, train
         self.transform = make_clip_transform(
             image_size, train=train, crop_scale=tuple(crop_scale), crop_aspect=tuple(crop_aspect), hflip=hflip

@@ -61,6 +61,24 @@ def check_window_args(*, window: int, frameskip: int, stride: int, image_size: i
         raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
 
 
+class WindowTooLongError(ValueError):
+    """No episode is long enough for one window; the fields let a caller name its own settings (`data.num_frames`)."""
+
+    def __init__(self, *, where: str, num_episodes: int, span: int, window: int, frameskip: int, longest: int):
+        self.where, self.num_episodes, self.span = where, num_episodes, span
+        self.window, self.frameskip, self.longest = window, frameskip, longest
+        super().__init__(self.message("window", "frameskip"))
+
+    def message(self, window_key: str, step_key: str) -> str:
+        """The error in the caller's words: ``window_key`` / ``step_key`` name its window length and frame step."""
+        return (
+            f"{self.where}: none of the {self.num_episodes} episodes has the {self.span} frames that "
+            f"{window_key}={self.window} frames taken {step_key}={self.frameskip} steps apart need "
+            f"(({self.window} - 1) x {self.frameskip} + 1); the longest has {self.longest}: lower {window_key} or "
+            f"{step_key}, or record longer episodes"
+        )
+
+
 class EpisodeWindows(Dataset):
     """The shared half of an episode dataset (see the module docstring); not built directly.
 
@@ -101,9 +119,13 @@ class EpisodeWindows(Dataset):
         self.episodes = [ep for ep in episodes if ep.num_frames >= span]
         self.num_skipped = len(episodes) - len(self.episodes)
         if not self.episodes:
-            raise ValueError(
-                f"{where}: none of the {len(episodes)} episodes has the {span} frames a window of {self.window} with "
-                f"frameskip {self.frameskip} needs"
+            raise WindowTooLongError(
+                where=where,
+                num_episodes=len(episodes),
+                span=span,
+                window=self.window,
+                frameskip=self.frameskip,
+                longest=max((ep.num_frames for ep in episodes), default=0),
             )
         if self.num_skipped:
             warnings.warn(

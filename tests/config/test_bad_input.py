@@ -110,3 +110,28 @@ def test_train_policy_with_a_nan_setting_says_so_before_touching_the_folder(tmp_
     assert code == 2 and "Traceback" not in err, err
     assert "'policy.entropy_weight' = nan: must be a finite number" in err, err
     assert not run.exists()
+
+
+def _folder_state(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("source", [["data.source=episodes"], []])
+def test_episodes_too_short_for_the_clip_name_the_keys_the_user_set(tmp_path, capsys, source):
+    import numpy as np
+
+    from jepa_world.data.episodes import episode_filename, write_episode
+    from tests.conftest import tiny_overrides
+
+    root = tmp_path / "ep"
+    for i in range(2):  # 17 frames each; 8 frames 4 steps apart span (8 - 1) * 4 + 1 = 29
+        write_episode(root / episode_filename(i), frames=np.zeros((17, 8, 8, 3), np.uint8), actions=np.zeros((16, 2)))
+    before = _folder_state(root)
+    args = tiny_overrides(tmp_path, **{"data.num_frames": 8, "data.frame_step": 4, "data.episodes": str(root)})
+    assert main(["pretrain", *source, *args]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "frameskip" not in err, err
+    assert "has the 29 frames that data.num_frames=8 frames taken data.frame_step=4 steps apart need" in err, err
+    assert "the longest has 17" in err, err
+    assert _folder_state(root) == before  # the episodes are untouched; the run folder holds no checkpoint or config
+    assert not [p for p in (tmp_path / "run").rglob("*") if p.name != ".lock"]
