@@ -53,7 +53,7 @@ def timm_model_kwargs(encoder: VisionTransformer) -> dict:
     """Kwargs for `timm.create_model("vit_*", pretrained=False, **kwargs)` that rebuild this image encoder."""
     _check_timm_exportable(encoder)
     kwargs = module_config(encoder)["kwargs"]
-    h, w = encoder.grid_size[0] * encoder.patch_size, encoder.grid_size[1] * encoder.patch_size
+    h, w = encoder.input_size
     return dict(
         img_size=h if h == w else (h, w),
         patch_size=encoder.patch_size,
@@ -94,7 +94,7 @@ def save_timm(encoder: VisionTransformer, directory: str | Path) -> Path:
     tensors = {k: v.contiguous() for k, v in export_timm_state_dict(encoder).items()}
     model_args = timm_model_kwargs(encoder)
     arch = _TIMM_ARCH.get(encoder.embed_dim, "vit_base_patch16_224")  # every architecture kwarg is overridden
-    h, w = encoder.grid_size[0] * encoder.patch_size, encoder.grid_size[1] * encoder.patch_size
+    h, w = encoder.input_size
     config = {
         "architecture": arch,
         "num_classes": 0,

@@ -289,9 +289,7 @@ def _latent_shape(model: WorldModel, env: Any) -> tuple[int, ...]:
 def model_image_size(model: WorldModel) -> int:
     """Input side of the world model's encoder (``img_size`` of a pooled encoder or a ViT)."""
     enc = pixel_encoder(model.encoder)  # through a lift and a readout: the ViT's input
-    size = getattr(enc, "img_size", None)
-    if size is None and hasattr(enc, "grid_size"):
-        size = enc.grid_size[-1] * enc.patch_size
+    size = getattr(enc, "input_size", None) or getattr(enc, "img_size", None)  # (H, W); a pooled encoder's side
     if isinstance(size, list | tuple):
         size = size[-1]
     if not isinstance(size, int):

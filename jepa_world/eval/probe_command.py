@@ -39,11 +39,10 @@ def random_encoder_like(encoder: VisionTransformer, *, seed: int = 0) -> VisionT
 
 def encoder_input_size(encoder: VisionTransformer) -> tuple[int, int]:
     """(num_frames, image_size) of the encoder's nominal input (num_frames 1 for image encoders)."""
-    grid, p = encoder.grid_size, encoder.patch_size
-    if grid[-1] != grid[-2]:
-        raise ValueError(f"the built-in probe data is square; this encoder's token grid is {tuple(grid)}")
-    frames = grid[0] * encoder.tubelet_size if encoder.is_video else 1
-    return frames, grid[-1] * p
+    h, w = encoder.input_size
+    if h != w:
+        raise ValueError(f"the built-in probe data is square; this encoder's input is {h}x{w} px")
+    return encoder.num_frames, w
 
 
 def load_probe_encoder(

@@ -65,6 +65,9 @@ def test_encoder_roundtrip_is_bit_exact(name, tmp_path):
     assert _same_state(enc, again) and not again.training
     assert checkpoints.module_config(again) == checkpoints.module_config(enc)
     assert again.pos_embed is None or not again.pos_embed.requires_grad  # the fixed table stays frozen
+    side = ENCODERS[name]["img_size"]
+    assert again.input_size == (side if isinstance(side, tuple) else (side, side))  # (H, W) in pixels
+    assert again.num_frames == ENCODERS[name].get("num_frames", 1)
     shape = (2, 3, 4, 32, 48) if name == "video_rope" else (2, 3, 4, 32, 32) if enc.is_video else (2, 3, 32, 32)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
@@ -148,6 +151,18 @@ def test_timm_loads_export_strictly_with_same_features(tmp_path):
         torch.testing.assert_close(loaded.forward_features(x), enc(x), atol=1e-5, rtol=0)
     with pytest.raises(CheckpointError, match="timm export"):
         jepa_world.load_encoder(tmp_path / "timm")
+
+
+def test_timm_export_of_a_wide_encoder_keeps_height_and_width(tmp_path):
+    enc = _randomized(jepa_world.create_model("vit_nano", img_size=(32, 48), patch_size=8, depth=1), seed=6)
+    assert checkpoints.timm_model_kwargs(enc)["img_size"] == (32, 48)
+    checkpoints.save_pretrained(enc, tmp_path / "ours")
+    checkpoints.export_checkpoint(tmp_path / "ours", tmp_path / "timm", format="timm")
+    loaded = timm.create_model(f"local-dir:{tmp_path / 'timm'}", pretrained=True).eval()
+    assert tuple(loaded.pretrained_cfg["input_size"]) == (3, 32, 48)
+    x = torch.randn(2, 3, 32, 48, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.forward_features(x), enc(x), atol=1e-5, rtol=0)
 
 
 def test_timm_refuses_video_and_rope_encoders():
