@@ -9,13 +9,59 @@ either the old file or the new one, never a truncated one; the temporary file is
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 TMP_SUFFIX = ".tmp"
+# What a full disk looks like: ENOSPC / EDQUOT from the OS, or torch's zip writer stopping short of what it wrote.
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_TORCH_SHORT_WRITE = ("unexpected pos", "enforce fail at inline_container", "PytorchStreamWriter failed writing")
+
+
+class DiskFullError(OSError):
+    """A write stopped because the disk is full; the message names the folder, its free space and what is intact."""
+
+    def __init__(self, message: str, folder: Path):
+        super().__init__(errno.ENOSPC, message)
+        self.folder = folder
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether `err` is what a full disk (or quota) raises, as an OSError or as torch's short-write RuntimeError."""
+    if isinstance(err, OSError):
+        return err.errno in _DISK_FULL_ERRNOS
+    return isinstance(err, RuntimeError) and any(text in str(err) for text in _TORCH_SHORT_WRITE)
+
+
+def free_space(folder: str | Path) -> str:
+    """The free space of the disk holding `folder`, for messages (`"1.2 MB"`), or "unknown"."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return "unknown"
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if free < 1000 or unit == "GB":
+            return f"{free} bytes" if unit == "bytes" else f"{free:.1f} {unit}"
+        free /= 1000
+    return "unknown"  # not reached
+
+
+def disk_full_error(path: Path, err: BaseException, intact: str) -> DiskFullError:
+    """The error for a write of `path` that a full disk stopped; `intact` says what the user still has."""
+    cause = "" if isinstance(err, OSError) else f" (torch: {str(err).splitlines()[0].strip()[:120]})"
+    return DiskFullError(
+        f"could not write {path}: No space left on device{cause}; the disk holding {path.parent} is full "
+        f"({free_space(path.parent)} free). Nothing partial was left; {intact}. Free some space and run again",
+        path.parent,
+    )
 
 
 def _umask() -> int:
@@ -28,20 +74,27 @@ def atomic_write(path: str | Path, write: Callable[[Any], None]) -> Path:
     """Call `write(binary_file)` on a temporary file next to `path`, fsync, then rename it to `path`.
 
     Raises:
-        OSError: the folder cannot be created or written (ENOSPC, EROFS, EACCES ...); `path` is left as it was.
+        DiskFullError: the disk is full (ENOSPC, a quota, or torch's short write): the message names the folder and
+            its free space; `path` is left as it was and no temporary file remains.
+        OSError: the folder cannot be created or written (EROFS, EACCES ...); `path` is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(err) and not isinstance(err, DiskFullError):
+            intact = f"{path.name} is as it was" if path.exists() else "no file was replaced"
+            raise disk_full_error(path, err, intact) from err
         raise
     return path
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from jepa_world.atomic import atomic_write
+from jepa_world.atomic import DiskFullError, atomic_write, disk_full_error
 
 CHECKPOINT_FORMAT = "jepa_world/train/v1"
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
@@ -26,8 +26,23 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write `state` atomically to `path` (temporary file in the same folder, fsync, rename)."""
-    return atomic_write(Path(path), lambda f: torch.save({"format": CHECKPOINT_FORMAT, **state}, f))
+    """Write `state` atomically to `path` (temporary file in the same folder, fsync, rename).
+
+    Raises:
+        DiskFullError: the disk is full: the message names the folder, its free space and the newest earlier
+            checkpoint, which is intact (no partial file is left).
+    """
+    path = Path(path)
+    try:
+        return atomic_write(path, lambda f: torch.save({"format": CHECKPOINT_FORMAT, **state}, f))
+    except DiskFullError as err:
+        earlier = list_checkpoints(path.parent)
+        intact = (
+            f"the earlier checkpoint {earlier[-1]} is intact (a rerun resumes from it)"
+            if earlier
+            else "no earlier checkpoint was touched"
+        )
+        raise disk_full_error(path, err.__cause__ or err, intact) from err.__cause__
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
