@@ -225,6 +225,7 @@ class LeRobotEpisodes(EpisodeWindows):
             for ep in self._episodes_of_file(path, group):
                 episodes[ep.episode_index] = ep
         ordered = [episodes[r["episode_index"]] for r in rows]
+        self._check_totals(ordered)
         if self.is_video:
             self._check_video_lengths(ordered, rows)
         return ordered
@@ -276,6 +277,16 @@ class LeRobotEpisodes(EpisodeWindows):
             out.append(LeRobotEpisode(e, length, actions, states, source, frame_rows))
         return out
 
+    def _check_totals(self, episodes: list[LeRobotEpisode]) -> None:
+        """info.json's totals agree with meta/episodes (a half-written or edited dataset does not load quietly)."""
+        found = {"total_episodes": len(episodes), "total_frames": sum(ep.num_frames for ep in episodes)}
+        for key, value in found.items():
+            recorded = self.info.get(key)
+            if recorded is not None and int(recorded) != value:
+                what = "episodes" if key == "total_episodes" else "frames over its episodes"
+                raise _fail(self.root, f"{INFO_FILE} says {key}={recorded}, meta/episodes lists {value} {what} "
+                                       "(a half-written or edited dataset? write it again)")  # fmt: skip
+
     def _vcol(self, name: str) -> str:
         return f"videos/{self.camera}/{name}"
 
@@ -291,8 +302,13 @@ class LeRobotEpisodes(EpisodeWindows):
             if ep.source not in counts:
                 if not ep.source.is_file():
                     raise _fail(self.root, f"episode {ep.episode_index}: its video {rel} is missing")
-                with open_video(ep.source, reader=self.reader) as video:
-                    counts[ep.source] = video.num_frames
+                try:
+                    with open_video(ep.source, reader=self.reader) as video:
+                        counts[ep.source] = video.num_frames
+                except (OSError, ValueError, RuntimeError) as err:  # truncated, zero bytes, not a video
+                    why = str(err).replace(str(ep.source), rel.as_posix()).splitlines()[0][:300]
+                    raise _fail(self.root, f"episode {ep.episode_index}: its video {rel} cannot be read (truncated or "
+                                           f"damaged? {why})") from None  # fmt: skip
             if ep.rows.min() < 0 or ep.rows.max() >= counts[ep.source]:
                 raise _fail(self.root, f"episode {ep.episode_index} ({rel}): needs video frames {ep.rows.min()} .. "
                                        f"{ep.rows.max()}, the file has {counts[ep.source]}")  # fmt: skip

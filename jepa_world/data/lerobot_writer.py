@@ -150,6 +150,14 @@ class LeRobotWriter:
             raise ValueError(f"pix_fmt={pix_fmt!r}; expected yuv444p or yuv420p")
         if not isinstance(chunks_size, int) or chunks_size < 1:
             raise ValueError(f"chunks_size must be a positive int, got {chunks_size!r}")
+        for name, value in (("data_file_mb", data_file_mb), ("video_file_mb", video_file_mb)):
+            # LeRobot refuses an info.json whose file sizes are not positive ("must be positive")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
+                raise ValueError(f"{name} must be a positive finite number of megabytes, got {value!r}")
+        if isinstance(gop, bool) or not isinstance(gop, int) or gop < 1:
+            raise ValueError(f"gop must be a positive int (frames between keyframes), got {gop!r}")
+        if isinstance(crf, bool) or not isinstance(crf, int) or not 0 <= crf <= 63:
+            raise ValueError(f"crf must be an int in [0, 63] (0: lossless with libx264), got {crf!r}")
         try:
             self._codec_name = av.codec.Codec(codec, "w").canonical_name  # "h264" for libx264
         except Exception as err:

@@ -320,3 +320,67 @@ def test_collect_as_lerobot_then_train_wm_on_it(tmp_path, capsys):
     summary = train_world_model(load_config([], [f"{k}={v}" for k, v in over.items()], command="train-wm"))
     state = checkpoints.load_checkpoint(checkpoints.list_checkpoints(tmp_path / "run" / "checkpoints")[-1])
     assert summary["step"] == 2 and state["meta"]["action_dim"] == 2 and state["meta"]["state_dim"] == 2
+
+
+# ---------------------------------------------------------------------------------- issue 41: bad input, named
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"data_file_mb": 0}, r"data_file_mb must be a positive finite number of megabytes, got 0"),
+        ({"data_file_mb": -5}, r"data_file_mb must be .* got -5"),
+        ({"video_file_mb": float("nan")}, r"video_file_mb must be a positive finite number .* got nan"),
+        ({"video_file_mb": float("inf")}, r"video_file_mb must be .* got inf"),
+        ({"gop": 0}, r"gop must be a positive int .* got 0"),
+        ({"crf": -1}, r"crf must be an int in \[0, 63\] .* got -1"),
+        ({"fps": 0}, r"fps must be a positive int, got 0"),
+        ({"chunks_size": 0}, r"chunks_size must be a positive int, got 0"),
+    ],
+)
+def test_writer_arguments_out_of_range_are_named_before_anything_is_written(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LeRobotWriter(root=tmp_path / "ds", **kwargs)
+    assert not (tmp_path / "ds").exists()
+
+
+def _video(root: Path) -> Path:
+    return root / "videos" / CAMERA / "chunk-000" / "file-000.mp4"
+
+
+def _state(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_missing_video_names_the_file_and_the_episode(tmp_path):
+    root = _build(tmp_path / "ds")
+    _video(root).unlink()
+    before = _state(root)
+    with pytest.raises(
+        ValueError, match=r"episode 0: its video videos/observation.images.top/.*file-000.mp4 is missing"
+    ):
+        LeRobotEpisodes(root=root, window=2)
+    assert _state(root) == before
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.0], ids=["half", "zero-bytes"])
+def test_a_truncated_video_names_the_file_and_the_episode(tmp_path, keep):
+    root = _build(tmp_path / "ds")
+    data = _video(root).read_bytes()
+    _video(root).write_bytes(data[: int(len(data) * keep)])
+    before = _state(root)
+    with pytest.raises(ValueError, match=r"episode 0: its video videos/.*file-000.mp4 cannot be read \(truncated or"):
+        LeRobotEpisodes(root=root, window=2)
+    assert _state(root) == before
+
+
+def test_totals_that_disagree_with_the_episodes_are_named(tmp_path):
+    root = _build(tmp_path / "ds", lengths=(5, 4))
+    info_path = root / "meta" / "info.json"
+    info = json.loads(info_path.read_text())
+    info_path.write_text(json.dumps({**info, "total_episodes": 3}))
+    with pytest.raises(ValueError, match=r"meta/info.json says total_episodes=3, meta/episodes lists 2 episodes"):
+        LeRobotEpisodes(root=root, window=2)
+    info_path.write_text(json.dumps({**info, "total_frames": 12}))
+    with pytest.raises(ValueError, match=r"says total_frames=12, meta/episodes lists 9 frames over its episodes"):
+        LeRobotEpisodes(root=root, window=2)
+    info_path.write_text(json.dumps({**info, "total_frames": 9}))
+    assert [ep.num_frames for ep in LeRobotEpisodes(root=root, window=2).episodes] == [5, 4]
