@@ -63,12 +63,19 @@ def _cmd_train_policy(args: argparse.Namespace) -> int:
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
-    from jepa_world.envs.collect import collect_episodes
+    from jepa_world.envs.collect import collect_episodes, policy_names
+    from jepa_world.envs.field_envs import parse_key_values
 
     check_writable_target(args.output, what="--output")
+    if args.policy is not None and args.policy not in policy_names(args.env):
+        raise ValueError(f"--policy {args.policy}: not a policy for --env {args.env}; valid: "
+                         f"{', '.join(policy_names(args.env))}")  # fmt: skip
     root = collect_episodes(env_name=args.env, num_episodes=args.episodes, steps=args.steps, output_dir=args.output,
                             policy=args.policy, seed=args.seed, image_size=args.image_size,
-                            overwrite=args.overwrite, format=args.format, fps=args.fps)  # fmt: skip
+                            overwrite=args.overwrite, format=args.format, fps=args.fps,
+                            env_kwargs=parse_key_values(args.env_kwargs, what="--env-kwargs"),
+                            policy_kwargs=parse_key_values(args.policy_kwargs, what="--policy-kwargs"),
+                            state_key=args.state_key)  # fmt: skip
     print(f"wrote {args.episodes} episodes of {args.steps} steps to {root}")
     return 0
 
@@ -275,15 +282,39 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(tp)
     tp.set_defaults(func=_cmd_train_policy)
 
-    c = sub.add_parser("collect", help="collect offline episodes from a pixel environment (random-walk policy)")
-    c.add_argument("--env", default="two_rooms", help="two_rooms, point_arena, two_rooms_clutter or a gymnasium id")
+    c = sub.add_parser(
+        "collect",
+        help="collect offline episodes from a pixel environment (any gymnasium env) with a behaviour policy",
+        epilog="Examples: --env swm/PushT-v1 (policy pusht_weak), --env swm/TwoRoom-v1 (policy tworoom_expert; "
+        'both need pip install "jepa_world[field]"), --env mypackage.envs:MyEnv-v0 (imports mypackage.envs first). '
+        "Values of --env-kwargs / --policy-kwargs are YAML scalars (3, 0.5, true, null, [1, 2], text).",
+    )
+    c.add_argument(
+        "--env",
+        default="two_rooms",
+        help="two_rooms, point_arena, two_rooms_clutter or any gymnasium id (swm/... imports stable-worldmodel; "
+        "module:EnvId imports module first)",
+    )
     c.add_argument("--episodes", type=int, default=1000, help="number of episodes (default 1000)")
     c.add_argument("--steps", type=int, default=16, help="actions per episode (default 16)")
     c.add_argument("--output", required=True, metavar="DIR", help="output directory")
-    c.add_argument("--policy", default="von_mises", help="behaviour policy: von_mises (default), random, ...")
+    c.add_argument(
+        "--policy",
+        default=None,
+        help="behaviour policy; default per env: von_mises (Two-Rooms), tworoom_expert (swm/TwoRoom-v1), pusht_weak "
+        "(swm/PushT-v1), random (others). Two-Rooms: von_mises, random, noop, straight_line, door_waypoint; other "
+        "envs: random, tworoom_expert, pusht_weak",
+    )
+    c.add_argument("--env-kwargs", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="env constructor arguments (repeatable), e.g. --env-kwargs resolution=96")  # fmt: skip
+    c.add_argument("--policy-kwargs", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="behaviour policy arguments, e.g. --policy-kwargs action_noise=1.0 repeat_prob=0")  # fmt: skip
+    c.add_argument("--state-key", default=None, metavar="KEY",
+                   help="key of a dict observation stored as states (default: state when present, else none; '' "
+                   "for none)")  # fmt: skip
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--image-size", type=int, default=64)
-    c.add_argument("--overwrite", action="store_true", help="replace episodes already in DIR")
+    c.add_argument("--overwrite", action="store_true", help="replace episodes (or a dataset) already in DIR")
     c.add_argument(
         "--format",
         choices=("episodes", "lerobot"),

@@ -9,7 +9,9 @@ A dataset is a directory holding
 
   - ``frames``: ``uint8 [T+1, H, W, 3]`` RGB frames (required);
   - ``actions``: ``float32 [T, A]`` (required, finite);
-  - ``states``: ``float32 [T+1, S]`` (optional: proprioception or the true state, finite).
+  - ``states``: ``float32 [T+1, S]`` (optional: proprioception or the true state, finite);
+  - ``env_states``: ``float64 [T+1, E]`` (optional, finite: the simulator state that restores row ``t`` exactly,
+    `jepa_world.envs.field_envs.restore_env_state`; for evaluation only, never read by ``EpisodeDataset``).
 
   Frames come first in time: action ``t`` moves frame ``t`` to frame ``t+1``, and ``states[t]`` is the state
   shown in ``frames[t]``. ``T >= 1``. Episodes of one dataset may differ in ``T`` but must agree on ``A``, on
@@ -17,7 +19,9 @@ A dataset is a directory holding
 - ``metadata.json`` at the root, a JSON object with at least ``format_version`` (1), ``env_name``,
   ``image_size``, ``action_dim``, ``state_dim`` (null without states), ``num_episodes``, ``steps`` (T per episode),
   ``policy`` and ``seed``. ``jepa_world.envs.collect.collect_episodes`` also writes ``episode_lengths``, ``env_kwargs``,
-  ``policy_kwargs`` and ``actions_note``. The dataset only requires the episode files; ``read_metadata`` loads this.
+  ``policy_kwargs``, ``actions_note``, ``env_id`` (the gymnasium id), ``state_key`` and ``env_state`` (with
+``env_states``: their layout and how to restore them, ``EnvStateSpec.metadata``; else null). The dataset only
+requires the episode files; ``read_metadata`` loads this. Folders written before ``env_states`` stay readable.
 
 To store your own robot's data, call ``write_episode(root / episode_filename(i), frames=..., actions=...,
 states=...)`` per episode (it validates shapes and finiteness) and ``write_metadata(root, {...})`` once.
@@ -90,9 +94,24 @@ def _check_shapes(
 
 
 def validate_episode(
-    *, frames: np.ndarray, actions: np.ndarray, states: np.ndarray | None = None, name: str = "episode"
+    *,
+    frames: np.ndarray,
+    actions: np.ndarray,
+    states: np.ndarray | None = None,
+    name: str = "episode",
+    env_states: np.ndarray | None = None,
 ) -> None:
     """Check one episode against the format; raise ``ValueError("<name>: <problem>")`` on the first violation."""
+    if env_states is not None:
+        env_states = np.asarray(env_states)
+        n = np.shape(frames)[0]
+        if env_states.ndim != 2 or env_states.shape[0] != n:
+            raise ValueError(f"{name}: env_states must be [T+1, E] = [{n}, E], got shape {env_states.shape}")
+        if not np.issubdtype(env_states.dtype, np.number):
+            raise ValueError(f"{name}: env_states must be numeric, got dtype {env_states.dtype}")
+        problem = nonfinite_message(env_states.astype(np.float64), "env_states")
+        if problem is not None:
+            raise ValueError(f"{name}: {problem}")
     frames = np.asarray(frames)
     actions = np.asarray(actions)
     states = None if states is None else np.asarray(states)
@@ -117,6 +136,7 @@ def write_episode(
     actions: np.ndarray,
     states: np.ndarray | None = None,
     compress: bool = True,
+    env_states: np.ndarray | None = None,
 ) -> Path:
     """Validate and write one episode file.
 
@@ -126,15 +146,18 @@ def write_episode(
         actions: ``[T, A]`` finite, stored as float32.
         states: Optional ``[T+1, S]`` finite, stored as float32.
         compress: ``savez_compressed`` (small files) or ``savez`` (memory-mappable windows).
+        env_states: Optional ``[T+1, E]`` finite simulator states (restore a row exactly), stored as float64.
 
     Raises:
         ValueError: Naming the file and the problem, e.g. ``"episode_000003.npz: actions contain NaN at step 5"``.
     """
     path = Path(path)
-    validate_episode(frames=frames, actions=actions, states=states, name=path.name)
+    validate_episode(frames=frames, actions=actions, states=states, name=path.name, env_states=env_states)
     arrays = {"frames": np.ascontiguousarray(frames), "actions": np.asarray(actions, dtype=np.float32)}
     if states is not None:
         arrays["states"] = np.asarray(states, dtype=np.float32)
+    if env_states is not None:
+        arrays["env_states"] = np.asarray(env_states, dtype=np.float64)
     save = np.savez_compressed if compress else np.savez
     # Atomic: a full disk or a kill leaves no truncated episode (a file object keeps numpy from adding ".npz").
     return atomic_write(path, lambda fh: save(fh, **arrays))
@@ -154,6 +177,12 @@ def read_metadata(root: str | Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     return json.loads(path.read_text())
+
+
+def read_env_states(path: str | Path) -> np.ndarray | None:
+    """The ``env_states`` ``float64 [T+1, E]`` of one episode file, or None when it has none (older folders)."""
+    with np.load(path, allow_pickle=False) as data:
+        return np.asarray(data["env_states"], dtype=np.float64) if "env_states" in data.files else None
 
 
 def _squeeze_batch(x: np.ndarray, ndim: int, name: str, path: Path) -> np.ndarray:
