@@ -373,3 +373,24 @@ def test_uint8_items_convert_to_the_float_items(collected):
     assert not EpisodeDataset(root=collected, window=3, uint8=True, image_size=32).uint8
     with pytest.raises(ValueError, match="uint8"):
         uint8_to_float(batch.float())
+
+
+# ---------------------------------------------------------------------------------------------------------- env states
+def test_env_states_are_stored_exactly_validated_and_ignored_by_the_dataset(tmp_path):
+    from jepa_world.data.episodes import read_env_states
+
+    rng = np.random.default_rng(0)
+    ep = _random_episode(rng, steps=5)
+    env_states = rng.normal(size=(6, 10)) * 1e3  # float64 values a float32 copy would round
+    write_episode(tmp_path / episode_filename(0), **ep, env_states=env_states)
+    write_episode(tmp_path / episode_filename(1), **ep)  # an episode as written before env_states existed
+    assert np.array_equal(read_env_states(tmp_path / episode_filename(0)), env_states)
+    assert read_env_states(tmp_path / episode_filename(1)) is None
+    ds = EpisodeDataset(root=tmp_path, window=2, normalize=False)
+    assert "env_states" not in ds[0] and torch.equal(ds[0]["states"], torch.from_numpy(ep["states"][:2]))
+    with pytest.raises(ValueError, match=r"env_states must be \[T\+1, E\] = \[6, E\]"):
+        write_episode(tmp_path / "bad.npz", **ep, env_states=env_states[:-1])
+    env_states[2, 3] = np.nan
+    with pytest.raises(ValueError, match="env_states contain NaN"):
+        write_episode(tmp_path / "bad.npz", **ep, env_states=env_states)
+    assert not (tmp_path / "bad.npz").exists()
