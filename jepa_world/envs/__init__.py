@@ -8,6 +8,9 @@
   full-step headings plus a no-op (``two_rooms.discrete_action_table``) is ``jepa_world/TwoRoomsDiscrete-v0``.
 - ``PixelObservationAdapter``: any ``render_mode="rgb_array"`` gymnasium env -> ``uint8 [S, S, 3]`` observations.
 - Baseline / behaviour policies in ``jepa_world.envs.policies``; offline collection in ``jepa_world.envs.collect``.
+- Any gymnasium env (stable-worldmodel's ``swm/PushT-v1`` / ``swm/TwoRoom-v1``, ``module:EnvId``) as a pixel source,
+  and the env state that restores a row: ``jepa_world.envs.field_envs``; the field's behaviour policies (TwoRoom's
+  noisy expert, Push-T's weak policy, random in the env's box): ``jepa_world.envs.field_policies``.
 
 ``make_env("two_rooms")`` / ``"point_arena"`` / ``"two_rooms_clutter"`` return the bare ``TwoRoomsEnv`` (so
 helpers such as ``render_state`` and ``sample_eval_pair`` are directly reachable); ``make_env("two_rooms_discrete")``
@@ -23,6 +26,7 @@ from typing import Any
 
 import gymnasium
 
+from jepa_world.envs.field_envs import PACKAGE_PREFIXES, resolve_env_id
 from jepa_world.envs.geometry import MAX_ACTION_NORM, discrete_action_table
 from jepa_world.envs.policies import (
     DoorWaypointPolicy,
@@ -81,7 +85,8 @@ def make_env(name: str, **kwargs: Any) -> gymnasium.Env:
     Args:
         name: ``"two_rooms"``, ``"point_arena"``, ``"two_rooms_clutter"`` (bare ``TwoRoomsEnv``),
             ``"two_rooms_discrete"`` (``TwoRoomsEnv`` in ``DiscreteActions``, no other wrapper) or any registered
-            gymnasium id (through ``gymnasium.make``, with its default wrappers).
+            gymnasium id (through ``gymnasium.make``, with its default wrappers), including ``swm/...`` (imports
+            stable-worldmodel) and ``module:EnvId`` (imports ``module``; `jepa_world.envs.field_envs`).
         **kwargs: Constructor arguments (``image_size``, ``max_steps``, ``seed``, ...).
 
     Raises:
@@ -92,6 +97,8 @@ def make_env(name: str, **kwargs: Any) -> gymnasium.Env:
         return make_two_rooms_discrete(**kwargs)
     if name in ENV_ALIASES:
         return TwoRoomsEnv(**{**ALIAS_KWARGS[name], **kwargs})
+    if name not in gymnasium.registry and (":" in name or name.startswith(tuple(PACKAGE_PREFIXES))):
+        return gymnasium.make(resolve_env_id(name), **kwargs)  # after importing the package that registers the id
     if name in gymnasium.registry:
         return gymnasium.make(name, **kwargs)
     known = sorted(ENV_ALIASES) + sorted(DISCRETE_ENV_ALIASES) + sorted(gymnasium.registry)

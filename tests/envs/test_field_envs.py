@@ -217,3 +217,12 @@ def test_cli_collect_takes_env_kwargs_names_policies_and_overwrite(tmp_path, cap
     assert main([*args, "--overwrite", "--policy", "von_mises"]) == 2
     err = capsys.readouterr().err
     assert "--policy von_mises" in err and "pusht_weak, random, tworoom_expert" in err
+
+
+def test_make_env_knows_package_and_module_ids():
+    from jepa_world.envs import make_env
+
+    assert make_env("swm/TwoRoom-v1").spec.id == "swm/TwoRoom-v1"
+    assert make_env(f"{TOY}:ToyDict-v0").spec.id == "ToyDict-v0"
+    with pytest.raises(ImportError, match="install the package that provides 'jepa_world_no_such_module'"):
+        make_env("jepa_world_no_such_module:Foo-v0")
