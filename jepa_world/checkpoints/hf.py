@@ -100,7 +100,14 @@ def hf_model_type(directory: str | Path) -> str | None:
 def read_hf_config(directory: str | Path) -> dict:
     """`config.json` of a transformers folder; a `model_type` other than ijepa / vjepa2 is refused by name."""
     path = Path(directory) / CONFIG_NAME
-    config = json.loads(path.read_text())
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: a transformers folder needs its config.json (model_type, sizes)")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(config).__name__}; expected an object of settings")
     model_type = config.get("model_type")
     if model_type not in HF_MODEL_TYPES:
         raise CheckpointError(
@@ -196,16 +203,63 @@ def _side(value: Any, name: str, path: Path) -> int:
         if len(set(value)) != 1:
             raise CheckpointError(f"{path}: {name}={value} is not square; jepa_world reads square {name}s only")
         value = value[0]
-    return int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CheckpointError(f"{path}: {name}={value!r}; expected an integer >= 1")
+    return value
+
+
+def _blocks(state: Mapping[str, torch.Tensor], prefix: str) -> int:
+    return len({k[len(prefix) :].split(".", 1)[0] for k in state if k.startswith(prefix)})
+
+
+def _check_against_weights(config: Mapping, state: Mapping[str, torch.Tensor], path: Path, component: str) -> None:
+    """config.json's sizes agree with the weights next to it; the first that does not is named with both values."""
+    found: dict[str, tuple[int, str]] = {}  # config key -> (value in the weights, where it was read)
+    if component == "predictor":
+        if "predictor_embed.weight" in state:
+            found["pred_hidden_size"] = (state["predictor_embed.weight"].shape[0], "the predictor embedding's rows")
+        found["pred_num_hidden_layers"] = (_blocks(state, "predictor_blocks."), "predictor blocks in the weights")
+        found["pred_num_mask_tokens"] = (_blocks(state, "mask_tokens."), "mask tokens in the weights")
+    else:
+        if "patch_embed.proj.weight" in state:
+            weight = state["patch_embed.proj.weight"]
+            found["hidden_size"] = (weight.shape[0], f"the patch embedding's width {list(weight.shape)}")
+            found["patch_size"] = (weight.shape[-1], f"the patch embedding's kernel {list(weight.shape)}")
+        found["num_hidden_layers"] = (_blocks(state, "blocks."), "blocks in the weights")
+        if config["model_type"] == "ijepa" and "blocks.0.mlp.fc1.weight" in state:
+            found["intermediate_size"] = (state["blocks.0.mlp.fc1.weight"].shape[0], "the MLP width of block 0")
+    defaults = {"patch_size": 16, "pred_hidden_size": 384, "pred_num_hidden_layers": 12, "pred_num_mask_tokens": 10}
+    for key, (value, where) in found.items():
+        said = config.get(key, defaults.get(key))
+        said = said[0] if isinstance(said, list | tuple) and said else said
+        if value and said is not None and said != value:
+            raise CheckpointError(
+                f"{path / CONFIG_NAME}: {key}={said} disagrees with the weights ({where}: {value}); the config.json "
+                "and the weights are from different models: use the config.json saved with these weights"
+            )
+
+
+def _size(config: Mapping, key: str, path: Path, default: int | None = None) -> int:
+    """`config[key]` as an int >= 1 (or `default` when absent); a missing or bad value is named with its file."""
+    if key not in config:
+        if default is None:
+            raise CheckpointError(
+                f"{path}: {key!r} is missing (a transformers {config.get('model_type')} config needs it)"
+            )
+        return default
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CheckpointError(f"{path}: {key}={value!r}; expected an integer >= 1")
+    return value
 
 
 def _encoder_kwargs(config: Mapping, path: Path) -> dict:
-    width = int(config["hidden_size"])
+    width = _size(config, "hidden_size", path)
     common = dict(
         patch_size=_side(config.get("patch_size", 16), "patch_size", path),
         embed_dim=width,
-        depth=int(config["num_hidden_layers"]),
-        num_heads=int(config["num_attention_heads"]),
+        depth=_size(config, "num_hidden_layers", path),
+        num_heads=_size(config, "num_attention_heads", path),
         qkv_bias=bool(config.get("qkv_bias", True)),
         norm_eps=float(config.get("layer_norm_eps", 1e-12 if config["model_type"] == "ijepa" else 1e-6)),
     )
@@ -214,11 +268,11 @@ def _encoder_kwargs(config: Mapping, path: Path) -> dict:
             common,
             img_size=_side(config.get("image_size", 224), "image_size", path),
             in_chans=int(config.get("num_channels", 3)),
-            mlp_ratio=mlp_ratio_for(int(config["intermediate_size"]), width),
+            mlp_ratio=mlp_ratio_for(_size(config, "intermediate_size", path), width),
             pos_embed="sincos",
             sincos_layout="ijepa",
         )
-    tubelet, frames = int(config.get("tubelet_size", 2)), int(config.get("frames_per_clip", 64))
+    tubelet, frames = _size(config, "tubelet_size", path, 2), _size(config, "frames_per_clip", path, 64)
     if frames < tubelet or frames % tubelet:
         raise CheckpointError(f"{path}: frames_per_clip={frames} is not a multiple of tubelet_size={tubelet}")
     return dict(
@@ -243,12 +297,12 @@ def _predictor_kwargs(config: Mapping, path: Path) -> dict:
     return dict(
         grid_size=(enc["num_frames"] // enc["tubelet_size"], side, side),
         embed_dim=enc["embed_dim"],
-        predictor_embed_dim=int(config.get("pred_hidden_size", 384)),
-        depth=int(config.get("pred_num_hidden_layers", 12)),
-        num_heads=int(config.get("pred_num_attention_heads", 12)),
+        predictor_embed_dim=_size(config, "pred_hidden_size", path, 384),
+        depth=_size(config, "pred_num_hidden_layers", path, 12),
+        num_heads=_size(config, "pred_num_attention_heads", path, 12),
         mlp_ratio=float(config.get("pred_mlp_ratio", 4.0)),
         qkv_bias=enc["qkv_bias"],
-        num_mask_tokens=int(config.get("pred_num_mask_tokens", 10)),
+        num_mask_tokens=_size(config, "pred_num_mask_tokens", path, 10),
         pos_embed="rope",
         norm_eps=enc["norm_eps"],
     )
@@ -265,9 +319,13 @@ def load_hf_component(directory: str | Path, *, component: str, strict: bool = T
     state = hf_to_ours(read_hf_weights(directory), config["model_type"])
     what = f"{directory} [transformers {config['model_type']}, {component}]"
     if component == "predictor":
-        kwargs = {**_predictor_kwargs(config, directory), **overrides}
+        kwargs = {**_predictor_kwargs(config, directory / CONFIG_NAME), **overrides}
         part = {k: v for k, v in state.items() if k.startswith(("predictor_", "mask_tokens."))}
+        if strict:
+            _check_against_weights(config, part, directory, component)
         return instantiate(MaskPredictor, kwargs, part, strict=strict, what=what)
-    kwargs = {**_encoder_kwargs(config, directory), **overrides}
+    kwargs = {**_encoder_kwargs(config, directory / CONFIG_NAME), **overrides}
     part = {k: v for k, v in state.items() if not k.startswith(("predictor_", "mask_tokens."))}
+    if strict:
+        _check_against_weights(config, part, directory, component)
     return instantiate(VisionTransformer, kwargs, part, strict=strict, what=what)

@@ -259,3 +259,81 @@ def test_export_refuses_what_transformers_cannot_represent(tmp_path):
     with pytest.raises(ValueError, match=r"encoder and its predictor in one model"):
         export(jepa_world.create_model("vit_nano", num_frames=4, pos_embed="rope", **base), "rope_video_alone")
     assert not (tmp_path / "wide_hf").exists()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Inconsistent folders (issue 41): the file and the key are named, the folder is left as it was
+# --------------------------------------------------------------------------------------------------------------------
+def _files(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"hidden_size": 64}, r"config.json: hidden_size=64 disagrees with the weights \(the patch embedding's width"),
+        ({"num_hidden_layers": 3}, r"config.json: num_hidden_layers=3 disagrees with the weights \(blocks in the "),
+        ({"intermediate_size": 64}, r"config.json: intermediate_size=64 disagrees with the weights \(the MLP width"),
+        ({"patch_size": 16}, r"config.json: patch_size=16 disagrees with the weights \(the patch embedding's kernel"),
+        ({"num_attention_heads": 0}, r"config.json: num_attention_heads=0; expected an integer >= 1"),
+        ({"hidden_size": "abc"}, r"config.json: hidden_size='abc'; expected an integer >= 1"),
+        ({"hidden_size": None}, r"config.json: hidden_size=None; expected an integer >= 1"),
+        ({"model_type": "vitt"}, r"config.json is a transformers folder of model_type 'vitt'"),
+    ],
+)
+def test_an_inconsistent_config_json_names_the_file_and_key(tmp_path, change, match):
+    folder = tmp_path / "ijepa"
+    IJepaModel(ijepa_config()).save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **change}))
+    before = _files(folder)
+    with pytest.raises(CheckpointError, match=match):
+        jepa_world.load_encoder(folder)
+    assert _files(folder) == before
+
+
+def test_a_missing_or_unreadable_config_json_is_named(tmp_path):
+    folder = tmp_path / "ijepa"
+    IJepaModel(ijepa_config()).save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    del config["hidden_size"]
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"config.json: 'hidden_size' is missing \(a transformers ijepa config"):
+        jepa_world.load_encoder(folder)
+    (folder / "config.json").write_text("[1, 2]")
+    with pytest.raises(CheckpointError):  # a list is no transformers config: not read as one
+        jepa_world.load_encoder(folder)
+    (folder / "config.json").unlink()
+    with pytest.raises(CheckpointError, match=r"config.json is missing: a transformers folder needs its config.json"):
+        checkpoints.hf.read_hf_config(folder)
+
+
+def test_a_predictor_config_that_disagrees_with_its_weights_is_named(tmp_path, vjepa2_dir):
+    _, model = vjepa2_dir
+    folder = tmp_path / "vjepa2"
+    model.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "pred_num_mask_tokens": 5}))
+    with pytest.raises(CheckpointError, match=r"config.json: pred_num_mask_tokens=5 disagrees with the weights \(mask"):
+        jepa_world.load_predictor(folder)
+    (folder / "config.json").write_text(json.dumps({**config, "pred_hidden_size": 64}))
+    with pytest.raises(CheckpointError, match=r"config.json: pred_hidden_size=64 disagrees with the weights"):
+        jepa_world.load_predictor(folder)
+
+
+def test_a_shard_index_naming_a_missing_shard_names_the_index_the_shard_and_keys(tmp_path, vjepa2_dir):
+    _, model = vjepa2_dir
+    folder = tmp_path / "sharded"
+    model.save_pretrained(folder, max_shard_size="40KB")
+    index_path = folder / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    key = sorted(index["weight_map"])[0]
+    index["weight_map"][key] = "model-99-of-99.safetensors"
+    index_path.write_text(json.dumps(index))
+    before = _files(folder)
+    with pytest.raises(CheckpointError, match=rf"index.json names shard 'model-99-of-99.safetensors' \(for .*{key}"):
+        jepa_world.load_encoder(folder)
+    index_path.write_text(json.dumps({"metadata": {}}))
+    with pytest.raises(CheckpointError, match=r"index.json is not a shard index with a 'weight_map'"):
+        jepa_world.load_encoder(folder)
+    assert set(_files(folder)) == set(before)
