@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,7 @@ import torch
 from results import append_rows  # scripts/results.py: this script's folder is on sys.path
 
 from jepa_world.checkpoints import save_pretrained
-from jepa_world.config import PlannerSettings, load_config
+from jepa_world.config import PlanConfig, load_config
 from jepa_world.envs.collect import collect_episodes
 from jepa_world.eval.plan_benchmark import run_plan_benchmark
 from jepa_world.eval.protocol import format_table
@@ -175,8 +176,9 @@ def main() -> None:
     collect_s = time.perf_counter() - tic
     print(f"collect: {args.collect_episodes} episodes in {collect_s:.0f} s", flush=True)
 
-    settings = PlannerSettings(samples=args.samples, iterations=args.iterations, horizon=args.horizon,
-                               replan_every=args.replan_every)  # fmt: skip
+    plan = PlanConfig(samples=args.samples, iterations=args.iterations, horizon=args.horizon,
+                      replan_every=args.replan_every, env=args.env, episodes=args.episodes,
+                      threads=args.threads)  # fmt: skip
     runs, baselines = [], None
     cases = [(kind, n) for n in (subsets or [None]) for kind in kinds]
     for kind, n in cases:
@@ -205,13 +207,11 @@ def main() -> None:
             train_s = time.perf_counter() - tic
             tic = time.perf_counter()
             first = baselines is None  # baselines and the simulator ceiling once: the pairs are the same
-            result = run_plan_benchmark(run / "wm", episodes=args.episodes, settings=settings, seed=args.pair_seed,
-                                        env_name=args.env, output=run / "plan", baselines=first,
-                                        simulator_ceiling=first, num_threads=args.threads, log=None)  # fmt: skip
+            result = run_plan_benchmark(run / "wm", plan=replace(plan, output=str(run / "plan"), baselines=first,
+                                        ceiling=first), seed=args.pair_seed, log=None)  # fmt: skip
             plan_s = time.perf_counter() - tic
-            alone = run_plan_benchmark(run / "wm", episodes=1, settings=settings, seed=args.pair_seed, baselines=False,
-                                       env_name=args.env, simulator_ceiling=False, num_threads=args.threads,
-                                       log=None)  # fmt: skip
+            alone = run_plan_benchmark(run / "wm", plan=replace(plan, episodes=1, baselines=False, ceiling=False),
+                                       seed=args.pair_seed, log=None)  # fmt: skip
             learned = result["results"][0]
             if first:
                 baselines = result["results"][1:]

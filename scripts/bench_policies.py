@@ -26,14 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from results import append_rows  # scripts/results.py: this script's folder is on sys.path
 
-from jepa_world.config import PlannerSettings, load_config
+from jepa_world.config import PlanConfig, PlannerSettings, load_config
 from jepa_world.envs.collect import collect_episodes
 from jepa_world.eval.plan_benchmark import run_plan_benchmark
 from jepa_world.eval.protocol import format_table
@@ -104,10 +104,11 @@ def main() -> None:
         for name, agent, policy, env, settings in rows_spec:
             ckpt = run / "wm" if policy is None else run / f"policy_{policy}"
             first = baselines is None
-            kw = dict(env_name=env, settings=settings, seed=args.pair_seed, agent=agent, simulations=args.simulations,
-                      num_threads=args.threads, log=None)  # fmt: skip
-            res = run_plan_benchmark(ckpt, episodes=args.episodes, baselines=first, simulator_ceiling=first, **kw)
-            alone = run_plan_benchmark(ckpt, episodes=1, baselines=False, simulator_ceiling=False, **kw)
+            plan = PlanConfig(**asdict(settings), env=env, agent=agent, simulations=args.simulations,
+                              threads=args.threads, episodes=args.episodes)  # fmt: skip
+            kw = dict(seed=args.pair_seed, log=None)
+            res = run_plan_benchmark(ckpt, plan=replace(plan, baselines=first, ceiling=first), **kw)
+            alone = run_plan_benchmark(ckpt, plan=replace(plan, episodes=1, baselines=False, ceiling=False), **kw)
             row = res["results"][0]
             row["ms_per_step_alone"] = alone["results"][0]["ms_per_step"]
             row["train_min"] = train_min[policy][-1] if policy else 0.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from jepa_world.checkpoints.policy import PolicyRun, check_policy_fits, load_pol
 from jepa_world.checkpoints.world_model import load_world_model
 from jepa_world.config import PlanConfig, PlanEnv, PlannerSettings
 from jepa_world.envs import make_env
-from jepa_world.envs.geometry import ARENA_SIZE, discrete_action_table
+from jepa_world.envs.geometry import discrete_action_table
 from jepa_world.envs.two_rooms import SUCCESS_THRESHOLD
 from jepa_world.eval.agents import (
     Agent,
@@ -36,11 +36,10 @@ from jepa_world.eval.agents import (
 )
 from jepa_world.eval.policy_agents import LearnedPolicyAgent, MCTSAgent, PolicyCEMAgent
 from jepa_world.eval.protocol import EpisodeStats, eval_pairs, format_table, run_episodes
-from jepa_world.eval.viz import energy_landscape, save_episodes_gif, save_landscape_png
+from jepa_world.eval.viz import save_plan_pictures
 from jepa_world.models.small import pixel_encoder
 from jepa_world.models.world_model import WorldModel
 
-_PLAN = PlanConfig()  # the defaults of the `plan` section: the one place they are written
 PLAN_ENVS = tuple(e.value for e in PlanEnv)  # the config's choice: one list
 
 
@@ -49,75 +48,135 @@ def planner_settings(plan: Any) -> PlannerSettings:
     return PlannerSettings(**{f.name: getattr(plan, f.name) for f in fields(PlannerSettings)})
 
 
-def run_plan_benchmark(
-    checkpoint: str | Path | WorldModel,
-    *,
-    env_name: str = _PLAN.env,
-    episodes: int = _PLAN.episodes,
-    settings: PlannerSettings | None = None,
-    max_steps: int = _PLAN.max_steps,
-    seed: int = 0,
-    output: str | Path | None = None,
-    stop_radius: float | None = _PLAN.stop_radius,
-    reduce: str = _PLAN.reduce,
-    baselines: bool = _PLAN.baselines,
-    simulator_ceiling: bool = _PLAN.ceiling,
-    gif_episodes: int = _PLAN.gif_episodes,
-    num_threads: int | None = _PLAN.threads,
-    compiled: bool = _PLAN.compile,
-    log: Callable[[str], None] | None = print,
-    agent: str = str(_PLAN.agent),
-    policy_fraction: float = _PLAN.policy_fraction,
-    terminal_value: bool = _PLAN.terminal_value,
-    simulations: int = _PLAN.simulations,
-    search_depth: int = _PLAN.search_depth,
-) -> dict[str, Any]:
-    """Evaluate the learned world model + planner against the baselines on the same protocol pairs.
+@dataclass(frozen=True)
+class AgentContext:
+    """What an agent builder reads: the run's `plan` section and what the benchmark has loaded and calibrated.
 
-    Agents, in table order: the learned world model + planner, random actions, no-op, straight line to the goal, and
-    the planner on the true simulator (ceiling). Writes ``results.json``, ``episodes.gif`` and ``landscape.png`` to
-    ``output`` when given.
-
-    Args:
-        checkpoint: A world-model run folder / checkpoint (see ``checkpoints.load_world_model``) or a ``WorldModel``;
-            for the policy agents, a ``train-policy`` run (its world model is the one it was trained in).
-        env_name: ``"two_rooms"``, ``"point_arena"``, ``"two_rooms_clutter"`` or ``"two_rooms_discrete"``
-            (``agent="mcts"`` only).
-        episodes: Episodes per agent E.
-        settings: Planner settings (defaults: ``PlannerSettings()``).
-        max_steps: Steps per episode (protocol: 200).
+    Attributes:
+        plan: The `plan` section (`PlanConfig` or its DictConfig).
+        settings: The planner settings of `plan` (`planner` set by a cem / mppi agent).
+        model: The world model, in eval mode.
+        policy: The train-policy run of the policy agents, else None.
+        env: The protocol's environment.
+        stop_threshold: Latent distance of the stop rule, or None.
         seed: Seed of the pairs and of every agent's sampling.
-        output: Folder for the JSON / GIF / PNG, or None.
-        stop_radius: Stop-rule radius in px (threshold calibrated from the encoder), or None to disable.
-        reduce: Horizon reduction of the learned cost.
-        baselines: Run random / no-op / straight line.
-        simulator_ceiling: Run the simulator CEM.
-        gif_episodes: Episodes of the learned agent shown in the GIF.
-        num_threads: ``torch.set_num_threads`` during planning (1 was fastest on the loaded 2-core CPU), or None.
-        compiled: ``cem`` / ``mppi``: plan over the world model's rollout through ``torch.compile`` (``plan.compile``).
-        log: Progress printer, or None.
-        agent: ``"cem"`` / ``"mppi"`` (the planner on the world model), ``"policy"``, ``"policy+cem"`` or ``"mcts"``.
-        policy_fraction: ``policy+cem``: share of the samples from the policy.
-        terminal_value: ``policy+cem``: the critic as terminal value.
-        simulations: ``mcts``: simulations per decision.
-        search_depth: ``mcts``: deepest node.
-
-    Returns:
-        ``{"protocol": {...}, "settings": {...}, "results": [summary per agent], "table": str, "files": {...}}``.
     """
-    settings = settings or PlannerSettings()
-    say = log or (lambda _msg: None)
+
+    plan: Any
+    settings: PlannerSettings
+    model: WorldModel
+    policy: PolicyRun | None
+    env: Any
+    stop_threshold: float | None
+    seed: int
+
+    def common(self) -> dict[str, Any]:
+        """Keyword arguments every learned agent takes."""
+        return dict(model=self.model, stop_threshold=self.stop_threshold)
+
+    def mpc(self) -> dict[str, Any]:
+        """Keyword arguments of the agents that plan with `settings` (bounds from the env's action space)."""
+        max_norm = float(self.env.action_space.high.max())
+        return dict(settings=self.settings, max_norm=max_norm, low=-max_norm, high=max_norm,
+                    reduce=str(self.plan.reduce), seed=self.seed)  # fmt: skip
+
+
+def _world_model_agent(ctx: AgentContext) -> Agent:
+    compiled = ctx.plan.compile
+    name = f"world model + {ctx.settings.planner.upper()}" + (" (compiled)" if compiled else "")
+    return WorldModelAgent(**ctx.common(), **ctx.mpc(), compiled=compiled, name=name)
+
+
+def _policy_agent(ctx: AgentContext) -> Agent:
+    return LearnedPolicyAgent(policy=ctx.policy, **ctx.common(), name=f"{ctx.policy.method} policy")
+
+
+def _policy_cem_agent(ctx: AgentContext) -> Agent:
+    return PolicyCEMAgent(policy=ctx.policy, policy_fraction=ctx.plan.policy_fraction,
+                          terminal_value=ctx.plan.terminal_value, **ctx.common(), **ctx.mpc(),
+                          name=f"{ctx.policy.method} policy + CEM")  # fmt: skip
+
+
+def _mcts_agent(ctx: AgentContext) -> Agent:
+    sims = ctx.plan.simulations
+    return MCTSAgent(policy=ctx.policy, actions=discrete_action_table(), simulations=sims,
+                     max_depth=ctx.plan.search_depth, **ctx.common(),
+                     name=f"MCTS ({sims} sims, 9 actions)")  # fmt: skip
+
+
+# `plan.agent` -> the builder of the learned agent (the first row of the table).
+LEARNED_AGENTS: dict[str, Callable[[AgentContext], Agent]] = {
+    "cem": _world_model_agent,
+    "mppi": _world_model_agent,
+    "policy": _policy_agent,
+    "policy+cem": _policy_cem_agent,
+    "mcts": _mcts_agent,
+}
+AGENTS = tuple(LEARNED_AGENTS)
+POLICY_AGENTS = ("policy", "policy+cem", "mcts")  # the agents that read a train-policy run
+
+
+def _comparison_agents(ctx: AgentContext) -> list[Agent]:
+    """The rows after the learned agent: the baselines (`plan.baselines`) and the simulator ceiling (`plan.ceiling`)."""
+    agents: list[Agent] = []
+    if ctx.plan.baselines:
+        agents += [
+            PolicyAgent(policy="random", seed=ctx.seed),
+            PolicyAgent(policy="noop", name="no-op", seed=ctx.seed),
+            PolicyAgent(policy="straight_line", name="straight line", seed=ctx.seed),
+        ]
+    if ctx.plan.ceiling:
+        planner = ctx.settings.planner.upper()
+        agents.append(
+            SimulatorCEMAgent(env=ctx.env, settings=ctx.settings, seed=ctx.seed, name=f"{planner} + true sim")
+        )
+    return agents
+
+
+def _check(plan: Any, env_name: str, agent: str) -> None:
     if env_name not in PLAN_ENVS:
-        raise ValueError(f"env_name must be one of {PLAN_ENVS}, got {env_name!r}")
+        raise ValueError(f"plan.env must be one of {PLAN_ENVS}, got {env_name!r}")
     if agent not in AGENTS:
-        raise ValueError(f"agent must be one of {AGENTS}, got {agent!r}")
+        raise ValueError(f"plan.agent must be one of {AGENTS}, got {agent!r}")
     if (agent == "mcts") != (env_name == "two_rooms_discrete"):
         raise ValueError(
             f"agent={agent!r} on env {env_name!r}: tree search needs the discrete env (two_rooms_discrete, nine "
             "actions) and the discrete env needs tree search (agent='mcts')"
         )
-    if compiled and agent not in ("cem", "mppi"):
+    if plan.compile and agent not in ("cem", "mppi"):
         raise ValueError(f"plan.compile compiles the rollout of the cem / mppi agents, not of agent={agent!r}")
+
+
+def run_plan_benchmark(
+    checkpoint: str | Path | WorldModel,
+    *,
+    plan: Any = None,
+    seed: int = 0,
+    log: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
+    """Evaluate the learned agent against the baselines on the same protocol pairs.
+
+    Agents, in table order: the learned agent (``plan.agent``, built by ``LEARNED_AGENTS``), random actions, no-op,
+    straight line to the goal (``plan.baselines``), and the planner on the true simulator (``plan.ceiling``). Writes
+    ``results.json``, ``episodes.gif`` and ``landscape.png`` (``viz.save_plan_pictures``) to ``plan.output`` when set.
+
+    Args:
+        checkpoint: A world-model run folder / checkpoint (see ``checkpoints.load_world_model``) or a ``WorldModel``;
+            for the policy agents, a ``train-policy`` run (its world model is the one it was trained in).
+        plan: The ``plan`` section: a ``PlanConfig`` (None: its defaults) or the resolved config's DictConfig. Its
+            planner settings, protocol (env, episodes, max_steps), stop rule, agent and its options, rows, pictures,
+            threads (0: leave as is) and output folder are all read from here.
+        seed: Seed of the pairs and of every agent's sampling (the config's top-level ``seed``).
+        log: Progress printer, or None.
+
+    Returns:
+        ``{"protocol": {...}, "settings": {...}, "results": [summary per agent], "table": str, "files": {...}}``.
+    """
+    plan = PlanConfig() if plan is None else plan
+    say = log or (lambda _msg: None)
+    env_name, agent, episodes, max_steps = str(plan.env), str(plan.agent), plan.episodes, plan.max_steps
+    _check(plan, env_name, agent)
+    settings = planner_settings(plan)
     if agent in ("cem", "mppi"):
         settings = PlannerSettings(**{**asdict(settings), "planner": agent})
     policy = None
@@ -130,49 +189,20 @@ def run_plan_benchmark(
         model, source = load_world_model(checkpoint), str(checkpoint)
     model.eval()
     threads_before = torch.get_num_threads()
-    if num_threads:
-        torch.set_num_threads(num_threads)
+    if plan.threads:
+        torch.set_num_threads(plan.threads)
     try:
         env = make_env(env_name, image_size=model_image_size(model), max_steps=max_steps).unwrapped  # the protocol's
         pairs = eval_pairs(env, episodes, seed)
         if policy is not None:
             check_policy_fits(policy, model, latent_shape=_latent_shape(model, env))
         threshold = None
-        if stop_radius:
-            threshold = calibrate_stop_threshold(model, env, radius=stop_radius, seed=seed)
-            say(f"stop rule: latent distance < {threshold:.4f} (median for a {stop_radius} px move)")
-        max_norm = float(env.action_space.high.max())
-        common = dict(model=model, stop_threshold=threshold)
-        mpc = dict(settings=settings, max_norm=max_norm, low=-max_norm, high=max_norm, reduce=reduce, seed=seed)
-        if agent in ("cem", "mppi"):
-            name = f"world model + {settings.planner.upper()}" + (" (compiled)" if compiled else "")
-            learned: Agent = WorldModelAgent(**common, **mpc, compiled=compiled, name=name)
-        elif agent == "policy":
-            learned = LearnedPolicyAgent(policy=policy, **common, name=f"{policy.method} policy")
-        elif agent == "policy+cem":
-            learned = PolicyCEMAgent(
-                policy=policy,
-                policy_fraction=policy_fraction,
-                terminal_value=terminal_value,
-                **common,
-                **mpc,
-                name=f"{policy.method} policy + CEM",
-            )
-        else:
-            learned = MCTSAgent(policy=policy, actions=discrete_action_table(), simulations=simulations,
-                                max_depth=search_depth, **common,
-                                name=f"MCTS ({simulations} sims, 9 actions)")  # fmt: skip
-        agents: list[Agent] = [learned]
-        if baselines:
-            agents += [
-                PolicyAgent(policy="random", seed=seed),
-                PolicyAgent(policy="noop", name="no-op", seed=seed),
-                PolicyAgent(policy="straight_line", name="straight line", seed=seed),
-            ]
-        if simulator_ceiling:
-            agents.append(
-                SimulatorCEMAgent(env=env, settings=settings, seed=seed, name=f"{settings.planner.upper()} + true sim")
-            )
+        if plan.stop_radius:
+            threshold = calibrate_stop_threshold(model, env, radius=plan.stop_radius, seed=seed)
+            say(f"stop rule: latent distance < {threshold:.4f} (median for a {plan.stop_radius} px move)")
+        ctx = AgentContext(plan=plan, settings=settings, model=model, policy=policy, env=env,
+                           stop_threshold=threshold, seed=seed)  # fmt: skip
+        agents = [LEARNED_AGENTS[agent](ctx), *_comparison_agents(ctx)]
         stats: list[EpisodeStats] = []
         for runner in agents:
             tic = time.perf_counter()
@@ -199,36 +229,21 @@ def run_plan_benchmark(
             "settings": {
                 **asdict(settings),
                 "agent": agent,
-                "reduce": reduce,
-                "stop_radius": stop_radius,
+                "reduce": str(plan.reduce),
+                "stop_radius": plan.stop_radius,
                 "stop_threshold": threshold,
                 "num_threads": torch.get_num_threads(),
-                "compile": compiled,
+                "compile": plan.compile,
             },
             "results": rows,
             "table": table,
             "files": {},
         }
-        if output is not None:
-            out = Path(output)
+        if plan.output is not None:
+            out = Path(plan.output)
             out.mkdir(parents=True, exist_ok=True)
-            n = min(gif_episodes, episodes)
-            if n > 0:
-                scenes = stats[0].scenes
-                gif = save_episodes_gif(out / "episodes.gif", env, stats[0].paths[:n], pairs[:n, 1],
-                                        scenes=None if scenes is None else scenes[:n])  # fmt: skip
-                result["files"]["gif"] = str(gif)
-            cost, _ = energy_landscape(model, env, pairs[0, 1])
-            c = (np.arange(cost.shape[0]) + 0.5) * (ARENA_SIZE / cost.shape[0])
-            xx, yy = np.meshgrid(c, c)
-            euclid = np.where(np.isnan(cost), np.nan, np.hypot(xx - pairs[0, 1, 0], yy - pairs[0, 1, 1]))
-            png = save_landscape_png(
-                out / "landscape.png",
-                [("latent L1 to goal", cost), ("euclidean px to goal", euclid)],
-                start=pairs[0, 0],
-                goal=pairs[0, 1],
-            )
-            result["files"]["png"] = str(png)
+            result["files"] = save_plan_pictures(out, model=model, env=env, pairs=pairs, paths=stats[0].paths,
+                                                 scenes=stats[0].scenes, gif_episodes=plan.gif_episodes)  # fmt: skip
             js = out / "results.json"
             result["files"]["json"] = str(js)
             atomic_write_text(js, json.dumps(result, indent=1))
@@ -241,33 +256,7 @@ def plan_from_config(
     checkpoint: str | Path | WorldModel, cfg: Any, *, log: Callable[[str], None] | None = print
 ) -> dict[str, Any]:
     """What `jepa-world plan` runs: `run_plan_benchmark` with the `plan` section and `seed` of a resolved config."""
-    pc = cfg.plan
-    return run_plan_benchmark(
-        checkpoint,
-        env_name=str(pc.env),
-        episodes=pc.episodes,
-        settings=planner_settings(pc),
-        max_steps=pc.max_steps,
-        seed=cfg.seed,
-        output=pc.output,
-        stop_radius=pc.stop_radius,
-        reduce=str(pc.reduce),
-        agent=str(pc.agent),
-        policy_fraction=pc.policy_fraction,
-        terminal_value=pc.terminal_value,
-        simulations=pc.simulations,
-        search_depth=pc.search_depth,
-        baselines=pc.baselines,
-        simulator_ceiling=pc.ceiling,
-        gif_episodes=pc.gif_episodes,
-        num_threads=pc.threads or None,
-        compiled=pc.compile,
-        log=log,
-    )
-
-
-AGENTS = ("cem", "mppi", "policy", "policy+cem", "mcts")
-POLICY_AGENTS = ("policy", "policy+cem", "mcts")
+    return run_plan_benchmark(checkpoint, plan=cfg.plan, seed=cfg.seed, log=log)
 
 
 def _load_policy(checkpoint: str | Path, agent: str) -> PolicyRun:

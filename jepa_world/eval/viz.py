@@ -155,3 +155,48 @@ def save_episodes_gif(
     path.parent.mkdir(parents=True, exist_ok=True)
     imageio.mimsave(path, frames, duration=1.0 / fps, loop=0)
     return path
+
+
+def save_plan_pictures(
+    output: str | Path,
+    *,
+    model: WorldModel,
+    env: TwoRoomsEnv,
+    pairs: np.ndarray,
+    paths: np.ndarray,
+    scenes: list[list[Scene]] | None = None,
+    gif_episodes: int = 4,
+) -> dict[str, str]:
+    """The pictures of a `jepa-world plan` run: ``episodes.gif`` and ``landscape.png`` in ``output``.
+
+    Args:
+        output: Folder to write to.
+        model: The world model whose goal cost the landscape shows.
+        env: The protocol's environment (renderer and walls).
+        pairs: Start / goal pairs ``[E, 2, 2]``; the landscape is drawn for the first pair.
+        paths: True states ``[E, T + 1, 2]`` of the agent shown in the GIF.
+        scenes: That agent's scenes per episode and step (a cluttered env), or None.
+        gif_episodes: Episodes shown in the GIF (0: no GIF).
+
+    Returns:
+        ``{"gif": path, "png": path}`` (``gif`` only when one was written).
+    """
+    out = Path(output)
+    files = {}
+    n = min(gif_episodes, len(pairs))
+    if n > 0:
+        gif = save_episodes_gif(out / "episodes.gif", env, paths[:n], pairs[:n, 1],
+                                scenes=None if scenes is None else scenes[:n])  # fmt: skip
+        files["gif"] = str(gif)
+    cost, _ = energy_landscape(model, env, pairs[0, 1])
+    c = (np.arange(cost.shape[0]) + 0.5) * (ARENA_SIZE / cost.shape[0])
+    xx, yy = np.meshgrid(c, c)
+    euclid = np.where(np.isnan(cost), np.nan, np.hypot(xx - pairs[0, 1, 0], yy - pairs[0, 1, 1]))
+    png = save_landscape_png(
+        out / "landscape.png",
+        [("latent L1 to goal", cost), ("euclidean px to goal", euclid)],
+        start=pairs[0, 0],
+        goal=pairs[0, 1],
+    )
+    files["png"] = str(png)
+    return files

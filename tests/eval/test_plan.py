@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from jepa_world import checkpoints
-from jepa_world.config import PlannerSettings, load_config
+from jepa_world.config import PlanConfig, PlannerSettings, load_config
 from jepa_world.envs import TwoRoomsEnv, make_env, make_policy
 from jepa_world.envs.geometry import MAX_ACTION_NORM
 from jepa_world.eval.agents import Observation, PolicyAgent, SimulatorCEMAgent, WorldModelAgent
@@ -164,7 +164,7 @@ def test_compiled_agent_plans_as_the_eager_one_and_only_for_cem():
     result = plan_from_config(model, load_config([], over, command="plan"), log=None)
     assert result["settings"]["compile"] and result["results"][0]["name"] == "world model + CEM (compiled)"
     with pytest.raises(ValueError, match="plan.compile compiles the rollout of the cem / mppi agents"):
-        run_plan_benchmark(model, agent="policy", compiled=True, episodes=1, log=None)
+        run_plan_benchmark(model, plan=PlanConfig(agent="policy", compile=True, episodes=1), log=None)
 
 
 def test_stop_rule_gives_zero_actions_at_the_goal():
