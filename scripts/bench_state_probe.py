@@ -31,47 +31,13 @@ import torch
 
 from jepa_world.checkpoints import load_encoder
 from jepa_world.config import load_config
-from jepa_world.data.episode_formats import open_episodes
 from jepa_world.envs.geometry import ARENA_SIZE
+from jepa_world.eval.state_probe import encode_tokens, episode_frames, probe_state
 from jepa_world.factory import build_jepa
 from jepa_world.models.small import TokenReadout
 from jepa_world.training.readout_fit import fit_readout
 
 PRETRAIN_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "pretrain" / "two_rooms_ijepa.yaml"
-LAMBDAS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3)
-
-
-def _frames(root: str, num_episodes: int, image_size: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """Every 4th frame of the first `num_episodes` episodes: x [N, 3, S, S], positions [N, 2], episode ids [N]."""
-    data = open_episodes(root=root, window=1, stride=4, image_size=image_size)
-    if data.state_dim is None:
-        raise SystemExit(f"--episodes {root}: the episodes have no states (positions) to probe")
-    keys = [k for k in range(len(data)) if data.window_rows(k)[0] < num_episodes]
-    items = [data[k] for k in keys]
-    x = torch.cat([it["x"] for it in items])  # [N, 3, S, S]
-    s = np.concatenate([it["states"].numpy() for it in items])  # [N, 2]
-    return x, s, np.array([data.window_rows(k)[0] for k in keys])
-
-
-@torch.no_grad()
-def _tokens(encoder: torch.nn.Module, x: torch.Tensor, batch: int = 256) -> np.ndarray:
-    encoder.eval()
-    return torch.cat([encoder(x[i : i + batch]) for i in range(0, len(x), batch)]).numpy()  # [N, T, D]
-
-
-def _ridge(train: np.ndarray, y: np.ndarray, tests: list[np.ndarray], lams: tuple[float, ...]) -> dict:
-    """Kernel (dual) ridge with a bias, fit once per lambda on [N, F] features (F >> N: O(N^2 F) for the Gram matrix,
-    computed once): {lambda: [predictions for each of `tests`]}."""
-    mu, sd = train.mean(0), train.std(0) + 1e-6
-    a = (train - mu) / sd
-    y_mu = y.mean(0)
-    gram = a @ a.T / a.shape[1]
-    cross = [(t - mu) / sd @ a.T / a.shape[1] for t in tests]
-    out = {}
-    for lam in lams:
-        alpha = np.linalg.solve(gram + lam * np.eye(len(a)), y - y_mu)
-        out[lam] = [c @ alpha + y_mu for c in cross]
-    return out
 
 
 def _keypoint_fit(encoder: torch.nn.Module, tokens: np.ndarray, s: np.ndarray, tests: list[np.ndarray], steps: int,
@@ -86,31 +52,9 @@ def _keypoint_fit(encoder: torch.nn.Module, tokens: np.ndarray, s: np.ndarray, t
         return [(readout(torch.from_numpy(t))[:, 0].numpy() + 1) / 2 * ARENA_SIZE for t in tests]
 
 
-def _probe(features: np.ndarray, s: np.ndarray, episode: np.ndarray, sizes: tuple[int, ...],
-           keypoints: tuple[torch.nn.Module, int] | None = None) -> dict:  # fmt: skip
-    """Fit on n frames of the first 60% of the episodes, pick lambda on the next 20%, report on the last 20% (no
-    episode in two splits); one result per n in `sizes` (0: all of the 60%). With `keypoints` (the encoder and the
-    training steps), a keypoint readout on the tokens `[N, T, D]` instead of the ridge (no lambda to pick)."""
-    cut = np.quantile(np.unique(episode), [0.6, 0.8])
-    tr, va, te = episode < cut[0], (episode >= cut[0]) & (episode < cut[1]), episode >= cut[1]
-    f = None if keypoints is not None else features.reshape(len(features), -1).astype(np.float64)  # the ridge's
-    rng = np.random.default_rng(0)  # the same subsets for every encoder
-    out = {}
-    for n in sizes:
-        fit = np.flatnonzero(tr)
-        fit = np.sort(rng.choice(fit, size=n, replace=False)) if 0 < n < len(fit) else fit
-        if keypoints is not None:
-            encoder, steps = keypoints
-            pred, lam = _keypoint_fit(encoder, features[fit], s[fit], [features[te]], steps)[0], None
-        else:
-            preds = _ridge(f[fit], s[fit], [f[va], f[te]], LAMBDAS)
-            lam = min(LAMBDAS, key=lambda k: ((preds[k][0] - s[va]) ** 2).mean())
-            pred = preds[lam][1]
-        dist = np.linalg.norm(pred - s[te], axis=1)
-        r2 = 1 - ((pred - s[te]) ** 2).sum() / ((s[te] - s[te].mean(0)) ** 2).sum()
-        out[n] = {"rmse": float(np.sqrt((dist**2).mean())), "r2": float(r2), "within": float((dist < 4.5).mean()),
-                  "lambda": lam, "fit_frames": len(fit), "test_frames": int(te.sum())}  # fmt: skip
-    return out
+def _keypoint_probe(encoder: torch.nn.Module, steps: int):
+    """`probe_state`'s fit for `--probe keypoints`: a keypoint readout on `encoder`'s tokens in place of the ridge."""
+    return lambda f, y, test: _keypoint_fit(encoder, f, y, [test], steps)[0]
 
 
 def main() -> None:
@@ -140,18 +84,23 @@ def main() -> None:
         p.error("nothing to probe: pass --encoder NAME=RUN or --random-seeds")
 
     first = next(iter(encoders.values()))
-    image_size = first.grid_size[-1] * first.patch_size
-    x, s, episode = _frames(args.episodes, args.num_episodes, image_size)
+    image_size = first.input_size[-1]
+    try:
+        x, s, episode = episode_frames(args.episodes, args.num_episodes, image_size)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     sizes = tuple(int(n) for n in args.fit_frames.split(","))
     print(f"{len(x)} frames of {args.num_episodes} episodes, positions in px (x, y), {image_size} px frames")
     rows = []
     for name, encoder in encoders.items():
         tic = time.perf_counter()
-        z = _tokens(encoder, x)  # [N, T, D]
+        z = encode_tokens(encoder, x)  # [N, T, D]
         if args.probe == "keypoints":
-            rows.append((name, _probe(z, s, episode, sizes, keypoints=(encoder, args.keypoint_steps)), None))
+            rows.append(
+                (name, probe_state(z, s, episode, sizes, fit=_keypoint_probe(encoder, args.keypoint_steps)), None)
+            )
         else:
-            rows.append((name, _probe(z, s, episode, sizes), _probe(z.mean(axis=1), s, episode, (0,))[0]))
+            rows.append((name, probe_state(z, s, episode, sizes), probe_state(z.mean(axis=1), s, episode, (0,))[0]))
         print(f"{name}: {time.perf_counter() - tic:.0f} s", flush=True)
     res = rows[0][1]
     fits = " / ".join(str(res[n]["fit_frames"]) for n in sizes)
