@@ -25,6 +25,7 @@ from jepa_world.models.world_model import WorldModel
 from jepa_world.planning import MCTS, CostFn, goal_distance
 from jepa_world.planning.costs import return_cost
 from jepa_world.policies import bound_action, imagine
+from jepa_world.policies.provenance import check_world_model
 
 
 def _act(policy: PolicyRun, z: Tensor, z_goal: Tensor, *, deterministic: bool = True) -> Tensor:
@@ -73,6 +74,7 @@ class LearnedPolicyAgent(_EncodingAgent):
         normalize: bool = True,
         name: str = "policy",
     ) -> None:
+        check_world_model(policy.meta, model, policy=policy.source)  # trained in this world model, by content
         super().__init__(model=model, stop_threshold=stop_threshold, normalize=normalize, name=name)
         self.policy = policy
 
@@ -105,6 +107,8 @@ class PolicyCEMAgent(WorldModelAgent):
         **kwargs,
     ) -> None:
         kwargs.setdefault("name", "policy + CEM")
+        if "model" in kwargs:
+            check_world_model(policy.meta, kwargs["model"], policy=policy.source)  # by content
         super().__init__(**kwargs)
         self.policy = policy
         self.critic = policy.critic if terminal_value else None
@@ -174,6 +178,7 @@ class MCTSAgent(_EncodingAgent):
         normalize: bool = True,
         name: str = "MCTS",
     ) -> None:
+        check_world_model(policy.meta, model, policy=policy.source)  # trained in this world model, by content
         super().__init__(model=model, stop_threshold=stop_threshold, normalize=normalize, name=name)
         if policy.critic is None:
             raise ValueError(f"MCTS needs a critic for its leaf values; {policy.source} is a {policy.method} policy")

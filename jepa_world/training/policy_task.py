@@ -10,18 +10,20 @@ needs no gradients (`Task.uses_gradients=False`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from jepa_world.checkpoints.io import CheckpointError
+from jepa_world.checkpoints.io import CheckpointError, list_checkpoints, load_checkpoint
 from jepa_world.checkpoints.world_model import load_world_model_run
 from jepa_world.data.episode_formats import open_episodes
 from jepa_world.data.latent_pairs import LatentPairs
 from jepa_world.models.world_model import WorldModel
 from jepa_world.policies import EvolvedController, GoalActor, GoalCritic, ImaginedActorCritic, LinearController
+from jepa_world.policies.provenance import DIGEST_KEY, check_world_model, world_model_digest
 from jepa_world.training.tasks import Task, episode_keys, episodes_of, param_groups
 
 
@@ -52,6 +54,35 @@ def _spec(module: torch.nn.Module) -> dict:
     return {"class": type(module).__name__, "kwargs": dict(module.config)}
 
 
+def _resumed_meta(cfg: DictConfig) -> tuple[Path, dict] | None:
+    """(checkpoint, meta) of the policy checkpoint this run will resume from, or None for a fresh run."""
+    resume = str(cfg.train.resume)
+    if resume == "never":
+        return None
+    if resume == "auto":
+        candidates = list(reversed(list_checkpoints(Path(cfg.train.output_dir).expanduser() / "checkpoints")))
+    else:
+        candidates = [Path(resume).expanduser()]
+    for path in candidates:  # the newest readable one, as the loop resumes
+        try:
+            state = load_checkpoint(path)
+        except (CheckpointError, OSError):
+            continue
+        if state.get("task") == "policy" and isinstance(state.get("meta"), dict):
+            return path, state["meta"]
+        return None  # another task's checkpoint: the loop refuses it, naming the task
+    return None
+
+
+def _check_resumed_world_model(cfg: DictConfig, run: Any, digest: str) -> None:
+    """A resumed policy run continues in the world model it was trained in, by content (not path and step)."""
+    resumed = _resumed_meta(cfg)
+    if resumed is not None:
+        path, meta = resumed
+        check_world_model(meta, run.model, policy=path, found=run.source, found_step=run.step, digest=digest,
+                          what="resumed in")  # fmt: skip
+
+
 def policy_task(cfg: DictConfig) -> Task:
     """Build the policy learner of `cfg.policy` on the world model `policy.world_model`."""
     po = cfg.policy
@@ -62,6 +93,8 @@ def policy_task(cfg: DictConfig) -> Task:
     except CheckpointError as err:  # a pretraining run, an export, a policy run...: name the key, the loader the file
         raise ValueError(f"policy.world_model={po.world_model!r}: {err}") from None
     model = run.model
+    digest = world_model_digest(model)  # what the policy is trained in, by content (policies.provenance)
+    _check_resumed_world_model(cfg, run, digest)
     root = episodes_of(run.config)
     if not root.is_dir():
         raise FileNotFoundError(f"the world model {run.source} trained on {root}, which no longer exists")
@@ -78,6 +111,7 @@ def policy_task(cfg: DictConfig) -> Task:
         "method": str(po.method),
         "world_model": str(run.source),
         "world_model_step": run.step,
+        DIGEST_KEY: digest,
         "latent_shape": list(latents.shape[1:]),
         "action_dim": action_dim,
         "max_action": po.max_action,
