@@ -265,8 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="train an action-conditioned world model (latent dynamics) on offline episodes",
         epilog="World-model keys live under wm.* (see `jepa-world pretrain --help` for every key). Without "
         "wm.episodes, Two-Rooms episodes are collected into <train.output_dir>/episodes first; wm.episodes=DIR reads "
-        "our episode format or a LeRobot v3 dataset (wm.lerobot_camera / _action_key / _state_key pick its "
-        "features). wm.encoder_checkpoint=RUN uses a pretrained (frozen) encoder.",
+        "our episode format or a LeRobot v3 dataset (wm.lerobot.camera / _action_key / _state_key pick its "
+        "features). wm.encoder.checkpoint=RUN uses a pretrained (frozen) encoder.",
     )
     _add_config_args(w)
     w.set_defaults(func=_cmd_train_wm)

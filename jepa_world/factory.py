@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import difflib
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
+from jepa_world.config.parts import NONE, complete_part, part_class, resolve_part
+from jepa_world.config.schema import ConfigError
 from jepa_world.models import create_model, list_models
 from jepa_world.models.jepa import JEPA
-from jepa_world.models.small import LiftedReadout, TokenReadout
+from jepa_world.models.readout import LiftedReadout
 from jepa_world.models.world_model import WorldModel
 from jepa_world.objectives.losses import (
     CovarianceTerm,
     InverseDynamicsTerm,
     SmoothnessTerm,
-    TemporalVarianceTerm,
     VarianceTerm,
 )
 from jepa_world.objectives.masks import BlockSpec, MultiBlock2DMasks, MultiBlock3DMasks
@@ -27,22 +28,38 @@ from jepa_world.objectives.schedules import Schedule, build_schedule, constant, 
 
 
 def check_before_run(cfg: DictConfig, *, world_model: bool = False) -> None:
-    """Every registered name the config uses exists, and a data source is given (before any folder is touched).
+    """Every registered name the config uses exists, every part section resolves, and a data source is given (before
+    any folder is touched). A world model's `wm.readout` is completed with its type's defaults (what config.yaml
+    then records).
 
     Raises:
-        ValueError: naming the key, the unknown name and the closest registered ones.
+        ValueError: naming the key, the unknown name and the closest registered ones (ConfigError for a part section).
     """
     if not world_model and cfg.data.source == "index" and cfg.data.index is None:
         raise ValueError("data.source=index needs data.index=PATH (a folder of images or videos, or an index file)")
-    keys = ("wm.encoder", "wm.predictor") if world_model else ("model.name", "predictor.name")
+    keys = ("wm.encoder.name", "wm.predictor.name") if world_model else ("model.name", "predictor.name")
     for key in keys:
         name = OmegaConf.select(cfg, key)
-        if key == "wm.encoder" and cfg.wm.encoder_checkpoint is not None:
+        if key == "wm.encoder.name" and cfg.wm.encoder.checkpoint is not None:
             continue  # the encoder comes from the checkpoint
         if name not in list_models():
             close = difflib.get_close_matches(str(name), list_models(), n=3)
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             raise ValueError(f"config key '{key}' = {name!r}: not a registered model{hint} (see jepa-world info)")
+    if world_model:
+        complete = complete_part("readout", cfg.wm.readout, key="wm.readout")
+        if complete["type"] != NONE and cfg.wm.encoder.checkpoint is None:
+            raise ConfigError(f"config key 'wm.readout.type' = {complete['type']!r}: a readout reads a pretrained "
+                              "ViT's tokens; set wm.encoder.checkpoint (a pretraining run)")  # fmt: skip
+        readout = readout_config(cfg)
+        if readout is not None and readout.fit_type != NONE and cfg.wm.encoder.finetune:
+            raise ConfigError(f"config key 'wm.readout.fit.type' = {readout.fit_type!r}: a fit readout is frozen with "
+                              "its ViT; set wm.encoder.finetune=false")  # fmt: skip
+        if readout is not None and readout.fit_type != NONE:  # the fit's own demands of the readout (kind "fit")
+            fit = resolve_part("fit", readout.fit, key="wm.readout.fit")
+            part_class("fit", fit.type, key="wm.readout.fit")(fit).check_readout(readout, key="wm.readout.fit")
+        with open_dict(cfg):
+            cfg.wm.readout = complete
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -109,80 +126,71 @@ def build_masks(cfg: DictConfig, grid_size: tuple[int, ...]) -> MultiBlock2DMask
 # World model (action-conditioned latent dynamics)
 # --------------------------------------------------------------------------------------------------------------------
 def build_world_model_terms(cfg: DictConfig, *, embed_dim: int, action_dim: int) -> list[nn.Module]:
-    """The anti-collapse loss terms of joint training (PLDM): VICReg variance and covariance, smoothness, IDM, and
-    the variance over time within each window (`wm.var_time_weight`, off by default).
+    """The anti-collapse loss terms of joint training (PLDM, `wm.terms`): VICReg variance and covariance,
+    smoothness, inverse dynamics.
 
     Variance and covariance are always built (their metrics are logged even at weight 0); smoothness and inverse
     dynamics only with a positive weight (an IDM head at weight 0 would be parameters nobody trains).
     """
-    w = cfg.wm
-    terms: list[nn.Module] = [VarianceTerm(weight=w.var_weight), CovarianceTerm(weight=w.cov_weight)]
-    if w.smooth_weight > 0:
-        terms.append(SmoothnessTerm(weight=w.smooth_weight))
-    if w.var_time_weight > 0:
-        terms.append(TemporalVarianceTerm(weight=w.var_time_weight))
-    if w.idm_weight > 0:
-        terms.append(InverseDynamicsTerm(embed_dim=embed_dim, action_dim=action_dim, weight=w.idm_weight))
+    t = cfg.wm.terms
+    terms: list[nn.Module] = [VarianceTerm(weight=t.var), CovarianceTerm(weight=t.cov)]
+    if t.smooth > 0:
+        terms.append(SmoothnessTerm(weight=t.smooth))
+    if t.idm > 0:
+        terms.append(InverseDynamicsTerm(embed_dim=embed_dim, action_dim=action_dim, weight=t.idm))
     return terms
 
 
-def readout_is_fit(w: DictConfig) -> bool:
-    """Whether `wm` fits its readout before the dynamics trains (to labelled states, or to the actions), then
-    freezes it under a `LiftedReadout`."""
-    return w.get("readout_labels", 0) > 0 or bool(w.get("readout_from_actions", False))
+def readout_config(cfg: DictConfig):
+    """The typed config of `wm.readout` (`MlpReadout.Config`, `KeypointReadout.Config`, ...), or None for none."""
+    return resolve_part("readout", cfg.wm.readout, key="wm.readout")
 
 
 def build_world_model(
     cfg: DictConfig, *, action_dim: int, state_dim: int, encoder: nn.Module | None = None
 ) -> WorldModel:
-    """Encoder + action-conditioned predictor (+ loss terms when the encoder trains) as configured by `wm.*`.
+    """The world model `wm.*` describes, as a composition of its parts: encoder, readout, predictor, loss terms.
 
     Args:
         cfg: resolved config.
         action_dim: action width of the data (x frameskip: action blocks).
         state_dim: state width of the data (0: no state tokens).
-        encoder: an already built or loaded encoder (`wm.encoder_checkpoint`, a checkpoint being read); None builds
-            the registered `wm.encoder` preset, trained jointly. With `wm.readout_dim` > 0 a loaded encoder becomes
-            the frozen backbone of a `TokenReadout` trained jointly with the dynamics, or, with `wm.readout_labels`
-            > 0 or `wm.readout_from_actions`, fit to states or to the actions before the dynamics trains and then
-            frozen (`training.readout_fit`, `training.readout_actions`; latents without
-            layer norm) under a `LiftedReadout` (with `wm.lift_dim` > 0 its lift trains with the dynamics and terms).
+        encoder: an already built or loaded encoder (`wm.encoder.checkpoint`); None builds the registered
+            `wm.encoder.name` preset, trained jointly. Under a `wm.readout` the loaded ViT is the readout's backbone
+            (frozen, its last `finetune_blocks` or all of it trained); a readout with a `fit` is set up before the
+            dynamics train (`jepa_world.training`), then frozen with its ViT under a `LiftedReadout` whose lift
+            (`wm.readout.lift` > 0) trains with the dynamics.
     """
     w = cfg.wm
     if encoder is None:
-        encoder = create_model(w.encoder, img_size=cfg.data.image_size, embed_dim=w.embed_dim, **w.encoder_kwargs)
-    frozen = w.encoder_checkpoint is not None and not w.finetune_encoder
+        encoder = create_model(w.encoder.name, img_size=cfg.data.image_size, embed_dim=w.encoder.embed_dim,
+                               **w.encoder.kwargs)  # fmt: skip
+    pretrained = w.encoder.checkpoint is not None
+    frozen = pretrained and not w.encoder.finetune
     latent_norm = None  # WorldModel's default: layer-normed latents when frozen
-    if w.encoder_checkpoint is not None and w.readout_dim > 0:
-        # The pretrained ViT stays frozen (unless fine-tuned) under a readout that trains with the dynamics.
+    readout = readout_config(cfg)
+    if readout is not None:
         depth = len(getattr(encoder, "blocks", ()))
-        if w.finetune_blocks > depth:
-            raise ValueError(f"wm.finetune_blocks={w.finetune_blocks} is more than the pretrained ViT's {depth} blocks")
-        encoder = TokenReadout(
-            backbone=encoder,
-            embed_dim=w.readout_dim,
-            freeze_backbone=not w.finetune_encoder,
-            trainable_blocks=w.finetune_blocks,
-            head=str(w.readout),
-        )
+        if w.encoder.finetune_blocks > depth:
+            raise ValueError(f"wm.encoder.finetune_blocks={w.encoder.finetune_blocks} is more than the pretrained "
+                             f"ViT's {depth} blocks")  # fmt: skip
+        encoder = readout.build(encoder, freeze_backbone=not w.encoder.finetune,
+                                trainable_blocks=w.encoder.finetune_blocks)  # fmt: skip
         frozen = False  # the readout trains with the dynamics
-        if readout_is_fit(w):
-            # Fit first (task setup: to states or actions), then frozen with the ViT; its few coordinates are not
-            # layer-normed.
-            # A lift (wm.lift_dim) trains on them with the dynamics and the loss terms; without one nothing trains.
-            encoder = LiftedReadout(readout=encoder, embed_dim=w.get("lift_dim", 0))
-            frozen, latent_norm = not w.get("lift_dim", 0), False
-    predictor = create_model(
-        w.predictor, embed_dim=encoder.embed_dim, action_dim=action_dim, state_dim=state_dim, **w.predictor_kwargs
-    )
+        if readout.fit_type != NONE:  # fit first, then frozen with the ViT; its few coordinates are not layer-normed
+            encoder = LiftedReadout(readout=encoder, embed_dim=readout.lift)
+            frozen, latent_norm = not readout.lift, False
+    p = w.predictor
+    predictor = create_model(p.name, embed_dim=encoder.embed_dim, action_dim=action_dim, state_dim=state_dim,
+                             **p.kwargs)  # fmt: skip
     terms = [] if frozen else build_world_model_terms(cfg, embed_dim=encoder.embed_dim, action_dim=action_dim)
     return WorldModel(
         encoder=encoder,
         predictor=predictor,
-        pool=w.pool,
+        pool=w.encoder.pool,
         freeze_encoder=frozen,
         latent_norm=latent_norm,
-        rollout_steps=w.rollout_steps,
+        rollout_steps=p.rollout_steps,
         loss=cfg.loss,
         terms=terms,
     )

@@ -12,12 +12,13 @@
      jointly with the dynamics: the PLDM recipe);
    - `jepa`: `jepa-world pretrain --config configs/pretrain/two_rooms_ijepa.yaml` on the same episodes' frames, then
      train-wm with `configs/world_model/two_rooms_jepa.yaml` on top (the ViT frozen under a trained readout);
-   - `jepa-finetune`: the same pretrained ViT, fine-tuned (`wm.finetune_encoder=true`, 1,000 train-wm steps instead
+   - `jepa-finetune`: the same pretrained ViT, fine-tuned (`wm.encoder.finetune=true`, 1,000 train-wm steps instead
      of the frozen recipe's 4,000: every step re-encodes its windows; smoothness FINETUNE_SMOOTH = 20, not 40);
    - `random-vit`: a random-init ViT of the same architecture, frozen (the control: does pretraining matter?);
    - `random-vit-finetune`: the same random-init ViT, fine-tuned (the control of `jepa-finetune`);
-   - `jepa-finetune-last`, `random-vit-finetune-last`: only the ViT's last block fine-tuned (`wm.finetune_blocks=1`,
-     FINETUNE_LAST_STEPS train-wm steps): the frozen first blocks' tokens are computed once, as for a frozen ViT;
+   - `jepa-finetune-last`, `random-vit-finetune-last`: only the ViT's last block fine-tuned
+     (`wm.encoder.finetune_blocks=1`, FINETUNE_LAST_STEPS train-wm steps): the frozen first blocks' tokens are
+     computed once, as for a frozen ViT;
    - `jepa-transfer`: the same pretraining recipe on other video (the built-in moving-shapes frames,
      `data.source=synthetic_images`: no Two-Rooms frame is seen), then frozen like `jepa` (what most users will do);
    - `jepa-video`: V-JEPA on the episodes' clips, predicting the future half of each clip from its past
@@ -101,12 +102,12 @@ def _encoder(kind: str, seed: int, out: Path, episodes: Path, args) -> tuple[lis
     else:  # jepa and jepa-finetune share one pretraining run per seed (a second call finds it finished)
         pretrain(cfg)
     # Fine-tuning re-encodes every window (~2.5 s per step on this CPU): FINETUNE_STEPS, not the frozen recipe's 4,000.
-    extra = ["wm.finetune_encoder=true", f"train.max_steps={FINETUNE_STEPS}"] if kind.endswith("-finetune") else []
+    extra = ["wm.encoder.finetune=true", f"train.max_steps={FINETUNE_STEPS}"] if kind.endswith("-finetune") else []
     if kind.endswith("-finetune-last"):
-        extra = ["wm.finetune_encoder=true", "wm.finetune_blocks=1", f"train.max_steps={FINETUNE_LAST_STEPS}"]
-    if extra:  # key=value overrides on the command line come after these, so wm.smooth_weight=40 still applies
-        extra.append(f"wm.smooth_weight={FINETUNE_SMOOTH}")
-    return [f"wm.encoder_checkpoint={enc}", *extra], time.perf_counter() - tic
+        extra = ["wm.encoder.finetune=true", "wm.encoder.finetune_blocks=1", f"train.max_steps={FINETUNE_LAST_STEPS}"]
+    if extra:  # key=value overrides on the command line come after these, so wm.terms.smooth=40 still applies
+        extra.append(f"wm.terms.smooth={FINETUNE_SMOOTH}")
+    return [f"wm.encoder.checkpoint={enc}", *extra], time.perf_counter() - tic
 
 
 def _csv_rows(args, run: dict, files: list, baselines: list) -> list[dict]:

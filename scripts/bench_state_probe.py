@@ -13,7 +13,7 @@ much labelled data the features need). Prints, per encoder: RMSE in px and the s
 recovered within 4.5 px (the planning benchmark's success radius).
 
 `--probe keypoints` fits, in place of the ridge regressions, the world model's keypoint readout
-(`TokenReadout(head="keypoints")`: one MLP shared by every token, a soft-argmax over the token grid) to the position,
+(`KeypointReadout`: one MLP shared by every token, a soft-argmax over the token grid) to the position,
 `--keypoint-steps` AdamW steps on the same frames: translation-equivariant, it finds a dot on a textured floor where
 a regression from the flattened tokens cannot (`two_rooms_clutter` episodes).
 
@@ -34,7 +34,7 @@ from jepa_world.config import load_config
 from jepa_world.envs.geometry import ARENA_SIZE
 from jepa_world.eval.state_probe import encode_tokens, episode_frames, probe_state
 from jepa_world.factory import build_jepa
-from jepa_world.models.small import TokenReadout
+from jepa_world.models.readout_keypoints import KeypointReadout
 from jepa_world.training.readout_fit import fit_readout
 
 PRETRAIN_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "pretrain" / "two_rooms_ijepa.yaml"
@@ -42,10 +42,10 @@ PRETRAIN_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "pretrain" /
 
 def _keypoint_fit(encoder: torch.nn.Module, tokens: np.ndarray, s: np.ndarray, tests: list[np.ndarray], steps: int,
                   seed: int = 0) -> list[np.ndarray]:  # fmt: skip
-    """Train a one-keypoint `TokenReadout` on frozen tokens `[N, T, D]` to the positions `s [N, 2]` (px of the
+    """Train a one-keypoint `KeypointReadout` on frozen tokens `[N, T, D]` to the positions `s [N, 2]` (px of the
     arena, which the frame covers): its predictions in px for each of `tests`."""
     torch.manual_seed(seed)
-    readout = TokenReadout(backbone=encoder, embed_dim=2, head="keypoints")
+    readout = KeypointReadout(backbone=encoder, keypoints=1)
     target = torch.from_numpy(s / ARENA_SIZE * 2 - 1).float()
     fit_readout(readout, torch.from_numpy(tokens), target, steps=steps, seed=seed)
     with torch.no_grad():

@@ -1,9 +1,11 @@
 """World models written by `jepa-world train-wm`: `load_world_model(_run)` rebuilds one from its checkpoint,
 `init_world_model` fills a freshly built one with a run's weights (a second training stage: `wm.init_from`).
 
-A train-wm checkpoint holds the resolved config, `meta` (action / state widths, the ViT's constructor config) and one
-state dict per component (`encoder`, which is the readout with its backbone when there is one, `predictor`,
-`inverse_dynamics` when trained). Every load is strict and names what does not fit.
+A train-wm checkpoint holds the resolved config, `meta` (action / state widths, the ViT's constructor config, and the
+tree of the world model's parts: `checkpoints.tree`) and one state dict per component (`encoder`, which is the readout
+with its backbone when there is one, `predictor`, `inverse_dynamics` when trained). A load builds the model from the
+tree, without the training schema; a checkpoint written before trees were saved (2026-12-07) is rebuilt from its
+config, upgraded to today's keys (`config.legacy`). Every load is strict and names what does not fit.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from jepa_world.checkpoints.io import CheckpointError, load_checkpoint
 from jepa_world.checkpoints.paths import resolve_checkpoint
 from jepa_world.checkpoints.pretrained import MODEL_CLASSES, decode_kwargs
 from jepa_world.checkpoints.state_dict import abbrev, load_state_dict_strict
+from jepa_world.checkpoints.tree import build_part_tree
 from jepa_world.config import saved_config
 from jepa_world.factory import build_world_model
 from jepa_world.models.world_model import WorldModel
@@ -38,7 +41,7 @@ def _read_world_model_state(path_or_run: str | Path) -> tuple[dict, Path]:
     state = load_checkpoint(source)
     task = state.get("task", "pretrain" if "target_encoder" in state else None)
     if task != "world_model" or "config" not in state or "meta" not in state:
-        hint = " (a pretraining checkpoint: use load_encoder, or wm.encoder_checkpoint=... in train-wm)"
+        hint = " (a pretraining checkpoint: use load_encoder, or wm.encoder.checkpoint=... in train-wm)"
         raise CheckpointError(
             f"{source} is not a world-model checkpoint (task={task!r}){hint if task == 'pretrain' else ''}; "
             f"it holds {abbrev(sorted(map(str, state)))}"
@@ -67,7 +70,21 @@ def _load_components(model: WorldModel, state: Mapping, source: Path) -> None:
 
 
 def world_model_from_state(state: Mapping, source: Path) -> WorldModel:
-    """Rebuild a `WorldModel` from a train-wm checkpoint's config and meta, then load every component strictly."""
+    """Rebuild a `WorldModel` from a train-wm checkpoint's tree of parts (or, written before trees, its config and
+    meta), then load every component strictly."""
+    tree = (state.get("meta") or {}).get("tree")
+    if tree is not None:
+        with torch.random.fork_rng(devices=[]):  # random init that the loaded weights replace: keep the caller's RNG
+            model = build_part_tree(tree, where=str(source))
+        if not isinstance(model, WorldModel):
+            raise CheckpointError(f"{source}: the part tree's root is a {type(model).__name__}, not a WorldModel")
+        _load_components(model, state, source)
+        return model.eval()
+    return _legacy_world_model(state, source)
+
+
+def _legacy_world_model(state: Mapping, source: Path) -> WorldModel:
+    """The converter of checkpoints written before trees: the model rebuilt from the saved config (upgraded)."""
     missing = [k for k in ("config", "meta") if k not in state]
     if missing:
         raise CheckpointError(f"{source}: a world-model checkpoint needs {missing} to be rebuilt; it holds "
@@ -83,7 +100,7 @@ def world_model_from_state(state: Mapping, source: Path) -> WorldModel:
             # Built only: every component, the encoder (or its readout with the backbone) included, is loaded below.
             encoder = MODEL_CLASSES[enc_cfg["class"]](**decode_kwargs(enc_cfg["kwargs"]))
         else:
-            cfg.wm.encoder_checkpoint = None  # the registered encoder trained jointly; its weights are below
+            cfg.wm.encoder.checkpoint = None  # the registered encoder trained jointly; its weights are below
         try:
             model = build_world_model(
                 cfg, action_dim=int(meta["action_dim"]), state_dim=int(meta["state_dim"]), encoder=encoder
@@ -117,9 +134,9 @@ def load_world_model_run(path_or_run: str | Path, *, device: str | torch.device 
 def load_world_model(path_or_run: str | Path, *, device: str | torch.device = "cpu") -> WorldModel:
     """Load a world model (encoder + action-conditioned predictor) written by `jepa-world train-wm`.
 
-    The model is rebuilt from the config and data dims saved in the checkpoint (`config`, `meta`): a ViT encoder from
-    `meta["encoder_config"]`, a registered encoder (e.g. the pooled one) from `wm.encoder`; then every component
-    (`encoder`, `predictor`, `inverse_dynamics` when trained) is loaded strictly.
+    The model is built from the tree of parts saved in the checkpoint (`meta["tree"]`; older checkpoints: from their
+    config, upgraded to today's keys); then every component (`encoder`, `predictor`, `inverse_dynamics` when
+    trained) is loaded strictly.
 
     Args:
         path_or_run: run folder (its newest `checkpoints/step_*.pt`) or a checkpoint file.

@@ -38,56 +38,35 @@ def validate(cfg: DictConfig) -> None:
     ):
         if OmegaConf.select(cfg, key) < 1:
             fail(key, "must be >= 1")
-    for key in ("wm.num_episodes", "wm.episode_steps", "wm.frameskip", "wm.embed_dim"):
+    for key in ("wm.collect.episodes", "wm.collect.steps", "wm.frameskip", "wm.encoder.embed_dim"):
         if OmegaConf.select(cfg, key) < 1:
             fail(key, "must be >= 1")
     if cfg.wm.window < 2:
         fail("wm.window", "must be >= 2 (a transition needs two frames)")
-    if cfg.wm.finetune_blocks and not (cfg.wm.finetune_encoder and cfg.wm.readout_dim > 0):
+    enc = cfg.wm.encoder
+    if enc.finetune_blocks and not (enc.finetune and cfg.wm.readout.get("type", "none") != "none"):
         fail(
-            "wm.finetune_blocks",
-            "needs wm.finetune_encoder=true and wm.readout_dim > 0 (it trains the last blocks of "
-            "a pretrained ViT under its readout)",
+            "wm.encoder.finetune_blocks",
+            "needs wm.encoder.finetune=true and a wm.readout (it trains the last blocks of a pretrained ViT under "
+            "its readout)",
         )
-    if cfg.wm.readout == "keypoints" and (cfg.wm.readout_dim <= 0 or cfg.wm.readout_dim % 2):
-        fail("wm.readout", f"keypoints needs an even wm.readout_dim > 0 (2 per keypoint), got {cfg.wm.readout_dim}")
-    if cfg.wm.readout_labels and not (cfg.wm.readout_dim > 0 and not cfg.wm.finetune_encoder):
-        fail(
-            "wm.readout_labels",
-            "fits a readout on a frozen pretrained ViT (wm.encoder_checkpoint): it needs wm.readout_dim > 0 and "
-            "wm.finetune_encoder=false",
-        )
-    if cfg.wm.readout_fit_steps < 1:
-        fail("wm.readout_fit_steps", "must be >= 1")
-    if cfg.wm.readout_dynamics_weight and not cfg.wm.readout_labels:
-        fail("wm.readout_dynamics_weight", "is a term of the readout fit: it needs wm.readout_labels > 0")
-    if cfg.wm.readout_from_actions and not (
-        cfg.wm.readout == "keypoints" and cfg.wm.readout_dim == 2 and not cfg.wm.finetune_encoder
-    ):
-        fail(
-            "wm.readout_from_actions",
-            "fits one keypoint on a frozen pretrained ViT (wm.encoder_checkpoint): it needs wm.readout=keypoints, "
-            f"wm.readout_dim=2 (got {cfg.wm.readout_dim}) and wm.finetune_encoder=false",
-        )
-    if cfg.wm.readout_from_actions and cfg.wm.readout_labels:
-        fail("wm.readout_from_actions", f"and wm.readout_labels={cfg.wm.readout_labels} are two fits: choose one")
-    if cfg.wm.lift_dim and not (cfg.wm.readout_labels or cfg.wm.readout_from_actions):
-        fail("wm.lift_dim", "lifts a fit readout: it needs wm.readout_labels > 0 or wm.readout_from_actions=true")
+    if not isinstance(cfg.wm.readout.get("type", "none"), str):
+        fail("wm.readout.type", "must be a name (none, mlp, keypoints, ...)")
     for key in (
         "data.num_workers",
         "optim.warmup_steps",
-        "wm.rollout_steps",
+        "wm.predictor.rollout_steps",
         "optim.decay_steps",
         "optim.grad_clip",
         "train.max_minutes",
         "train.stop_grace_s",
-        "wm.readout_dim",
-        "wm.finetune_blocks",
+        "wm.encoder.finetune_blocks",
+        "wm.terms.var",
+        "wm.terms.cov",
+        "wm.terms.idm",
+        "wm.terms.smooth",
+        "wm.encoder.lr_scale",
         "wm.val_episodes",
-        "wm.readout_labels",
-        "wm.lift_dim",
-        "wm.readout_dynamics_weight",
-        "wm.var_time_weight",
         "var_weight",
         "cov_weight",
     ):
@@ -134,7 +113,7 @@ def validate(cfg: DictConfig) -> None:
 
 
 # Keys that name a file or folder: an empty value is an unset shell variable (`data.index=$DATA`), never "none".
-PATH_KEYS = ("data.index", "data.episodes", "wm.episodes", "wm.encoder_checkpoint", "wm.init_from", "train.output_dir",
+PATH_KEYS = ("data.index", "data.episodes", "wm.episodes", "wm.encoder.checkpoint", "wm.init_from", "train.output_dir",
              "train.resume", "plan.output", "policy.world_model", "probe.output", "probe.data", "probe.val_data",
              "probe.test_data")  # fmt: skip
 

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from jepa_world.config.checks import validate
+from jepa_world.config.legacy import find_legacy, legacy_key_error, upgrade_saved
 from jepa_world.config.schema import COMMAND_DEFAULTS, Config, ConfigError
 
 
@@ -89,6 +90,8 @@ def load_config(
                     f"{path}: expected a mapping of sections at the top level (e.g. 'train:' then its keys), got a "
                     f"{type(top).__name__}"
                 )
+            if top and (why := find_legacy(top)) is not None:
+                raise ConfigError(f"{path}: {why}")
             cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
         except OmegaConfBaseException as err:
             raise _friendly(err, schema, str(path)) from None
@@ -109,6 +112,8 @@ def load_config(
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, _, value = item.partition("=")
+        if (why := legacy_key_error(key.strip(), value)) is not None:
+            raise ConfigError(f"{why} (override {item!r})")
         if not value.strip():  # `data.index=$DATA` with DATA unset: YAML would read null and quietly use a default
             raise ConfigError(
                 f"config key '{key.strip()}' = '': is empty (an unset shell variable?) in override {item!r}; give a "
@@ -129,14 +134,20 @@ def saved_config(saved: Mapping | DictConfig, *, source: str = "a checkpoint") -
     """A config saved with a run, completed with today's schema defaults for the keys it predates.
 
     Runs written before a key was added (e.g. `predictor.single_pass`) rebuild exactly as they trained: every new key
-    defaults to the behaviour before it existed. A key the schema no longer has is an error that names it.
+    defaults to the behaviour before it existed. Keys that were renamed or retired since are upgraded
+    (`legacy.upgrade_saved`); any other key the schema does not have is an error that names it.
 
     Raises:
         ConfigError: the saved config has a key or value today's schema does not accept.
     """
     schema = OmegaConf.structured(Config)
+    if not isinstance(saved, Mapping) or isinstance(saved, DictConfig):  # YAML text, or a DictConfig: plain containers
+        try:
+            saved = OmegaConf.to_container(OmegaConf.create(saved))
+        except (OmegaConfBaseException, yaml.YAMLError, ValueError) as err:
+            raise ConfigError(f"the config saved in {source} is not a mapping of sections: {err}") from None
     try:
-        cfg = OmegaConf.merge(schema, OmegaConf.create(saved))
+        cfg = OmegaConf.merge(schema, OmegaConf.create(upgrade_saved(saved)))
     except OmegaConfBaseException as err:
         raise _friendly(err, schema, f"the config saved in {source}") from None
     OmegaConf.set_struct(cfg, True)

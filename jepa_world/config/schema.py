@@ -49,7 +49,6 @@ PolicyMethod = _choice("PolicyMethod", ("actor_critic", "evolution"))
 ProbeKind = _choice("ProbeKind", ("linear", "attentive", "both"))
 TemporalAnchor = _choice("TemporalAnchor", ("random", "end"))  # objectives.masks.TEMPORAL_ANCHORS
 EncoderComponent = _choice("EncoderComponent", ("target_encoder", "encoder"))
-ReadoutHead = _choice("ReadoutHead", ("mlp", "keypoints"))  # models.small.READOUT_HEADS
 
 
 @dataclass
@@ -165,78 +164,92 @@ class TrainConfig:
 
 
 @dataclass
+class LeRobotKeys:
+    """`wm.lerobot`: the features of a LeRobot dataset read as frames, actions and states (LeRobot action i is taken at
+    frame i, so an episode of L frames gives L-1 actions: its last action is dropped)."""
+
+    camera: str | None = None  # a video / image feature; null: the only one (an error lists several)
+    action_key: str = "action"
+    state_key: str | None = "auto"  # auto: observation.state when present; null: no states; a key: required
+
+
+@dataclass
+class CollectSection:
+    """`wm.collect`: the episodes train-wm collects itself when `wm.episodes` is null (on `wm.env`)."""
+
+    episodes: int = 3000
+    steps: int = 16  # env steps per episode
+    policy: str | None = None  # behaviour policy (jepa-world collect --policy); null: the env's default
+    env_kwargs: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the env (gymnasium.make)
+
+
+@dataclass
+class WmEncoderConfig:
+    """`wm.encoder`: a pretrained encoder (`checkpoint`: frozen, its last blocks or all of it trained) or a registered
+    one trained jointly with the dynamics (`name`, `embed_dim`, `kwargs`)."""
+
+    name: str = "pooled_encoder"  # registered encoder, used when checkpoint is null
+    # a pretraining run / checkpoint / exported or official encoder: frozen unless finetune
+    checkpoint: str | None = None
+    embed_dim: int = 64  # latent width of the registered encoder
+    kwargs: dict[str, Any] = field(default_factory=dict)  # extra constructor args of the registered encoder
+    pool: bool = True  # one pooled latent per frame (the practical choice on CPU)
+    finetune: bool = False  # train the pretrained encoder with the world model
+    # with finetune and a readout: train only the ViT's last k blocks and final norm (0: all of it); the frozen first
+    # blocks' tokens are computed once per frame, like a frozen encoder's, so a step costs k / depth of the ViT
+    finetune_blocks: int = 0
+    lr_scale: float = 0.1  # LR of a fine-tuned pretrained encoder = optim.lr x this
+
+
+@dataclass
+class WmPredictorConfig:
+    """`wm.predictor`: the action-conditioned dynamics."""
+
+    name: str = "dynamics_nano"  # registered predictor
+    kwargs: dict[str, Any] = field(default_factory=dict)  # extra constructor args
+    rollout_steps: int = 4  # autoregressive steps in the loss (V-JEPA 2-AC: 2)
+    use_states: bool = False  # proprioception tokens (off for Two-Rooms, whose state is the answer)
+
+
+@dataclass
+class WmTermsConfig:
+    """`wm.terms`: weights of the anti-collapse loss terms while the encoder (or a readout, a lift) trains (PLDM)."""
+
+    var: float = 1.0  # VICReg variance
+    cov: float = 0.04  # VICReg covariance
+    idm: float = 1.0  # inverse dynamics (its head is a parameter of the term)
+    smooth: float = 0.0  # temporal smoothness |z_t+1 - z_t|^2
+
+
+@dataclass
 class WorldModelConfig:
+    """`jepa-world train-wm`: data, then the parts of the world model (encoder, readout, predictor, loss terms)."""
+
     # data: a folder of episodes, ours (`jepa-world collect`) or a LeRobot v3 dataset (meta/info.json); null collects
-    # Two-Rooms episodes into train.output_dir/episodes first
+    # wm.collect.episodes episodes of wm.env into train.output_dir/episodes first
     episodes: str | None = None
-    # LeRobot datasets only: the features read as frames, actions and states (LeRobot action i is taken at frame i, so
-    # an episode of L frames gives L-1 actions: its last action is dropped)
-    lerobot_camera: str | None = None  # a video / image feature; null: the only one (an error lists several)
-    lerobot_action_key: str = "action"
-    lerobot_state_key: str | None = "auto"  # auto: observation.state when present; null: no states; a key: required
+    lerobot: LeRobotKeys = field(default_factory=LeRobotKeys)
     env: str = "two_rooms"  # environment for the automatic collection (and for `jepa-world plan`)
-    num_episodes: int = 3000
-    episode_steps: int = 16
+    collect: CollectSection = field(default_factory=CollectSection)
     window: int = 8  # frames per training window
     frameskip: int = 1  # env steps per model step (actions of skipped steps are concatenated)
-    use_states: bool = False  # proprioception tokens (off for Two-Rooms, whose state is the answer)
     # hold out the last k episodes: their windows are never trained on, and every logged step adds val_* metrics
     # (the model's loss terms and rollout errors on up to 256 of their windows) to metrics.jsonl
     val_episodes: int = 0
     in_memory: bool = False  # read every episode into RAM once (fast small-model training; 0.8 GB per 4k episodes)
-    # encoder: a pretraining run / checkpoint (frozen unless finetune_encoder) or a registered encoder trained jointly
-    encoder_checkpoint: str | None = None
-    finetune_encoder: bool = False
-    # with encoder_checkpoint: 0 reads the ViT's tokens as they are (mean-pooled when wm.pool); > 0 adds a readout of
-    # this width (`TokenReadout`: per-position MLP over all tokens) trained with the dynamics and the loss terms
-    readout_dim: int = 0
-    # the readout's head: mlp (per-position weights) or keypoints (readout_dim / 2 soft-argmax keypoints from one MLP
-    # shared by every token: finds a dot on a textured floor, docs/notes/cluttered-two-rooms.md "A cluttered Two-Rooms")
-    readout: ReadoutHead = ReadoutHead.mlp
-    # > 0: before the dynamics trains, fit the readout to the episodes' states on this many labelled frames (drawn at
-    # random from the training episodes) through an affine head, then freeze it; the dynamics and the planner work on
-    # its raw output (no layer norm). A setting with labels: report it apart from pixel-only rows. Needs a frozen
-    # encoder_checkpoint, readout_dim > 0 and episodes with states. With init_from (a run with the same setting) the
-    # readout keeps that run's fit
-    readout_labels: int = 0
-    # true: fit a one-keypoint readout (readout=keypoints, readout_dim=2) without labels, to where the actions act
-    # (`training.readout_actions`: inverse dynamics read where the keypoint attends, then its motion made linear in
-    # the action), then freeze it as readout_labels does: a pixel-only setting. Needs a frozen encoder_checkpoint
-    readout_from_actions: bool = False
-    readout_fit_steps: int = 3000  # AdamW steps of either fit (labels: batch 128; actions: 32 windows; LR 1e-3)
-    # > 0: the fit also reads unlabelled windows of the training episodes (32 per step): a small MLP predicts the
-    # readout's state at t + 1 from its state at t and the action, trained with it and thrown away after, and this
-    # weight times that MSE joins the label loss. A distractor moves on its own, so the frames where the readout jumps
-    # to one are the ones this penalises (the label fit alone misses by far on about one frame in ten)
-    readout_dynamics_weight: float = 0.0
-    # > 0 (with readout_labels or readout_from_actions): the fit readout's coordinates are lifted by an MLP to a latent
-    # of this width, trained with the dynamics and the loss terms below (the smoothness term lets latent distance follow
-    # the geodesic around a wall, which the straight-line distance of raw coordinates does not); 0: plan on the
-    # coordinates themselves.
-    # Measured on the cluttered Two-Rooms (lift 32, V-JEPA, seed 0): worse than the coordinates over a label-only
-    # readout (14% / 18% against 40% / 34%), better over one fit with readout_dynamics_weight (60% / 52% against
-    # 46% / 38%; docs/notes/cluttered-two-rooms.md, "The actions as a second teacher of the readout")
-    lift_dim: int = 0
-    encoder_lr_scale: float = 0.1  # encoder LR = optim.lr x this when fine-tuning a pretrained encoder
-    # with finetune_encoder and a readout: train only the ViT's last k blocks and final norm (0: all of it); the frozen
-    # first blocks' tokens are computed once per frame, like a frozen encoder's, so a step costs k / depth of the ViT
-    finetune_blocks: int = 0
+    encoder: WmEncoderConfig = field(default_factory=WmEncoderConfig)
+    # A readout of a ViT's tokens, chosen by type (jepa_world/models/readout*.py; each type has its own keys):
+    #   {type: none}: the tokens as they are (mean-pooled when wm.encoder.pool)
+    #   {type: mlp, dim: 32}: a per-position MLP over all tokens, trained with the dynamics
+    #   {type: keypoints, keypoints: 1}: soft-argmax keypoints over the token grid
+    # with fit: {type: labels, labels: 500} or {type: actions} the readout is fit before the dynamics train, then
+    # frozen (and lifted to `lift` dims, trained with the dynamics): training/readout_fit.py, readout_actions.py
+    readout: dict[str, Any] = field(default_factory=lambda: {"type": "none"})
+    predictor: WmPredictorConfig = field(default_factory=WmPredictorConfig)
+    terms: WmTermsConfig = field(default_factory=WmTermsConfig)
     # a train-wm run whose weights (readout, backbone, predictor, inverse dynamics) this run starts from, with a fresh
     # optimizer and schedule: train frozen first, then fine-tune from there (LP-FT); same architecture required
     init_from: str | None = None
-    encoder: str = "pooled_encoder"  # used when encoder_checkpoint is null
-    embed_dim: int = 64  # latent width of that encoder
-    encoder_kwargs: dict[str, Any] = field(default_factory=dict)  # extra constructor args of wm.encoder
-    pool: bool = True  # one pooled latent per frame (the practical choice on CPU)
-    predictor: str = "dynamics_nano"
-    predictor_kwargs: dict[str, Any] = field(default_factory=dict)  # extra constructor args of wm.predictor
-    rollout_steps: int = 4  # autoregressive steps in the loss (V-JEPA 2-AC: 2)
-    # anti-collapse terms when the encoder trains (PLDM / VICReg weights)
-    var_weight: float = 1.0
-    cov_weight: float = 0.04
-    idm_weight: float = 1.0
-    smooth_weight: float = 0.0  # temporal smoothness |z_t+1 - z_t|^2 (PLDM)
-    var_time_weight: float = 0.0  # VICReg variance over each window's frames: static per-episode scenery cannot pass
 
 
 @dataclass

@@ -37,7 +37,7 @@ from jepa_world.eval.agents import (
 from jepa_world.eval.policy_agents import LearnedPolicyAgent, MCTSAgent, PolicyCEMAgent
 from jepa_world.eval.protocol import EpisodeStats, eval_pairs, format_table, run_episodes
 from jepa_world.eval.viz import save_plan_pictures
-from jepa_world.models.small import pixel_encoder
+from jepa_world.models.readout import pixel_encoder
 from jepa_world.models.world_model import WorldModel
 
 PLAN_ENVS = tuple(e.value for e in PlanEnv)  # the config's choice: one list
@@ -278,7 +278,7 @@ def _latent_shape(model: WorldModel, env: Any) -> tuple[int, ...]:
 def model_image_size(model: WorldModel) -> int:
     """Input side of the world model's encoder (``img_size`` of a pooled encoder or a ViT)."""
     enc = pixel_encoder(model.encoder)  # through a lift and a readout: the ViT's input
-    size = getattr(enc, "input_size", None) or getattr(enc, "img_size", None)  # (H, W); a pooled encoder's side
+    size = getattr(enc, "input_size", None)  # (H, W)
     if isinstance(size, list | tuple):
         size = size[-1]
     if not isinstance(size, int):

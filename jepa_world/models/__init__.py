@@ -6,7 +6,8 @@ Importing this package imports every model file, so all presets are registered:
     predictor.py     MaskPredictor (JEPA mask-token predictor)
     jepa.py          JEPA: context encoder + EMA target + predictor, forward(batch) -> (loss, metrics)
     ac_predictor.py  ActionConditionedPredictor (V-JEPA 2-AC), rollout cache
-    small.py         PooledEncoder, TokenReadout (CPU-sized pooled latents)
+    small.py         PooledEncoder (CPU-sized pooled latents)
+    readout*.py      readouts of a ViT's tokens, parts chosen by wm.readout.type: mlp, keypoints (+ LiftedReadout)
     mlp_dynamics.py  ResidualMlpDynamics (Markov dynamics the CPU planners roll out, cache-free rollout)
     world_model.py   WorldModel: encode / predict / rollout, forward(batch) -> (loss, metrics)
     layers.py        positions, RoPE, blocks, apply_masks
@@ -16,7 +17,15 @@ from __future__ import annotations
 
 from torch import nn
 
-from jepa_world.models import ac_predictor, mlp_dynamics, predictor, small, vit  # noqa: F401  (register the presets)
+from jepa_world.models import (  # noqa: F401  (register the presets and the readouts)
+    ac_predictor,
+    mlp_dynamics,
+    predictor,
+    readout_keypoints,
+    readout_mlp,
+    small,
+    vit,
+)
 from jepa_world.registry import entrypoint, registered
 
 __all__ = ["create_model", "list_models"]

@@ -104,6 +104,16 @@ class WorldModel(nn.Module):
         """The inverse-dynamics loss term (it has parameters, saved as a checkpoint component), or None."""
         return next((t for t in self.terms if isinstance(t, InverseDynamicsTerm)), None)
 
+    def parameter_roles(self) -> list[tuple[list[nn.Module], str]]:
+        """What trains, in groups with a role: `new` (predictor, loss terms, a readout's head: trained at the full LR)
+        or `pretrained` (a fine-tuned pretrained backbone: the loop scales its LR). An encoder part that says what of
+        it trains (`parameter_roles`: a readout) answers for itself; any other trains whole unless frozen."""
+        roles = [([self.predictor, *self.terms], "new")]
+        if self.freeze_encoder:
+            return roles
+        encoder_roles = getattr(self.encoder, "parameter_roles", None)
+        return roles + (encoder_roles() if encoder_roles is not None else [([self.encoder], "pretrained")])
+
     def train(self, mode: bool = True) -> WorldModel:
         super().train(mode)
         if self.freeze_encoder:

@@ -302,6 +302,7 @@ class _Term(nn.Module):
         if not weight >= 0:
             raise ValueError(f"{type(self).__name__}: weight must be >= 0, got {weight}")
         self.weight = float(weight)
+        self.config = {"weight": self.weight}  # what it was built with (a checkpoint's tree of parts)
 
     def value(self, z: Tensor, actions: Tensor) -> Tensor:
         raise NotImplementedError
@@ -326,20 +327,6 @@ class VarianceTerm(_Term):
 
     def value(self, z: Tensor, actions: Tensor) -> Tensor:
         return torch.stack([variance_loss(f) for f in _per_frame(z)]).mean()
-
-
-class TemporalVarianceTerm(_Term):
-    """VICReg variance of each sample's latents over its window's frames (std over time per sample, token and dim).
-
-    The batch-wise `VarianceTerm` is satisfied by features that differ between episodes and never move within one
-    (a textured floor drawn per episode, `jepa_world.envs.clutter`): the latent then encodes the scene and not the
-    agent. This term asks each dimension to vary over time inside a window, which only moving things can give.
-    """
-
-    metric = "loss_var_time"
-
-    def value(self, z: Tensor, actions: Tensor) -> Tensor:
-        return variance_loss(z.transpose(0, 1).reshape(z.shape[1], -1))  # rows: frames; columns: (b, hw, d)
 
 
 class CovarianceTerm(_Term):
@@ -377,6 +364,12 @@ class InverseDynamicsTerm(_Term):
 
     def __init__(self, *, embed_dim: int, action_dim: int, hidden_dim: int = 256, weight: float = 1.0):
         super().__init__(weight=weight)
+        self.config = {
+            "embed_dim": embed_dim,
+            "action_dim": action_dim,
+            "hidden_dim": hidden_dim,
+            "weight": self.weight,
+        }
         # fc1 -> GELU -> fc2, the layout and parameter names of `models.layers.Mlp`, built here so that the objectives
         # stay below the models (checkpoints keep `mlp.fc1.*` / `mlp.fc2.*`).
         self.mlp = nn.Sequential(

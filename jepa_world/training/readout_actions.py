@@ -8,7 +8,7 @@ weights go where the action can be read: the agent, not a distractor (it moves o
 move). Then the keypoint's motion is asked to be linear in the action, which trains its offsets inside a token's
 cell. The controllable part of the observation as the target follows AC-State (Lamb et al. 2022), the keypoint the
 soft-argmax of Levine et al. 2016; attention as the selector is ours. The world-model task runs it once at the start
-of a fresh run (`wm.readout_from_actions`), then freezes the readout under the dynamics.
+of a fresh run (`wm.readout.fit: {type: actions}`: `ActionsFit`), then freezes the readout under the dynamics.
 
 Shapes: windows of the cache `[W, F, N, D]` (F frames of N tokens of width D), actions `[W, F - 1, A]`, keypoints
 `[W, F, 2]` in image units ([-1, 1]).
@@ -19,15 +19,17 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from jepa_world.config.parts import fail, register_part
 from jepa_world.data.feature_cache import FeatureWindows
 from jepa_world.models.layers import Mlp
-from jepa_world.models.small import TokenReadout, soft_argmax_keypoints
+from jepa_world.models.readout_keypoints import KeypointReadout, soft_argmax_keypoints
 from jepa_world.training.readout_fit import draw_frames, fitting, other_frame_errors
 
 # A fit whose inverse dynamics explains less than this share of the actions' variance has not found what they move
@@ -46,7 +48,7 @@ def _explained_share_lost(y: Tensor, x: Tensor, eps: float = 1e-5) -> Tensor:
 
 
 def fit_readout_to_actions(
-    readout: TokenReadout,
+    readout: KeypointReadout,
     cache: FeatureWindows,
     *,
     episodes: int,
@@ -71,7 +73,7 @@ def fit_readout_to_actions(
     Warns when the inverse dynamics explains less than `ACTIONS_MIN_R2` of the actions' variance at the end.
 
     Args:
-        readout: a keypoint `TokenReadout` (one keypoint) whose backbone is frozen; `cache` holds its frozen tokens.
+        readout: a `KeypointReadout` with one keypoint whose backbone is frozen; `cache` holds its frozen tokens.
         cache: the training windows' frozen tokens and actions.
         episodes: windows of the first `episodes` episodes are read (the rest are held out).
         steps: AdamW steps (each reads `windows_per_step` windows).
@@ -92,9 +94,10 @@ def fit_readout_to_actions(
     Raises:
         ValueError: the readout is not a frozen one-keypoint readout, or the arguments are out of range.
     """
-    if readout.head != "keypoints" or readout.num_keypoints != 1 or not readout.freeze_backbone:
-        raise ValueError("fit_readout_to_actions fits one keypoint (head='keypoints', embed_dim=2) on a frozen "
-                         f"backbone; got head={readout.head!r}, embed_dim={readout.embed_dim}, "
+    keypoints = getattr(readout, "num_keypoints", None)
+    if keypoints != 1 or not readout.freeze_backbone:
+        raise ValueError("fit_readout_to_actions fits one keypoint (a KeypointReadout with keypoints=1) on a frozen "
+                         f"backbone; got a {type(readout).__name__} with keypoints={keypoints}, "
                          f"freeze_backbone={readout.freeze_backbone}")  # fmt: skip
     if steps < 1 or not 0 < attend_fraction <= 1:
         raise ValueError(f"steps={steps} must be >= 1 and attend_fraction={attend_fraction} in (0, 1]")
@@ -155,8 +158,8 @@ def fit_readout_to_actions(
         warnings.warn(
             f"the readout fit to the actions did not find what they move: its inverse dynamics explains "
             f"{out['readout_idm_r2']:.2f} of the actions' variance (below {ACTIONS_MIN_R2}); the world model will "
-            "plan on something else. More fit steps (wm.readout_fit_steps), a pretrained encoder, or a few labels "
-            "(wm.readout_labels) help",
+            "plan on something else. More fit steps (wm.readout.fit.steps), a pretrained encoder, or a few labels "
+            "(wm.readout.fit.type=labels) help",
             stacklevel=2,
         )
     if log is not None:
@@ -166,3 +169,40 @@ def fit_readout_to_actions(
             f"{out['readout_idm_r2']:.2f}, motion R^2 {out.get('readout_motion_r2', float('nan')):.2f}, attention "
             f"{out['readout_attention']:.2f}{where}")  # fmt: skip
     return out
+
+
+@register_part("fit", "actions")
+class ActionsFit:
+    """`wm.readout.fit: {type: actions}`: fit a one-keypoint readout to where the actions act, without labels
+    (`fit_readout_to_actions`), then it is frozen: a pixel-only setting.
+
+    Args:
+        config: the section, resolved (`Config`).
+    """
+
+    needs_states = False
+
+    @dataclass
+    class Config:
+        """`steps`: AdamW steps (32 windows each, LR 1e-3)."""
+
+        type: str = "actions"
+        steps: int = 3000
+
+        def check(self, key: str) -> None:
+            if self.steps < 1:
+                fail(f"{key}.steps", self.steps, "must be >= 1")
+
+    def __init__(self, config: Config):
+        self.config = config
+
+    def check_readout(self, readout: object, *, key: str) -> None:
+        """The fit finds one keypoint: `wm.readout` must be `{type: keypoints, keypoints: 1}`."""
+        if getattr(readout, "type", None) != "keypoints" or getattr(readout, "keypoints", None) != 1:
+            fail(f"{key}.type", "actions", "fits one keypoint: it needs wm.readout.type=keypoints and "
+                 f"wm.readout.keypoints=1 (got type {getattr(readout, 'type', None)!r})")  # fmt: skip
+
+    def __call__(self, readout: KeypointReadout, cache: FeatureWindows, *, episodes: int, seed: int,
+                 log: Callable[[str], None] | None = None, progress: bool = False) -> dict[str, float]:  # fmt: skip
+        return fit_readout_to_actions(readout, cache, episodes=episodes, steps=self.config.steps, seed=seed, log=log,
+                                      progress=progress)  # fmt: skip

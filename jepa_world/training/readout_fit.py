@@ -6,9 +6,10 @@ labelled frames do, and so does a fit to the actions read where the keypoint att
 `fit_readout` trains a `TokenReadout` (not its backbone) to regress targets from the backbone's frozen tokens, through
 an optional affine head (states in any units: the head maps the readout's latent to them, and is thrown away after);
 `draw_frames` draws the frames to fit on from a feature cache of episodes. The world-model task runs both once at
-the start of a fresh run (`wm.readout_labels`), then freezes the readout under the dynamics.
+the start of a fresh run (`wm.readout.fit: {type: labels, labels: 500}`: `LabelsFit`), then freezes the readout
+under the dynamics.
 
-The labels can be helped by the episodes' actions (`wm.readout_dynamics_weight`): on unlabelled windows, a small MLP
+The labels can be helped by the episodes' actions (`wm.readout.fit.dynamics_weight`): on unlabelled windows, a small MLP
 predicts the fit state at t + 1 from the state at t and the action (the readout's own forward model, thrown away
 after), and its error joins the label loss. The agent moves as its actions say and a distractor does not, so a readout
 that jumps to a distractor on some frames pays for it on frames no label covers (semi-supervised keypoints with a
@@ -26,15 +27,17 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from jepa_world.config.parts import fail, register_part
 from jepa_world.data.feature_cache import FeatureWindows
 from jepa_world.models.layers import Mlp
-from jepa_world.models.small import TokenReadout
+from jepa_world.models.readout import TokenReadout
 
 # A fit whose error on frames it was not fit to is above this fraction of the error of guessing their mean state has
 # settled on something else (R^2 < 0.75). Cluttered Two-Rooms, 250 labels: 0.04-0.09 where the fit found the agent,
@@ -248,8 +251,8 @@ def fit_readout_to_states(
                 f"the readout fit to {num_labels} labelled frames did not find the state: RMSE "
                 f"{out['readout_rmse_other']:.2f} on other frames, more than {MISS_RATIO} x the "
                 f"{chance:.2f} of guessing their mean state (median {out['readout_median_other']:.2f}); the "
-                "world model will plan on something else. More labels (wm.readout_labels) or the actions as a "
-                "second teacher (wm.readout_dynamics_weight) help; a pretrained encoder needs fewer labels",
+                "world model will plan on something else. More labels (wm.readout.fit.labels) or the actions as a "
+                "second teacher (wm.readout.fit.dynamics_weight) help; a pretrained encoder needs fewer labels",
                 stacklevel=2,
             )
     if "dynamics_loss" in fit:
@@ -261,3 +264,45 @@ def fit_readout_to_states(
         log(f"readout fit to the states of {num_labels} labelled frames ({steps} steps, {out['readout_fit_s']:.0f} "
             f"s): RMSE {out['readout_rmse']:.2f} on them{other} (state units)")  # fmt: skip
     return out
+
+
+@register_part("fit", "labels")
+class LabelsFit:
+    """`wm.readout.fit: {type: labels, labels: 500}`: fit the readout to the episodes' states on a few labelled frames
+    (`fit_readout_to_states`), then it is frozen. A setting with labels: report it apart from pixel-only rows.
+
+    Args:
+        config: the section, resolved (`Config`).
+    """
+
+    needs_states = True  # the episodes must carry states (the labels)
+
+    @dataclass
+    class Config:
+        """`labels`: labelled frames drawn at random from the training episodes; `steps`: AdamW steps (batch 128, LR
+        1e-3); `dynamics_weight` > 0: unlabelled windows join through a forward model of the readout's state (a
+        distractor moves on its own, so the frames where the readout jumps to one are the ones this penalises)."""
+
+        type: str = "labels"
+        labels: int = 500
+        steps: int = 3000
+        dynamics_weight: float = 0.0
+
+        def check(self, key: str) -> None:
+            for name in ("labels", "steps"):
+                if getattr(self, name) < 1:
+                    fail(f"{key}.{name}", getattr(self, name), "must be >= 1")
+            if not self.dynamics_weight >= 0:
+                fail(f"{key}.dynamics_weight", self.dynamics_weight, "must be >= 0")
+
+    def __init__(self, config: Config):
+        self.config = config
+
+    def check_readout(self, readout: object, *, key: str) -> None:
+        """Any readout can be fit to labels."""
+
+    def __call__(self, readout: TokenReadout, cache: FeatureWindows, *, episodes: int, seed: int,
+                 log: Callable[[str], None] | None = None, progress: bool = False) -> dict[str, float]:  # fmt: skip
+        c = self.config
+        return fit_readout_to_states(readout, cache, episodes=episodes, num_labels=c.labels, steps=c.steps, seed=seed,
+                                     dynamics_weight=c.dynamics_weight, log=log, progress=progress)  # fmt: skip

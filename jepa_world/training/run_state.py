@@ -19,7 +19,7 @@ import signal
 import socket
 import threading
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from enum import Enum
 from pathlib import Path
 
@@ -29,6 +29,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from jepa_world.atomic import atomic_write_text
 from jepa_world.checkpoints.io import CheckpointError, list_checkpoints, load_checkpoint
+from jepa_world.checkpoints.tree import diff_trees
+from jepa_world.config.legacy import upgrade_saved
+from jepa_world.config.parts import complete_part
+from jepa_world.config.schema import ConfigError
 
 
 def check_writable(path: Path) -> None:
@@ -68,14 +72,14 @@ except ImportError:  # not POSIX: no advisory locks (the run folder is then not 
 
 # Keys that fix the architecture or what is trained: a resume that changes one of them cannot be exact (or loads
 # wrong-shaped weights), so it is refused naming them. Optimiser, schedule and logging keys may change on resume.
+# A world model's architecture is compared as its tree of parts (`meta["tree"]`, `checkpoints.tree.diff_trees`); the
+# wm keys here are what the tree does not show: which weights train, how the readout is fit, the data.
 RESUME_KEYS = (
     "model.name", "model.patch_size", "model.tubelet_size", "model.depth", "model.pos_embed", "predictor.name",
     "predictor.embed_dim", "predictor.depth", "predictor.num_heads", "predictor.single_pass", "data.image_size",
     "data.num_frames",
-    "masks.num_blocks", "wm.encoder", "wm.embed_dim", "wm.encoder_kwargs", "wm.encoder_checkpoint",
-    "wm.finetune_encoder", "wm.finetune_blocks", "wm.readout_dim", "wm.readout", "wm.readout_labels", "wm.lift_dim",
-    "wm.readout_fit_steps", "wm.readout_dynamics_weight", "wm.readout_from_actions",
-    "wm.pool", "wm.predictor", "wm.predictor_kwargs", "wm.use_states", "wm.frameskip", "wm.val_episodes",
+    "masks.num_blocks", "wm.encoder.checkpoint", "wm.encoder.finetune", "wm.encoder.finetune_blocks", "wm.readout",
+    "wm.frameskip", "wm.val_episodes",
     "policy.method", "policy.world_model", "policy.num_latents", "policy.hidden_dim", "policy.depth",
     "policy.population",
 )  # fmt: skip
@@ -118,23 +122,32 @@ class RunLock:
             self.fd = None
 
 
-def check_resumable(cfg: DictConfig, task_name: str, state: dict, source: Path) -> None:
-    """Refuse a resume whose task or architecture keys differ from the checkpoint's saved config, naming them."""
+def check_resumable(cfg: DictConfig, task_name: str, state: dict, source: Path, *, tree: dict | None = None) -> None:
+    """Refuse a resume whose task, tree of parts (`tree`: the model this run built) or architecture keys differ from
+    the checkpoint's, naming them."""
     saved_task = state.get("task", "pretrain")
     if saved_task != task_name:
         raise RuntimeError(
             f"{source} is a {saved_task!r} run; this command trains {task_name!r}: choose another train.output_dir"
         )
-    if "config" not in state:
-        return
-    saved = OmegaConf.create(state["config"])
-    missing = object()
     changed = []
-    for key in RESUME_KEYS:
+    saved_tree = (state.get("meta") or {}).get("tree")
+    if tree is not None and saved_tree is not None:
+        changed += [f"model {d}" for d in diff_trees(saved_tree, tree)]
+    saved = (
+        None
+        if "config" not in state
+        else OmegaConf.create(upgrade_saved(OmegaConf.to_container(OmegaConf.create(state["config"]))))
+    )
+    missing = object()
+    for key in RESUME_KEYS if saved is not None else ():
         old, new = OmegaConf.select(saved, key, default=missing), OmegaConf.select(cfg, key, default=missing)
         if old is missing or new is missing:
             continue
         plain = [OmegaConf.to_container(v) if isinstance(v, DictConfig | ListConfig) else v for v in (old, new)]
+        if key == "wm.readout":  # compared with every default filled in (a saved section may spell out fewer keys)
+            with suppress(ConfigError):
+                plain = [complete_part("readout", v, key=key) for v in plain]
         if str(plain[0]) != str(plain[1]):
             changed.append(f"{key}: {plain[0]!r} in the checkpoint, {plain[1]!r} now")
     if changed:

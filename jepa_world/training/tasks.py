@@ -21,21 +21,24 @@ from torch.utils.data import Dataset
 from jepa_world.checkpoints.io import CheckpointError
 from jepa_world.checkpoints.load import load_encoder
 from jepa_world.checkpoints.pretrained import module_config
+from jepa_world.checkpoints.tree import TREE_FORMAT, part_tree
 from jepa_world.checkpoints.world_model import init_world_model, world_model_components
-from jepa_world.config.schema import WorldModelConfig
+from jepa_world.config.parts import part_class, resolve_part
 from jepa_world.data.build import build_dataset
 from jepa_world.data.episode_formats import open_episodes
 from jepa_world.data.feature_cache import FeatureWindows
 from jepa_world.data.transforms import frames_to_tensor, uint8_to_float
-from jepa_world.data.windows import hold_out_episodes
-from jepa_world.factory import build_jepa, build_masks, build_world_model, ema_schedule, readout_is_fit
-from jepa_world.models.small import LiftedReadout, TokenReadout, pixel_encoder
+from jepa_world.data.windows import WindowTooLongError, hold_out_episodes
+from jepa_world.factory import build_jepa, build_masks, build_world_model, ema_schedule, readout_config
+from jepa_world.models.readout import pixel_encoder
 from jepa_world.models.world_model import WorldModel
 from jepa_world.objectives.ema import EMA
 from jepa_world.objectives.losses import collapse_health
-from jepa_world.training.readout_actions import fit_readout_to_actions
-from jepa_world.training.readout_fit import fit_readout_to_states
+from jepa_world.training.readout_actions import ActionsFit
+from jepa_world.training.readout_fit import LabelsFit
 from jepa_world.training.validation import generalisation_health
+
+FITS = (LabelsFit, ActionsFit)  # the registered fits of a readout (`wm.readout.fit.type`), imported to register them
 
 
 @dataclass
@@ -58,7 +61,7 @@ class Task:
         val_dataset: held-out items (keyed and prepared as `dataset`'s) the loop evaluates the model on at every
             logged step (`training.validation`); None: no validation.
         setup: `setup(fresh)`, run once on every process before the first step, after a resumed run's checkpoint is
-            loaded (`fresh`: no checkpoint, step 0): the supervised readout fit of `wm.readout_labels`, only when
+            loaded (`fresh`: no checkpoint, step 0): the fit of `wm.readout.fit`, only when
             fresh (a checkpoint holds what it made), then its outputs cached. Returns metrics, written to the run
             folder's `setup.json` when fresh.
     """
@@ -126,42 +129,57 @@ def episodes_of(cfg: DictConfig) -> Path:
 
 
 def episode_keys(cfg: DictConfig) -> dict:
-    """`open_episodes`' LeRobot feature arguments from `wm.lerobot_*` (the schema's defaults for a run saved before
-    those keys existed)."""
-    w, default = cfg.wm, WorldModelConfig()
-    return {
-        "camera": w.get("lerobot_camera", default.lerobot_camera),
-        "action_key": w.get("lerobot_action_key", default.lerobot_action_key),
-        "state_key": w.get("lerobot_state_key", default.lerobot_state_key),
-    }
+    """`open_episodes`' LeRobot feature arguments from `wm.lerobot`."""
+    keys = cfg.wm.lerobot
+    return {"camera": keys.camera, "action_key": keys.action_key, "state_key": keys.state_key}
+
+
+def build_readout_fit(cfg: DictConfig):
+    """The fit of `wm.readout` (`LabelsFit`, `ActionsFit`, ...) built from its section, checked against the readout;
+    None when the readout is not fit (or there is none)."""
+    readout = readout_config(cfg)
+    if readout is None:
+        return None
+    fit = resolve_part("fit", readout.fit, key="wm.readout.fit")
+    if fit is None:
+        return None
+    part = part_class("fit", fit.type, key="wm.readout.fit")(fit)
+    part.check_readout(readout, key="wm.readout.fit")
+    return part
 
 
 def world_model_task(cfg: DictConfig) -> Task:
     """Teacher forcing + multi-step rollout on windows of offline episodes (collected first if wm.episodes is null)."""
     w = cfg.wm
+    fit = build_readout_fit(cfg)  # before anything is collected or read: a bad fit section fails first
     root = episodes_of(cfg)
     if w.episodes is None and not (root / "metadata.json").exists():
         # The environments (gymnasium) are an optional dependency: imported only when episodes must be collected.
         from jepa_world.envs.collect import collect_episodes
 
-        collect_episodes(env_name=w.env, num_episodes=w.num_episodes, steps=w.episode_steps, output_dir=root,
-                         seed=cfg.seed, image_size=cfg.data.image_size, progress=cfg.train.progress)  # fmt: skip
+        collect_episodes(env_name=w.env, num_episodes=w.collect.episodes, steps=w.collect.steps, output_dir=root,
+                         policy=w.collect.policy, env_kwargs=dict(w.collect.env_kwargs), seed=cfg.seed,
+                         image_size=cfg.data.image_size, progress=cfg.train.progress)  # fmt: skip
     if not root.is_dir():
         raise FileNotFoundError(f"wm.episodes={str(root)!r} does not exist (write episodes with `jepa-world collect`)")
-    dataset = open_episodes(
-        root=root,
-        window=w.window,
-        frameskip=w.frameskip,
-        image_size=cfg.data.image_size,
-        in_memory=w.in_memory,
-        uint8=True,  # collate uint8 frames, convert once per batch in prepare
-        **episode_keys(cfg),
-    )
-    state_dim = (dataset.state_dim or 0) if w.use_states else 0
-    action_dim = dataset.action_dim
-    encoder = _pretrained_encoder(w.encoder_checkpoint, cfg.data.image_size) if w.encoder_checkpoint else None
+    try:
+        dataset = open_episodes(
+            root=root,
+            window=w.window,
+            frameskip=w.frameskip,
+            image_size=cfg.data.image_size,
+            in_memory=w.in_memory,
+            uint8=True,  # collate uint8 frames, convert once per batch in prepare
+            **episode_keys(cfg),
+        )
+    except WindowTooLongError as err:  # in the user's keys
+        raise ValueError(err.message("wm.window", "wm.frameskip")) from None
+    state_dim = (dataset.state_dim or 0) if w.predictor.use_states else 0
+    action_dim = dataset.action_dim * w.frameskip  # an action block: the frameskip steps' actions concatenated
+    checkpoint = w.encoder.checkpoint
+    encoder = _pretrained_encoder(checkpoint, cfg.data.image_size) if checkpoint else None
     model = build_world_model(cfg, action_dim=action_dim, state_dim=state_dim, encoder=encoder)
-    if w.get("init_from"):  # a second stage (LP-FT): before the feature cache, which encodes with these weights
+    if w.init_from:  # a second stage (LP-FT): before the feature cache, which encodes with these weights
         try:
             step = init_world_model(model, w.init_from)
         except CheckpointError as err:
@@ -169,31 +187,30 @@ def world_model_task(cfg: DictConfig) -> Task:
         if cfg.train.progress:
             print(f"wm.init_from: weights of {w.init_from} (step {step}); optimizer and schedule start afresh")
 
-    groups = param_groups([model.predictor, *model.terms])  # the inverse-dynamics head is a loss term's
-    if isinstance(model.encoder, LiftedReadout):  # a readout fit to labels, then frozen: only its lift trains
-        groups += param_groups(model.encoder.head_modules())
-    elif isinstance(model.encoder, TokenReadout):  # a new readout at the full LR, a fine-tuned backbone at a scaled one
-        groups += param_groups(model.encoder.head_modules())
-        groups += param_groups([model.encoder.backbone], lr_scale=w.encoder_lr_scale)
-    elif not model.freeze_encoder:
-        scale = w.encoder_lr_scale if w.encoder_checkpoint is not None else 1.0
-        groups += param_groups([model.encoder], lr_scale=scale)
+    # Each part says what of it trains: "new" modules at optim.lr, a fine-tuned "pretrained" encoder at a scaled LR.
+    scale = {"new": 1.0, "pretrained": w.encoder.lr_scale if checkpoint is not None else 1.0}
+    groups = []
+    for modules, role in model.parameter_roles():
+        groups += param_groups(modules, lr_scale=scale[role])
     components = world_model_components(model)
 
     windows = dataset  # the episode windows; `dataset` may become a view of them
-    readout = model.encoder.readout if isinstance(model.encoder, LiftedReadout) else model.encoder
-    if isinstance(readout, TokenReadout) and readout.caches_features:
-        # A frozen ViT (or its frozen first blocks) gives each frame the same tokens at every step: encode them once.
-        def encode_frames(frames):  # uint8 [F, H, W, 3] -> tokens [F, N, D], frames as the dataset would give them
-            return readout.frozen_features(frames_to_tensor(frames, image_size=cfg.data.image_size))
+    encoder_part = model.encoder
+    if getattr(encoder_part, "caches_features", False):
+        # A frozen ViT (or its frozen first blocks, or a fit readout) gives each frame the same features at every step:
+        # encode them once. A readout still to be fit reads its backbone's tokens first (`fit_features`).
+        features = encoder_part.fit_features if fit is not None else encoder_part.frozen_features
+
+        def encode_frames(frames):  # uint8 [F, H, W, 3] -> features [F, ...], frames as the dataset would give them
+            return features(frames_to_tensor(frames, image_size=cfg.data.image_size))
 
         dataset = FeatureWindows(windows, encode_frames, log=print if cfg.train.progress else None)
     setup = None
-    if readout_is_fit(w):  # a readout fit to states or to the actions, then frozen
-        train_episodes = len(windows.episodes) - w.get("val_episodes", 0)
-        setup = _fit_readout_setup(cfg, model, dataset, train_episodes=train_episodes, root=root)
+    if fit is not None:  # a readout fit to states or to the actions, then frozen
+        train_episodes = len(windows.episodes) - w.val_episodes
+        setup = _fit_readout_setup(cfg, model, dataset, fit, train_episodes=train_episodes, root=root)
     val_dataset = None
-    if w.get("val_episodes", 0):  # the last episodes: never trained on (a run saved before the key: none)
+    if w.val_episodes:  # the last episodes: never trained on
         dataset, val_dataset = hold_out_episodes(windows, w.val_episodes, dataset=dataset, where="wm.val_episodes")
 
     def prepare(item: dict, micro_step: int, rows: slice, global_batch: int) -> dict:
@@ -206,6 +223,8 @@ def world_model_task(cfg: DictConfig) -> Task:
             batch["states"] = item["states"]
         return batch
 
+    meta = {"action_dim": action_dim, "state_dim": state_dim, "encoder_config": _encoder_config(model),
+            "tree": part_tree(model), "tree_format": TREE_FORMAT}  # fmt: skip
     return Task(
         name="world_model",
         model=model,
@@ -213,7 +232,7 @@ def world_model_task(cfg: DictConfig) -> Task:
         param_groups=[g for g in groups if g["params"]],
         components=components,
         prepare=prepare,
-        meta={"action_dim": action_dim, "state_dim": state_dim, "encoder_config": _encoder_config(model)},
+        meta=meta,
         val_dataset=val_dataset,
         health=generalisation_health,
         setup=setup,
@@ -221,40 +240,26 @@ def world_model_task(cfg: DictConfig) -> Task:
 
 
 def _fit_readout_setup(
-    cfg: DictConfig, model: WorldModel, cache: Dataset, *, train_episodes: int, root: Path
+    cfg: DictConfig, model: WorldModel, cache: Dataset, fit, *, train_episodes: int, root: Path
 ) -> Callable[[bool], dict[str, float]]:
-    """The setup of `wm.readout_labels` (or `wm.readout_from_actions`): on a fresh run fit the readout to `states` on
-    the labelled frames (or to the actions of the training windows); then (fresh or resumed, once the readout holds
-    its final weights) replace the cached tokens by its outputs, which is all a training step reads of a frozen
-    readout (68,000 frames: 3.3 GB of ViT-S tokens become 0.5 MB)."""
-    w = cfg.wm
-    key = (f"wm.readout_labels={w.readout_labels}" if w.get("readout_labels", 0)
-           else "wm.readout_from_actions=true")  # fmt: skip
-    if w.encoder_checkpoint is None:
-        raise ValueError(f"{key} fits a readout on a pretrained ViT: set wm.encoder_checkpoint (a pretraining run)")
-    if w.get("readout_labels", 0) and cache.windows.state_dim is None:
-        raise ValueError(f"wm.readout_labels={w.readout_labels} fits the readout to states; the episodes in "
-                         f"{str(root)!r} have none")  # fmt: skip
-    encoder = model.encoder
-    assert isinstance(encoder, LiftedReadout) and isinstance(cache, FeatureWindows), "the factory builds both"
-
-    def fit() -> dict[str, float]:
-        show = dict(progress=cfg.train.progress, log=print if cfg.train.progress else None)
-        if w.get("readout_from_actions", False):
-            return fit_readout_to_actions(encoder.readout, cache, episodes=train_episodes, steps=w.readout_fit_steps,
-                                          seed=cfg.seed, **show)  # fmt: skip
-        return fit_readout_to_states(encoder.readout, cache, episodes=train_episodes, num_labels=w.readout_labels,
-                                     steps=w.readout_fit_steps, seed=cfg.seed,
-                                     dynamics_weight=w.readout_dynamics_weight, **show)  # fmt: skip
+    """The setup of a fit readout (`wm.readout.fit`): on a fresh run fit the readout (to states on labelled frames,
+    or to the actions of the training windows); then (fresh or resumed, once the readout holds its final weights)
+    replace the cached tokens by its outputs, which is all a training step reads of a frozen readout (68,000 frames:
+    3.3 GB of ViT-S tokens become 0.5 MB)."""
+    key = f"wm.readout.fit.type={fit.config.type}"
+    if fit.needs_states and cache.windows.state_dim is None:
+        raise ValueError(f"{key} fits the readout to states; the episodes in {str(root)!r} have none")
+    lifted = model.encoder  # the factory builds a fit readout as a LiftedReadout over it
 
     def setup(fresh: bool) -> dict[str, float]:
         metrics = {}
-        if fresh and not w.get("init_from"):  # a wm.init_from run holds its first stage's fit
+        if fresh and not cfg.wm.init_from:  # a wm.init_from run holds its first stage's fit
             try:
-                metrics = fit()
+                metrics = fit(lifted.readout, cache, episodes=train_episodes, seed=cfg.seed,
+                              progress=cfg.train.progress, log=print if cfg.train.progress else None)  # fmt: skip
             except ValueError as err:
                 raise ValueError(f"{key}: {err}") from None
-        cache.map_(encoder.frozen_features)
+        cache.map_(lifted.frozen_features)
         return metrics
 
     return setup
@@ -269,12 +274,12 @@ def _pretrained_encoder(path: str, image_size: int):
     try:
         encoder = load_encoder(path, component="target_encoder")
     except CheckpointError as err:  # name the config key: the loader names the file
-        raise ValueError(f"wm.encoder_checkpoint={path!r}: {err}") from None
-    grid, patch = getattr(encoder, "grid_size", None), getattr(encoder, "patch_size", None)
-    if grid is not None and patch is not None and grid[-1] * patch != image_size:
+        raise ValueError(f"wm.encoder.checkpoint={path!r}: {err}") from None
+    size = getattr(encoder, "input_size", None)  # (H, W) px of the encoder's nominal input
+    if size is not None and size[-1] != image_size:
         raise ValueError(
-            f"wm.encoder_checkpoint={path!r} was built for {grid[-1] * patch} px frames, the episodes are read at "
-            f"data.image_size={image_size}: set data.image_size={grid[-1] * patch} (frames are resized to it)"
+            f"wm.encoder.checkpoint={path!r} was built for {size[-1]} px frames, the episodes are read at "
+            f"data.image_size={image_size}: set data.image_size={size[-1]} (frames are resized to it)"
         )
     return encoder
 
@@ -282,5 +287,5 @@ def _pretrained_encoder(path: str, image_size: int):
 def _encoder_config(model: WorldModel) -> dict:
     try:
         return module_config(pixel_encoder(model.encoder))
-    except TypeError:  # a registered non-ViT encoder: rebuilt from the config's wm.encoder / wm.embed_dim
+    except TypeError:  # a registered non-ViT encoder (the tree holds it)
         return {}

@@ -329,7 +329,7 @@ def _save_world_model(tmp_path, overrides: list[str]):
     from jepa_world.config import load_config, to_yaml
     from jepa_world.factory import build_world_model
 
-    cfg = load_config([], ["wm.embed_dim=16", *overrides], command="train-wm")
+    cfg = load_config([], ["wm.encoder.embed_dim=16", *overrides], command="train-wm")
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = build_world_model(cfg, action_dim=2, state_dim=0)
@@ -354,7 +354,7 @@ def test_our_world_model_checkpoint_rebuilds_its_preset(tmp_path):
 
 
 def test_world_model_mlp_predictor_loads_through_load_predictor(tmp_path):
-    path, pred = _save_world_model(tmp_path, ["wm.predictor=dynamics_mlp"])
+    path, pred = _save_world_model(tmp_path, ["wm.predictor.name=dynamics_mlp"])
     loaded = jepa_world.load_predictor(path)
     assert type(loaded) is type(pred) and loaded.embed_dim == 16
     with torch.no_grad():

@@ -57,9 +57,11 @@ def test_recipe_then_override_precedence(tmp_path):
         (["optim.ema=[0.9,1.2]"], r"optim.ema"),
         (["cov_weight=-1"], r"'cov_weight' = -1.0: must be >= 0"),
         (["train.max_minutes=-1"], r"'train.max_minutes' = -1.0: must be >= 0"),
-        (["wm.readout=points"], r"'wm.readout' = 'points': expected one of mlp, keypoints"),
-        (["wm.readout=keypoints"], r"'wm.readout' = 'keypoints': keypoints needs an even wm.readout_dim > 0.*got 0"),
-        (["wm.readout=keypoints", "wm.readout_dim=5"], r"even wm.readout_dim > 0 \(2 per keypoint\), got 5"),
+        (["wm.readout=keypoints"], r"'wm.readout' is a section now: wm.readout.type=keypoints"),
+        (["wm.readout_dim=5"], r"'wm.readout_dim' is now wm.readout.dim"),
+        (["wm.encoder=pooled_encoder"], r"'wm.encoder' is a section now: set 'wm.encoder.name'"),
+        (["wm.smooth_weight=2"], r"'wm.smooth_weight' is now 'wm.terms.smooth'"),
+        (["wm.var_time_weight=5"], r"'wm.var_time_weight' was retired"),
     ],
 )
 def test_bad_overrides_name_the_key(overrides, match):
@@ -115,22 +117,33 @@ def test_plan_and_probe_sections_from_files_overrides_and_flag_values(tmp_path):
         load_config([], [], command="plan", values={"plan.episodes": ("flag --episodes", "many")})
 
 
-def test_wm_var_time_weight_builds_the_temporal_variance_term_and_rejects_negatives():
-    from jepa_world.factory import build_world_model_terms
-    from jepa_world.objectives.losses import TemporalVarianceTerm
+@pytest.mark.parametrize(
+    ("section", "match"),
+    [
+        ("{type: points}", r"'wm.readout.type' = 'points': expected one of none, keypoints, mlp"),
+        ("{type: keypoints, keypoints: 0}", r"'wm.readout.keypoints' = 0: must be >= 1"),
+        ("{type: keypoints, dim: 2}", r"unknown config key 'wm.readout.dim' \(a keypoints readout has"),
+        ("{type: mlp, dimm: 2}", r"unknown config key 'wm.readout.dimm'; did you mean 'wm.readout.dim'"),
+        ("{type: mlp, dim: two}", r"bad value for config key 'wm.readout.dim'"),
+        ("{type: mlp, lift: 8}", r"'wm.readout.lift' = 8: lifts a fit readout"),
+    ],
+)
+def test_a_readout_section_is_checked_by_its_own_config(section, match):
+    import jepa_world.models  # noqa: F401  (registers the readouts)
+    from jepa_world.config.parts import resolve_part
 
-    def kinds(overrides):
-        cfg = load_config([], overrides, command="train-wm")
-        return [type(t) for t in build_world_model_terms(cfg, embed_dim=8, action_dim=2)]
-
-    assert TemporalVarianceTerm not in kinds([])  # off by default: the recipes' numerics are unchanged
-    assert kinds(["wm.var_time_weight=5"]).count(TemporalVarianceTerm) == 1
-    with pytest.raises(ConfigError, match="wm.var_time_weight"):
-        load_config([], ["wm.var_time_weight=-1"], command="train-wm")
+    cfg = load_config([], [f"wm.readout={section}"], command="train-wm")
+    with pytest.raises(ConfigError, match=match):
+        resolve_part("readout", cfg.wm.readout, key="wm.readout")
 
 
-def test_config_choices_are_the_modules_own_lists():
-    from jepa_world.config.schema import ReadoutHead
-    from jepa_world.models.small import READOUT_HEADS
+def test_a_readout_section_resolves_to_its_typed_config_with_defaults():
+    import jepa_world.models  # noqa: F401
+    from jepa_world.config.parts import complete_part, resolve_part
+    from jepa_world.models.readout_keypoints import KeypointReadout
 
-    assert tuple(h.value for h in ReadoutHead) == READOUT_HEADS
+    cfg = load_config([], ["wm.readout={type: keypoints}", "wm.readout.keypoints=3"], command="train-wm")
+    config = resolve_part("readout", cfg.wm.readout, key="wm.readout")
+    assert isinstance(config, KeypointReadout.Config) and config.keypoints == 3 and config.lift == 0
+    assert complete_part("readout", {"type": "mlp"}, key="wm.readout")["dim"] == 32
+    assert resolve_part("readout", {"type": "none"}, key="wm.readout") is None

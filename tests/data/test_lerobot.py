@@ -316,7 +316,7 @@ def test_collect_as_lerobot_then_train_wm_on_it(tmp_path, capsys):
     assert json.loads((eps / "meta" / "jepa_world.json").read_text())["env_name"] == "two_rooms"
     over = {"train.output_dir": tmp_path / "run", "train.max_steps": 2, "train.batch_size": 4, "train.log_every": 1,
             "train.ckpt_every": 2, "train.progress": False, "train.tensorboard": False, "wm.episodes": eps,
-            "wm.window": 4, "wm.use_states": True, "data.image_size": 32}  # fmt: skip
+            "wm.window": 4, "wm.predictor.use_states": True, "data.image_size": 32}  # fmt: skip
     summary = train_world_model(load_config([], [f"{k}={v}" for k, v in over.items()], command="train-wm"))
     state = checkpoints.load_checkpoint(checkpoints.list_checkpoints(tmp_path / "run" / "checkpoints")[-1])
     assert summary["step"] == 2 and state["meta"]["action_dim"] == 2 and state["meta"]["state_dim"] == 2

@@ -32,8 +32,9 @@ def test_jepa_pretrain_then_world_model_then_plan_beats_random(tmp_path):
         ROOT / "configs" / "world_model" / "two_rooms.yaml",
         ROOT / "configs" / "world_model" / "two_rooms_jepa.yaml",
     ]
-    cfg = load_config(recipes, [f"wm.episodes={episodes}", f"wm.encoder_checkpoint={pre}", "data.image_size=32",
-                                "wm.readout_dim=16", "wm.window=9", "wm.rollout_steps=8", "train.max_steps=300",
+    cfg = load_config(recipes, [f"wm.episodes={episodes}", f"wm.encoder.checkpoint={pre}", "data.image_size=32",
+                                "wm.readout={type: mlp, dim: 16}", "wm.window=9", "wm.predictor.rollout_steps=8",
+                                "train.max_steps=300",
                                 f"train.output_dir={wm}", *QUIET], command="train-wm")  # fmt: skip
     train_world_model(cfg)
     plan = load_config([], ["plan.env=point_arena", "plan.episodes=10", "plan.max_steps=100", "plan.horizon=20",

@@ -35,8 +35,8 @@ def _tiny_model(image_size: int = 32, seed: int = 0) -> WorldModel:
 def tiny_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wm")
     over = {"train.output_dir": tmp / "run", "train.max_steps": 3, "train.batch_size": 8, "train.log_every": 1,
-            "train.ckpt_every": 3, "train.progress": False, "train.tensorboard": False, "wm.num_episodes": 8,
-            "wm.episode_steps": 6, "wm.window": 4, "data.image_size": 32}  # fmt: skip
+            "train.ckpt_every": 3, "train.progress": False, "train.tensorboard": False, "wm.collect.episodes": 8,
+            "wm.collect.steps": 6, "wm.window": 4, "data.image_size": 32}  # fmt: skip
     cfg = load_config([], [f"{k}={v}" for k, v in over.items()], command="train-wm")
     train_world_model(cfg)
     return tmp / "run", cfg
@@ -201,7 +201,7 @@ def test_load_world_model_round_trips_a_trained_checkpoint(tiny_run):
     assert differs  # the loaded weights are the trained ones, not a fresh init
     z_ref = fresh.rollout(fresh.encode(x)[:, None], a)
     z = loaded.rollout(loaded.encode(x)[:, None], a)
-    assert z.shape == (3, 5, 6, 1, cfg.wm.embed_dim)  # pooled latents of the width the run was trained with
+    assert z.shape == (3, 5, 6, 1, cfg.wm.encoder.embed_dim)  # pooled latents of the width the run was trained with
     torch.testing.assert_close(z, z_ref, rtol=0, atol=0)
     assert not loaded.training
 

@@ -54,7 +54,7 @@ class _Patches(torch.nn.Module):
 
 
 def test_token_centres_are_row_major_cell_centres_in_unit_coordinates():
-    from jepa_world.models.small import token_centres
+    from jepa_world.models.readout_keypoints import token_centres
 
     c = token_centres((2, 4))
     assert c.shape == (8, 2)
@@ -65,7 +65,7 @@ def test_token_centres_are_row_major_cell_centres_in_unit_coordinates():
 
 
 def test_soft_argmax_keypoints_matches_an_explicit_weighted_mean():
-    from jepa_world.models.small import soft_argmax_keypoints, token_centres
+    from jepa_world.models.readout_keypoints import soft_argmax_keypoints, token_centres
 
     centres, half = token_centres((3, 3)), torch.tensor([1 / 3, 1 / 3])
     scores = torch.randn(2, 9, 3 * 2, generator=_gen(1)) * 3  # B=2, N=9, K=2
@@ -82,31 +82,30 @@ def test_soft_argmax_keypoints_matches_an_explicit_weighted_mean():
 
 
 def test_keypoint_readout_shapes_cache_path_and_errors():
-    from jepa_world.models.small import TokenReadout
+    from jepa_world.models.readout_keypoints import KeypointReadout
     from jepa_world.models.vit import VisionTransformer
 
     torch.manual_seed(0)
     vit = VisionTransformer(img_size=32, patch_size=8, embed_dim=D, depth=1, num_heads=2)
-    readout = TokenReadout(backbone=vit, embed_dim=6, hidden_dim=16, head="keypoints").eval()
+    readout = KeypointReadout(backbone=vit, keypoints=3, hidden_dim=16).eval()
     x = torch.rand(5, 3, 32, 32)
     z = readout(x)
     assert readout.num_keypoints == 3 and z.shape == (5, 1, 6)
     assert z.abs().max() <= 1.0  # inside the image, in [-1, 1] units
     torch.testing.assert_close(readout(readout.frozen_features(x)), z)  # cached tokens = pixels
-    assert readout.config["head"] == "keypoints"
-    with pytest.raises(ValueError, match="odd 5"):
-        TokenReadout(backbone=vit, embed_dim=5, head="keypoints")
-    with pytest.raises(ValueError, match=r"head='pool'; expected one of \('mlp', 'keypoints'\)"):
-        TokenReadout(backbone=vit, embed_dim=4, head="pool")
+    assert readout.config["keypoints"] == 3
+    with pytest.raises(ValueError, match="keypoints=0: a keypoint readout needs an int >= 1"):
+        KeypointReadout(backbone=vit, keypoints=0)
 
 
 def test_lifted_readout_freezes_the_readout_trains_the_lift_and_reads_cached_outputs():
-    from jepa_world.models.small import LiftedReadout, TokenReadout
+    from jepa_world.models.readout import LiftedReadout
+    from jepa_world.models.readout_keypoints import KeypointReadout
     from jepa_world.models.vit import VisionTransformer
 
     torch.manual_seed(0)
     vit = VisionTransformer(img_size=32, patch_size=8, embed_dim=D, depth=1, num_heads=2)
-    readout = TokenReadout(backbone=vit, embed_dim=2, hidden_dim=16, head="keypoints")
+    readout = KeypointReadout(backbone=vit, keypoints=1, hidden_dim=16)
     lifted = LiftedReadout(readout=readout, embed_dim=12, hidden_dim=16).train()
     assert lifted.embed_dim == 12 and not readout.training  # the readout's BatchNorm keeps its fit's statistics
     x = torch.rand(5, 3, 32, 32)
@@ -121,13 +120,13 @@ def test_lifted_readout_freezes_the_readout_trains_the_lift_and_reads_cached_out
     with pytest.raises(ValueError, match=rf"outputs \[B, 1, 2\], got \(5, 16, {D}\)"):
         lifted(vit(x))  # backbone tokens are not the readout's outputs
     with pytest.raises(ValueError, match="freeze_backbone=True"):
-        LiftedReadout(readout=TokenReadout(backbone=vit, embed_dim=2, head="keypoints", freeze_backbone=False))
+        LiftedReadout(readout=KeypointReadout(backbone=vit, keypoints=1, freeze_backbone=False))
 
 
 def test_keypoint_readout_learns_where_a_dot_is_on_floors_it_has_not_seen():
     """Supervised on the dot's position, the shared per-token head generalises to new textured floors; the
     per-position MLP head does not (10.8 px against 1.6 px RMSE on this data when the test was written)."""
-    from jepa_world.models.small import TokenReadout
+    from jepa_world.models.readout_keypoints import KeypointReadout
 
     size, patch = 32, 4
 
@@ -142,7 +141,7 @@ def test_keypoint_readout_learns_where_a_dot_is_on_floors_it_has_not_seen():
         return x, xy / size * 2 - 1  # positions in the readout's [-1, 1] units
 
     torch.manual_seed(0)
-    readout = TokenReadout(backbone=_Patches(size, patch), embed_dim=2, hidden_dim=64, head="keypoints")
+    readout = KeypointReadout(backbone=_Patches(size, patch), keypoints=1, hidden_dim=64)
     opt = torch.optim.Adam(readout.parameters(), lr=3e-3)
     g = _gen(0)
     for _ in range(300):

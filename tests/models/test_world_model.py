@@ -357,10 +357,10 @@ def test_loss_terms_go_with_joint_training_only():
 
 
 def test_precomputed_frozen_tokens_give_the_same_loss_as_pixels():
-    from jepa_world.models.small import TokenReadout
+    from jepa_world.models.readout_mlp import MlpReadout
 
     torch.manual_seed(0)
-    readout = TokenReadout(backbone=_vit(), embed_dim=D, hidden_dim=16)
+    readout = MlpReadout(backbone=_vit(), embed_dim=D, hidden_dim=16)
     pred = ResidualMlpDynamics(embed_dim=D, action_dim=2, hidden_dim=32)
     wm = WorldModel(encoder=readout, predictor=pred, pool=True, freeze_encoder=False, terms=_joint_terms()).eval()
     b = _batch(4, 3, 32, 2)
@@ -375,12 +375,12 @@ def test_precomputed_frozen_tokens_give_the_same_loss_as_pixels():
 
 
 def test_a_readout_that_trains_the_last_blocks_reads_their_frozen_prefix():
-    from jepa_world.models.small import TokenReadout
+    from jepa_world.models.readout_mlp import MlpReadout
 
     torch.manual_seed(0)
     backbone = VisionTransformer(img_size=32, patch_size=8, embed_dim=D, depth=2, num_heads=2)
     depth = 2
-    readout = TokenReadout(backbone=backbone, embed_dim=D, hidden_dim=16, freeze_backbone=False, trainable_blocks=1)
+    readout = MlpReadout(backbone=backbone, embed_dim=D, hidden_dim=16, freeze_backbone=False, trainable_blocks=1)
     trains = {n for n, p in readout.backbone.named_parameters() if p.requires_grad}
     assert trains and all(n.startswith((f"blocks.{depth - 1}.", "norm.")) for n in trains)
     assert readout.caches_features and readout.frozen_blocks == depth - 1
@@ -396,9 +396,9 @@ def test_a_readout_that_trains_the_last_blocks_reads_their_frozen_prefix():
     assert backbone.blocks[-1].attn.qkv.weight.grad.abs().sum() > 0  # gradients reach the trained block
     assert all(p.grad is None for p in backbone.blocks[0].parameters())
     with pytest.raises(ValueError, match="trainable_blocks=5 needs freeze_backbone=False"):
-        TokenReadout(backbone=_vit(), embed_dim=D, freeze_backbone=False, trainable_blocks=5)
+        MlpReadout(backbone=_vit(), embed_dim=D, freeze_backbone=False, trainable_blocks=5)
     with pytest.raises(ValueError, match="trainable_blocks=1 needs freeze_backbone=False"):
-        TokenReadout(backbone=_vit(), embed_dim=D, trainable_blocks=1)
+        MlpReadout(backbone=_vit(), embed_dim=D, trainable_blocks=1)
 
 
 @pytest.mark.parametrize("freeze", [True, False])

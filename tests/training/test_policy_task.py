@@ -28,8 +28,8 @@ QUIET = ["train.progress=false", "train.tensorboard=false"]
 
 def _wm(tmp, name="wm", embed_dim=16):
     over = {"train.output_dir": tmp / name, "train.max_steps": 3, "train.batch_size": 8, "train.log_every": 1,
-            "train.ckpt_every": 3, "wm.num_episodes": 8, "wm.episode_steps": 6, "wm.window": 4,
-            "data.image_size": 32, "wm.embed_dim": embed_dim}  # fmt: skip
+            "train.ckpt_every": 3, "wm.collect.episodes": 8, "wm.collect.steps": 6, "wm.window": 4,
+            "data.image_size": 32, "wm.encoder.embed_dim": embed_dim}  # fmt: skip
     train_world_model(load_config([], [f"{k}={v}" for k, v in over.items()] + QUIET, command="train-wm"))
     return tmp / name
 

@@ -1,4 +1,5 @@
-"""The label-free readout fit (`wm.readout_from_actions`): it finds the marker the actions move among look-alikes."""
+"""The label-free readout fit (`wm.readout.fit.type=actions`): it finds the marker the actions move among
+look-alikes."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from jepa_world.config import ConfigError, load_config
 from jepa_world.data.episode_formats import open_episodes
 from jepa_world.data.episodes import episode_filename, write_episode, write_metadata
 from jepa_world.data.feature_cache import FeatureWindows
-from jepa_world.models.small import TokenReadout
+from jepa_world.models.readout_keypoints import KeypointReadout
+from jepa_world.models.readout_mlp import MlpReadout
 from jepa_world.models.vit import VisionTransformer
 from jepa_world.training import train_world_model
 from jepa_world.training.readout_actions import ACTIONS_MIN_R2, fit_readout_to_actions
@@ -63,7 +65,7 @@ def _marker_cache(root, *, episodes: int = 160, steps: int = 10, agent: bool = T
 
 def test_fit_to_the_actions_finds_the_marker_they_move_among_look_alikes(tmp_path):
     cache = _marker_cache(tmp_path)
-    readout = TokenReadout(backbone=_vit(), embed_dim=2, head="keypoints")
+    readout = KeypointReadout(backbone=_vit(), keypoints=1)
     grads = {n: p.requires_grad for n, p in readout.named_parameters()}
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*did not find what they move")  # it found it: no warning
@@ -81,7 +83,7 @@ def test_fit_to_the_actions_finds_the_marker_they_move_among_look_alikes(tmp_pat
 
 def test_fit_to_actions_that_move_nothing_in_the_tokens_warns(tmp_path):
     cache = _marker_cache(tmp_path, agent=False, episodes=20)
-    readout = TokenReadout(backbone=_vit(), embed_dim=2, head="keypoints")
+    readout = KeypointReadout(backbone=_vit(), keypoints=1)
     with pytest.warns(UserWarning, match=r"did not find what they move: its inverse dynamics explains -?[\d.]+ of"):
         out = fit_readout_to_actions(readout, cache, episodes=20, steps=150, seed=0, windows_per_step=8)
     assert out["readout_idm_r2"] < ACTIONS_MIN_R2
@@ -90,13 +92,13 @@ def test_fit_to_actions_that_move_nothing_in_the_tokens_warns(tmp_path):
 def test_fit_to_actions_refuses_what_it_cannot_fit(tmp_path):
     cache = _marker_cache(tmp_path, episodes=2, steps=6)
     for readout, match in [
-        (TokenReadout(backbone=_vit(), embed_dim=4, head="keypoints"), "embed_dim=4"),
-        (TokenReadout(backbone=_vit(), embed_dim=2), "head='mlp'"),
-        (TokenReadout(backbone=_vit(), embed_dim=2, head="keypoints", freeze_backbone=False), "freeze_backbone=False"),
+        (KeypointReadout(backbone=_vit(), keypoints=2), "keypoints=2"),
+        (MlpReadout(backbone=_vit(), embed_dim=2), "a MlpReadout with keypoints=None"),
+        (KeypointReadout(backbone=_vit(), keypoints=1, freeze_backbone=False), "freeze_backbone=False"),
     ]:
         with pytest.raises(ValueError, match=match):
             fit_readout_to_actions(readout, cache, episodes=2, steps=1, seed=0)
-    readout = TokenReadout(backbone=_vit(), embed_dim=2, head="keypoints")
+    readout = KeypointReadout(backbone=_vit(), keypoints=1)
     with pytest.raises(ValueError, match="steps=0"):
         fit_readout_to_actions(readout, cache, episodes=2, steps=0, seed=0)
     with pytest.raises(ValueError, match="first 0 episodes"):
@@ -104,14 +106,14 @@ def test_fit_to_actions_refuses_what_it_cannot_fit(tmp_path):
 
 
 def _from_actions(tmp_path, **extra) -> list[str]:
-    keys = {"wm.encoder_checkpoint": _pretrained(tmp_path), "wm.readout": "keypoints", "wm.readout_dim": 2,
-            "wm.readout_from_actions": True, "wm.readout_fit_steps": 20, **extra}  # fmt: skip
+    keys = {"wm.encoder.checkpoint": _pretrained(tmp_path),
+            "wm.readout": "{type: keypoints, keypoints: 1, fit: {type: actions, steps: 20}}", **extra}  # fmt: skip
     return _over(tmp_path, **keys)
 
 
 @pytest.mark.filterwarnings("ignore:the readout fit to the actions did not find")  # 20 fit steps on a tiny ViT
 def test_train_wm_fits_the_readout_to_the_actions_then_keeps_it_frozen(tmp_path):
-    over = _from_actions(tmp_path, **{"train.max_steps": 2, "wm.lift_dim": 8})
+    over = _from_actions(tmp_path, **{"train.max_steps": 2, "wm.readout.lift": 8})
     cfg = load_config([], over, command="train-wm")
     fresh = world_model_task(cfg).model.encoder.state_dict()
     train_world_model(cfg)
@@ -122,7 +124,7 @@ def test_train_wm_fits_the_readout_to_the_actions_then_keeps_it_frozen(tmp_path)
     fit_keys = [k for k in fresh if k.startswith("readout.") and not k.startswith("readout.backbone.")]
     assert any(not torch.equal(first[k], fresh[k]) for k in fit_keys)  # the fit moved the readout
     assert all(torch.equal(first[k], fresh[k]) for k in fresh if k.startswith("readout.backbone."))  # not the ViT
-    train_world_model(load_config([], _from_actions(tmp_path, **{"train.max_steps": 3, "wm.lift_dim": 8}),
+    train_world_model(load_config([], _from_actions(tmp_path, **{"train.max_steps": 3, "wm.readout.lift": 8}),
                                   command="train-wm"))  # fmt: skip
     last = checkpoints.load_checkpoint(checkpoints.list_checkpoints(run / "checkpoints")[-1])["encoder"]
     assert all(torch.equal(first[k], last[k]) for k in fit_keys)  # frozen after the fit, through the resume
@@ -132,11 +134,17 @@ def test_train_wm_fits_the_readout_to_the_actions_then_keeps_it_frozen(tmp_path)
 @pytest.mark.parametrize(
     ("extra", "match"),
     [
-        ({"wm.readout_dim": 4}, "wm.readout_dim=2 \\(got 4\\)"),
-        ({"wm.readout": "mlp"}, "wm.readout=keypoints"),
-        ({"wm.readout_labels": 10}, "wm.readout_labels=10 are two fits"),
+        ({"wm.readout.keypoints": 2}, "'wm.readout.fit.type' = 'actions': fits one keypoint: .*wm.readout.keypoints=1"),
+        ({"wm.readout": "{type: mlp, dim: 2, fit: {type: actions}}"}, "needs wm.readout.type=keypoints"),
+        ({"wm.readout.fit.steps": 0}, "'wm.readout.fit.steps' = 0: must be >= 1"),
+        (
+            {"wm.readout.fit.labels": 10},
+            "unknown config key 'wm.readout.fit.labels' \\(a actions fit has type, steps\\)",
+        ),
     ],
 )
 def test_readout_from_actions_config_errors_name_the_key(tmp_path, extra, match):
-    with pytest.raises(ConfigError, match=f"wm.readout_from_actions.*{match}"):
-        load_config([], _from_actions(tmp_path, **extra), command="train-wm")
+    from jepa_world.factory import check_before_run
+
+    with pytest.raises(ConfigError, match=match):
+        check_before_run(load_config([], _from_actions(tmp_path, **extra), command="train-wm"), world_model=True)

@@ -1,4 +1,5 @@
-"""The readout fit to labelled states (`wm.readout_labels`): the fit, the frames it draws, and train-wm around it."""
+"""The readout fit to labelled states (`wm.readout.fit.type=labels`): the fit, the frames it draws, and train-wm
+around it."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from jepa_world.data.feature_cache import FeatureWindows
 from jepa_world.data.transforms import uint8_to_float
 from jepa_world.envs.collect import collect_episodes
 from jepa_world.eval.plan_benchmark import model_image_size
-from jepa_world.models.small import TokenReadout
+from jepa_world.models.readout_keypoints import KeypointReadout
+from jepa_world.models.readout_mlp import MlpReadout
 from jepa_world.models.vit import VisionTransformer
 from jepa_world.training import train_world_model
 from jepa_world.training.readout_fit import MISS_RATIO, draw_frames, fit_readout, fit_readout_to_states
@@ -32,7 +34,7 @@ def _vit() -> VisionTransformer:
 
 def test_fit_readout_finds_the_token_that_carries_the_target_and_restores_what_trained():
     # A token grid of noise where one random token per frame carries a marker: its centre is the target.
-    readout = TokenReadout(backbone=_vit(), embed_dim=2, head="keypoints")
+    readout = KeypointReadout(backbone=_vit(), keypoints=1)
     g = torch.Generator().manual_seed(1)
     tokens = torch.randn(400, 16, 16, generator=g)
     where = torch.randint(0, 16, (400,), generator=g)
@@ -76,11 +78,11 @@ class _MarkerWindows:
 def test_fit_readout_with_windows_learns_a_forward_model_of_its_own_states():
     windows = _MarkerWindows(40)
     tokens = torch.cat([w["tokens"] for w in windows.items[:20]])  # 120 labelled frames
-    readout = TokenReadout(backbone=_vit(), embed_dim=2, head="keypoints")
+    readout = KeypointReadout(backbone=_vit(), keypoints=1)
     targets = torch.stack([readout.centres[int(t[:, :4].sum(1).argmax())] for t in tokens])  # [120, 2]
     plain = fit_readout(readout, tokens, targets, steps=300, seed=0)
     assert "dynamics_loss" not in plain
-    readout = TokenReadout(backbone=_vit(), embed_dim=2, head="keypoints")
+    readout = KeypointReadout(backbone=_vit(), keypoints=1)
     fit = fit_readout(readout, tokens, targets, steps=300, seed=0, windows=windows, dynamics_weight=1.0,
                       windows_per_step=8)  # fmt: skip
     # One cell is 0.5 in the readout's units: a step moves it by 0.25 on average, (0.25^2)/2 per coordinate
@@ -92,9 +94,9 @@ def test_fit_readout_with_windows_learns_a_forward_model_of_its_own_states():
 
 def test_fit_readout_refuses_a_training_backbone_and_mismatched_shapes():
     with pytest.raises(ValueError, match="frozen backbone"):
-        fit_readout(TokenReadout(backbone=_vit(), freeze_backbone=False), torch.zeros(4, 16, 16), torch.zeros(4, 2),
+        fit_readout(MlpReadout(backbone=_vit(), freeze_backbone=False), torch.zeros(4, 16, 16), torch.zeros(4, 2),
                     steps=1)  # fmt: skip
-    readout = TokenReadout(backbone=_vit(), embed_dim=2, head="keypoints")
+    readout = KeypointReadout(backbone=_vit(), keypoints=1)
     with pytest.raises(ValueError, match=r"\(4, 16, 16\) and \(3, 2\)"):
         fit_readout(readout, torch.zeros(4, 16, 16), torch.zeros(3, 2), steps=1)
     with pytest.raises(ValueError, match="steps=0"):
@@ -127,7 +129,7 @@ def test_a_fit_to_tokens_that_do_not_hold_the_state_warns_that_it_found_somethin
     windows = open_episodes(root=tmp_path, window=2, image_size=32, uint8=True)
     g = torch.Generator().manual_seed(0)
     cache = FeatureWindows(windows, lambda f: torch.randn(len(f), 16, 16, generator=g))  # noise: no state in it
-    readout = TokenReadout(backbone=_vit(), embed_dim=2, head="keypoints")
+    readout = KeypointReadout(backbone=_vit(), keypoints=1)
     with pytest.warns(UserWarning, match=r"readout fit to 20 labelled frames did not find the state: RMSE [\d.]+ on"):
         out = fit_readout_to_states(readout, cache, episodes=6, num_labels=20, steps=100, seed=0)
     states = torch.cat([torch.from_numpy(windows.episode_states(e)) for e in range(6)]).float()
@@ -136,13 +138,13 @@ def test_a_fit_to_tokens_that_do_not_hold_the_state_warns_that_it_found_somethin
 
 
 def _labelled(tmp_path, **extra) -> list[str]:
-    keys = {"wm.encoder_checkpoint": _pretrained(tmp_path), "wm.readout_dim": 8, "wm.readout_labels": 60,
-            "wm.readout_fit_steps": 300, **extra}  # fmt: skip
+    keys = {"wm.encoder.checkpoint": _pretrained(tmp_path),
+            "wm.readout": "{type: mlp, dim: 8, fit: {type: labels, labels: 60, steps: 300}}", **extra}  # fmt: skip
     return _over(tmp_path, **keys)
 
 
 def test_train_wm_fits_the_readout_to_states_then_keeps_it_frozen(tmp_path):
-    more = {"wm.num_episodes": 24, "wm.readout_labels": 120}  # 216 frames: 120 labelled, 96 others
+    more = {"wm.collect.episodes": 24, "wm.readout.fit.labels": 120}  # 216 frames: 120 labelled, 96 others
     cfg = load_config([], _labelled(tmp_path, **more, **{"train.max_steps": 2}), command="train-wm")
     fresh = world_model_task(cfg).model.encoder.state_dict()
     with warnings.catch_warnings():
@@ -180,8 +182,8 @@ def test_train_wm_fits_the_readout_to_states_then_keeps_it_frozen(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:the readout fit to 60 labelled frames did not find the state")  # a tiny ViT
 def test_a_lift_trains_on_the_fit_readouts_cached_outputs_and_resumes_exactly(tmp_path, capsys):
-    lift = {"wm.readout": "keypoints", "wm.readout_dim": 2, "wm.lift_dim": 8, "wm.num_episodes": 24,
-            "wm.readout_dynamics_weight": 1.0}  # fmt: skip
+    lift = {"wm.readout": "{type: keypoints, keypoints: 1, fit: {type: labels, labels: 60, steps: 300, "
+                          "dynamics_weight: 1.0}, lift: 8}", "wm.collect.episodes": 24}  # fmt: skip
     cfg = load_config([], _labelled(tmp_path, **lift, **{"train.max_steps": 4}), command="train-wm")
     task = world_model_task(cfg)
     fit = task.setup(True)
@@ -226,27 +228,38 @@ def _all_states(run) -> np.ndarray:
 
 
 def test_labelled_readout_errors_name_the_key(tmp_path):
+    from jepa_world.factory import check_before_run
+
     for bad, match in [
-        ({"wm.finetune_encoder": True}, "wm.readout_labels"),
-        ({"wm.readout_dim": 0}, "wm.readout_labels"),
-        ({"wm.readout_fit_steps": 0}, "wm.readout_fit_steps"),
-        ({"wm.readout_labels": -1}, "wm.readout_labels"),
-        ({"wm.readout_labels": 0, "wm.lift_dim": 8}, "wm.lift_dim.*needs wm.readout_labels > 0"),
-        ({"wm.lift_dim": -1}, "wm.lift_dim"),
-        ({"wm.readout_labels": 0, "wm.readout_dynamics_weight": 1.0}, "wm.readout_dynamics_weight.*needs wm.readout_l"),
-        ({"wm.readout_dynamics_weight": -1.0}, "wm.readout_dynamics_weight"),
+        ({"wm.encoder.finetune": True}, "wm.readout.fit.type.*set wm.encoder.finetune=false"),
+        ({"wm.readout.type": "none"}, "'wm.readout.dim' is set, but wm.readout.type is none"),
+        ({"wm.readout.fit.steps": 0}, "'wm.readout.fit.steps' = 0: must be >= 1"),
+        ({"wm.readout.fit.labels": -1}, "'wm.readout.fit.labels' = -1"),
+        (
+            {"wm.readout.fit.label": 5},
+            "unknown config key 'wm.readout.fit.label'; did you mean 'wm.readout.fit.labels'",
+        ),
+        ({"wm.readout.fit.type": "label"}, "'wm.readout.fit.type' = 'label': expected one of.*did you mean 'labels'"),
+        ({"wm.readout.fit": "{type: none}", "wm.readout.lift": 8}, "wm.readout.lift.*set wm.readout.fit.type"),
+        ({"wm.readout.lift": -1}, "wm.readout.lift"),
+        ({"wm.readout.fit.dynamics_weight": -1.0}, "wm.readout.fit.dynamics_weight"),
     ]:
         with pytest.raises(ConfigError, match=match):
-            load_config([], _labelled(tmp_path, **bad), command="train-wm")
-    cfg = load_config([], _labelled(tmp_path, **{"wm.encoder_checkpoint": "null"}), command="train-wm")
-    with pytest.raises(ValueError, match=r"wm.readout_labels=60 fits a readout on a pretrained ViT: set wm.encoder_c"):
-        world_model_task(cfg)
-    cfg = load_config([], _labelled(tmp_path, **{"wm.readout_labels": 10_000}), command="train-wm")
-    with pytest.raises(ValueError, match=r"wm.readout_labels=10000: 10000 labelled frames asked for; the 12 training"):
+            check_before_run(load_config([], _labelled(tmp_path, **bad), command="train-wm"), world_model=True)
+    with pytest.raises(ConfigError, match="'wm.readout_labels' is now wm.readout.fit.type=labels"):
+        load_config([], _labelled(tmp_path, **{"wm.readout_labels": 5}), command="train-wm")
+    cfg = load_config([], _labelled(tmp_path, **{"wm.encoder.checkpoint": "null"}), command="train-wm")
+    with pytest.raises(ConfigError, match=r"'wm.readout.type' = 'mlp': a readout reads a pretrained ViT's tokens; set "
+                       "wm.encoder.checkpoint"):  # fmt: skip
+        check_before_run(cfg, world_model=True)
+    cfg = load_config([], _labelled(tmp_path, **{"wm.readout.fit.labels": 10_000}), command="train-wm")
+    with pytest.raises(ValueError, match=r"wm.readout.fit.type=labels: 10000 labelled frames asked for; the 12 train"):
         world_model_task(cfg).setup(True)
     from tests.data.test_lerobot import _build
 
     stateless = _build(tmp_path / "stateless", lengths=(6, 6, 6), state=False)
     cfg = load_config([], _labelled(tmp_path, **{"wm.episodes": stateless}), command="train-wm")
-    with pytest.raises(ValueError, match=r"wm.readout_labels=60 fits the readout to states; the episodes in .*less"):
+    with pytest.raises(
+        ValueError, match=r"wm.readout.fit.type=labels fits the readout to states; the episodes in .*less"
+    ):
         world_model_task(cfg)

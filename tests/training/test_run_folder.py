@@ -52,8 +52,8 @@ def test_a_world_model_command_on_a_pretraining_folder_is_refused(finished, tmp_
     from jepa_world.training import train_world_model
 
     before = _snapshot(finished)
-    over = [f"train.output_dir={finished}", "train.max_steps=2", "train.batch_size=4", "wm.num_episodes=4",
-            "wm.episode_steps=4", "wm.window=3", "data.image_size=32", "train.progress=false",
+    over = [f"train.output_dir={finished}", "train.max_steps=2", "train.batch_size=4", "wm.collect.episodes=4",
+            "wm.collect.steps=4", "wm.window=3", "data.image_size=32", "train.progress=false",
             "train.tensorboard=false"]  # fmt: skip
     with pytest.raises(RuntimeError, match=r"is a 'pretrain' run; this command trains 'world_model'"):
         train_world_model(load_config([], over, command="train-wm"))

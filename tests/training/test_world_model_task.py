@@ -17,11 +17,13 @@ from jepa_world.envs.collect import collect_episodes
 from jepa_world.training import train_world_model
 from tests.conftest import ROOT
 
+MLP8 = "{type: mlp, dim: 8}"  # wm.readout: a per-position MLP readout of width 8
+
 
 def _over(tmp_path, **extra) -> list[str]:
     base = {"train.output_dir": tmp_path / "run", "train.max_steps": 4, "train.batch_size": 8, "train.log_every": 1,
-            "train.ckpt_every": 2, "train.progress": False, "train.tensorboard": False, "wm.num_episodes": 12,
-            "wm.episode_steps": 8, "wm.window": 4, "data.image_size": 32}  # fmt: skip
+            "train.ckpt_every": 2, "train.progress": False, "train.tensorboard": False, "wm.collect.episodes": 12,
+            "wm.collect.steps": 8, "wm.window": 4, "data.image_size": 32}  # fmt: skip
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
 
@@ -45,7 +47,7 @@ def test_frozen_pretrained_encoder_is_not_trained(tmp_path):
 
     pretrain(load_config([], tiny_overrides(tmp_path / "pre", **{"data.num_frames": 1, "train.max_steps": 1})))
     encoder_run = tmp_path / "pre" / "run"
-    over = _over(tmp_path, **{"wm.encoder_checkpoint": encoder_run, "train.max_steps": 2})
+    over = _over(tmp_path, **{"wm.encoder.checkpoint": encoder_run, "train.max_steps": 2})
     train_world_model(load_config([], over, command="train-wm"))
     pre = checkpoints.load_checkpoint(checkpoints.list_checkpoints(encoder_run / "checkpoints")[-1])["target_encoder"]
     wm = checkpoints.load_checkpoint(checkpoints.list_checkpoints(tmp_path / "run" / "checkpoints")[-1])
@@ -87,11 +89,12 @@ def _pretrained(tmp_path):
 
 @pytest.mark.parametrize("head", ["mlp", "keypoints"])
 def test_a_readout_trains_on_a_frozen_vit_and_the_world_model_loads_back(tmp_path, head):
-    from jepa_world.models.small import TokenReadout
+    from jepa_world.models.readout_keypoints import KeypointReadout
+    from jepa_world.models.readout_mlp import MlpReadout
 
     encoder_run = _pretrained(tmp_path)
-    over = _over(tmp_path, **{"wm.encoder_checkpoint": encoder_run, "wm.readout_dim": 8, "wm.readout": head,
-                              "train.max_steps": 3})  # fmt: skip
+    readout = "{type: mlp, dim: 8}" if head == "mlp" else "{type: keypoints, keypoints: 4}"
+    over = _over(tmp_path, **{"wm.encoder.checkpoint": encoder_run, "wm.readout": readout, "train.max_steps": 3})
     train_world_model(load_config([], over, command="train-wm"))
     pre = checkpoints.load_checkpoint(checkpoints.list_checkpoints(encoder_run / "checkpoints")[-1])["target_encoder"]
     state = checkpoints.load_checkpoint(checkpoints.list_checkpoints(tmp_path / "run" / "checkpoints")[-1])
@@ -99,7 +102,7 @@ def test_a_readout_trains_on_a_frozen_vit_and_the_world_model_loads_back(tmp_pat
         assert torch.equal(value, state["encoder"][f"backbone.{key}"]), key
     assert "inverse_dynamics" in state  # joint training of the readout: the anti-collapse terms are on
     wm = checkpoints.load_world_model(tmp_path / "run")
-    assert isinstance(wm.encoder, TokenReadout) and not wm.freeze_encoder and wm.encoder.head == head
+    assert isinstance(wm.encoder, MlpReadout if head == "mlp" else KeypointReadout) and not wm.freeze_encoder
     x = torch.rand(2, 3, 3, 32, 32)
     z = wm.encode(x)
     assert z.shape == (2, 3, 1, 8) and torch.isfinite(z).all()
@@ -118,7 +121,7 @@ def test_a_video_encoder_reads_each_frame_as_one_tubelet_under_the_world_model(t
            "masks.temporal_scale": "[0.5]", "masks.temporal_anchor": "end"}  # fmt: skip
     pretrain(load_config([], tiny_overrides(tmp_path / "pre", **pre)))
     encoder_run = tmp_path / "pre" / "run"
-    over = _over(tmp_path, **{"wm.encoder_checkpoint": encoder_run, "wm.readout_dim": 8, "train.max_steps": 2})
+    over = _over(tmp_path, **{"wm.encoder.checkpoint": encoder_run, "wm.readout": MLP8, "train.max_steps": 2})
     train_world_model(load_config([], over, command="train-wm"))
     wm = checkpoints.load_world_model(tmp_path / "run")
     backbone = wm.encoder.backbone
@@ -139,8 +142,9 @@ def test_a_finetuned_vit_moves_at_the_scaled_learning_rate(tmp_path):
     from jepa_world.training.tasks import world_model_task
 
     encoder_run = _pretrained(tmp_path)
-    over = _over(tmp_path, **{"wm.encoder_checkpoint": encoder_run, "wm.readout_dim": 8, "wm.finetune_encoder": True,
-                              "wm.encoder_lr_scale": 0.1})  # fmt: skip
+    over = _over(tmp_path, **{"wm.encoder.checkpoint": encoder_run, "wm.readout": MLP8,
+                              "wm.encoder.finetune": True,
+                              "wm.encoder.lr_scale": 0.1})  # fmt: skip
     task = world_model_task(load_config([], over, command="train-wm"))
     backbone = {id(p) for p in task.model.encoder.backbone.parameters()}
     scales = {g["lr_scale"] for g in task.param_groups if {id(p) for p in g["params"]} & backbone}
@@ -156,8 +160,9 @@ def test_finetuning_the_last_block_caches_the_frozen_ones_and_trains_only_it(tmp
     from jepa_world.training.tasks import world_model_task
 
     encoder_run = _pretrained(tmp_path)  # ViT-nano, depth 2
-    ft = {"wm.encoder_checkpoint": encoder_run, "wm.readout_dim": 8, "wm.finetune_encoder": True,
-          "wm.finetune_blocks": 1, "train.max_steps": 3}  # fmt: skip
+    ft = {"wm.encoder.checkpoint": encoder_run, "wm.readout": MLP8,
+                              "wm.encoder.finetune": True,
+          "wm.encoder.finetune_blocks": 1, "train.max_steps": 3}  # fmt: skip
     cfg = load_config([], _over(tmp_path, **ft), command="train-wm")
     assert isinstance(world_model_task(cfg).dataset, FeatureWindows)  # block 0 encoded once per frame
     train_world_model(cfg)
@@ -168,20 +173,27 @@ def test_finetuning_the_last_block_caches_the_frozen_ones_and_trains_only_it(tmp
     assert any(k.startswith("blocks.1.") for k in moved)
     wm = checkpoints.load_world_model(tmp_path / "run")
     assert wm.encoder.frozen_blocks == 1 and wm.encode(torch.rand(2, 3, 3, 32, 32)).shape == (2, 3, 1, 8)
-    with pytest.raises(ValueError, match="wm.finetune_blocks=3 is more than the pretrained ViT's 2 blocks"):
-        world_model_task(load_config([], _over(tmp_path / "b", **{**ft, "wm.finetune_blocks": 3}), command="train-wm"))
-    with pytest.raises(ConfigError, match="wm.finetune_blocks.*needs wm.finetune_encoder=true"):
-        load_config([], _over(tmp_path / "b", **{**ft, "wm.finetune_encoder": False}), command="train-wm")
+    with pytest.raises(ValueError, match="wm.encoder.finetune_blocks=3 is more than the pretrained ViT's 2 blocks"):
+        world_model_task(
+            load_config([], _over(tmp_path / "b", **{**ft, "wm.encoder.finetune_blocks": 3}), command="train-wm")
+        )
+    with pytest.raises(ConfigError, match="wm.encoder.finetune_blocks.*needs wm.encoder.finetune=true"):
+        load_config([], _over(tmp_path / "b", **{**ft, "wm.encoder.finetune": False}), command="train-wm")
 
 
 def test_init_from_starts_a_second_stage_from_a_frozen_run_and_refuses_what_does_not_fit(tmp_path):
     from jepa_world.training.tasks import world_model_task
 
     encoder_run = _pretrained(tmp_path)  # ViT-nano, depth 2
-    frozen = {"wm.encoder_checkpoint": encoder_run, "wm.readout_dim": 8, "train.max_steps": 3}
+    frozen = {"wm.encoder.checkpoint": encoder_run, "wm.readout": MLP8, "train.max_steps": 3}
     train_world_model(load_config([], _over(tmp_path / "lp", **frozen), command="train-wm"))
     first = checkpoints.load_checkpoint(checkpoints.list_checkpoints(tmp_path / "lp" / "run" / "checkpoints")[-1])
-    ft = {**frozen, "wm.finetune_encoder": True, "wm.finetune_blocks": 1, "wm.init_from": tmp_path / "lp" / "run"}
+    ft = {
+        **frozen,
+        "wm.encoder.finetune": True,
+        "wm.encoder.finetune_blocks": 1,
+        "wm.init_from": tmp_path / "lp" / "run",
+    }
     cfg = load_config([], _over(tmp_path / "ft", **ft), command="train-wm")
     task = world_model_task(cfg)
     for name, module in task.components.items():  # every weight of the frozen stage, none of a fresh init
@@ -196,7 +208,7 @@ def test_init_from_starts_a_second_stage_from_a_frozen_run_and_refuses_what_does
     with pytest.raises(ValueError, match=r"wm.init_from=.*is not a world-model checkpoint \(task='pretrain'\)"):
         world_model_task(load_config([], _over(tmp_path / "b", **{**ft, "wm.init_from": encoder_run}),
                                      command="train-wm"))  # fmt: skip
-    wider = {**ft, "wm.readout_dim": 16}
+    wider = {**ft, "wm.readout.dim": 16}
     with pytest.raises(ValueError, match=r"wm.init_from=.*\[encoder\] does not match the model: shape mismatch"):
         world_model_task(load_config([], _over(tmp_path / "b", **wider), command="train-wm"))
 
@@ -207,11 +219,11 @@ def test_an_encoder_that_does_not_fit_is_refused_naming_both_sizes(tmp_path):
     from jepa_world.training.tasks import world_model_task
 
     encoder_run = _pretrained(tmp_path)  # 32 px frames
-    over = _over(tmp_path, **{"wm.encoder_checkpoint": encoder_run, "data.image_size": 64})
+    over = _over(tmp_path, **{"wm.encoder.checkpoint": encoder_run, "data.image_size": 64})
     with pytest.raises(ValueError, match=r"built for 32 px frames, .* data.image_size=64: set data.image_size=32"):
         world_model_task(load_config([], over, command="train-wm"))
     train_world_model(load_config([], _over(tmp_path / "wm"), command="train-wm"))
-    over = _over(tmp_path / "b", **{"wm.encoder_checkpoint": tmp_path / "wm" / "run"})
+    over = _over(tmp_path / "b", **{"wm.encoder.checkpoint": tmp_path / "wm" / "run"})
     with pytest.raises(ValueError, match="is a world-model run"):
         world_model_task(load_config([], over, command="train-wm"))
 
@@ -251,7 +263,8 @@ def test_holding_out_episodes_trains_exactly_as_on_the_others_alone(tmp_path):
 
 def test_held_out_episodes_under_a_frozen_readout_and_too_many_held_out(tmp_path):
     encoder_run = _pretrained(tmp_path)
-    over = _over(tmp_path, **{"wm.encoder_checkpoint": encoder_run, "wm.readout_dim": 8, "train.max_steps": 2,
+    over = _over(tmp_path, **{"wm.encoder.checkpoint": encoder_run, "wm.readout": MLP8,
+                              "train.max_steps": 2,
                               "wm.val_episodes": 2})  # fmt: skip
     train_world_model(load_config([], over, command="train-wm"))
     assert "val_loss_rollout" in _records(tmp_path / "run")[-1]
@@ -270,3 +283,14 @@ def test_the_generalisation_health_warns_past_its_threshold_only():
     summary, warning = generalisation_health({}, {"loss_rollout": 0.01, "val_loss_rollout": 0.65})
     assert "(65.0x)" in summary and "overfits its training episodes" in warning and f"{OVERFIT_RATIO:g}x" in warning
     assert generalisation_health({}, {"loss_rollout": 0.01}) == ("", "")
+
+
+def test_a_frameskip_world_model_trains_on_action_blocks(tmp_path):
+    # wm.frameskip=k: one model step is k env steps, its action the k actions concatenated (was a crash: the predictor
+    # was built for one step's action width)
+    train_world_model(load_config([], _over(tmp_path, **{"wm.frameskip": 2, "train.max_steps": 2}), command="train-wm"))
+    state = checkpoints.load_checkpoint(checkpoints.list_checkpoints(tmp_path / "run" / "checkpoints")[-1])
+    assert state["meta"]["action_dim"] == 4  # Two-Rooms actions are 2-d
+    wm = checkpoints.load_world_model(tmp_path / "run")
+    z = wm.encode(torch.rand(1, 1, 3, 32, 32))
+    assert wm.rollout(z, torch.rand(1, 3, 4)).shape[1] == 3
