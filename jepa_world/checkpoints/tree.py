@@ -19,6 +19,7 @@ from jepa_world.checkpoints.io import CheckpointError
 from jepa_world.checkpoints.pretrained import MODEL_CLASSES, TRAINING_ONLY, _plain, decode_kwargs
 from jepa_world.models.mlp_dynamics import ResidualMlpDynamics
 from jepa_world.models.readout import LiftedReadout
+from jepa_world.models.readout_attentive import AttentiveReadout
 from jepa_world.models.readout_keypoints import KeypointReadout
 from jepa_world.models.readout_mlp import MlpReadout
 from jepa_world.models.small import PooledEncoder
@@ -35,6 +36,7 @@ PART_CLASSES: dict[str, type[nn.Module]] = {
             PooledEncoder,
             MlpReadout,
             KeypointReadout,
+            AttentiveReadout,
             LiftedReadout,
             ResidualMlpDynamics,
             VarianceTerm,

@@ -47,6 +47,20 @@ def _friendly(err: OmegaConfBaseException, schema: DictConfig, source: str) -> C
     return ConfigError(f"invalid config in {source}: {str(err).splitlines()[0]}")
 
 
+# Sections chosen by a `type` key (`config.parts`), outer first: a later file or override that gives one another type
+# starts it afresh (the keys of the old type are not the new type's), instead of merging into it.
+TYPED_SECTIONS = ("wm.readout", "wm.readout.fit")
+
+
+def _merge(cfg: DictConfig, new: DictConfig) -> DictConfig:
+    """`OmegaConf.merge(cfg, new)`, where a typed section whose type `new` changes is replaced, not merged into."""
+    for path in TYPED_SECTIONS:
+        new_type = OmegaConf.select(new, f"{path}.type", default=None)
+        if new_type is not None and new_type != OmegaConf.select(cfg, f"{path}.type", default=None):
+            OmegaConf.update(cfg, path, {"type": new_type}, merge=False)
+    return OmegaConf.merge(cfg, new)
+
+
 def _yaml_problem(err: yaml.YAMLError) -> str:
     """One line: what the YAML parser found, and where (`found duplicate key max_steps, line 3, column 3`)."""
     problem = getattr(err, "problem", None) or str(err).splitlines()[0]
@@ -92,7 +106,7 @@ def load_config(
                 )
             if top and (why := find_legacy(top)) is not None:
                 raise ConfigError(f"{path}: {why}")
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+            cfg = _merge(cfg, OmegaConf.load(path))
         except OmegaConfBaseException as err:
             raise _friendly(err, schema, str(path)) from None
         except yaml.YAMLError as err:
@@ -105,7 +119,7 @@ def load_config(
         for part in reversed(key.split(".")):
             nested = {part: nested}
         try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.create(nested))
+            cfg = _merge(cfg, OmegaConf.create(nested))
         except OmegaConfBaseException as err:
             raise _friendly(err, schema, source) from None
     for item in overrides or []:
@@ -120,7 +134,7 @@ def load_config(
                 "value, or write null explicitly"
             )
         try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+            cfg = _merge(cfg, OmegaConf.from_dotlist([item]))
         except OmegaConfBaseException as err:
             raise _friendly(err, schema, f"override {item!r}") from None
         except yaml.YAMLError as err:

@@ -147,3 +147,14 @@ def test_a_readout_section_resolves_to_its_typed_config_with_defaults():
     assert isinstance(config, KeypointReadout.Config) and config.keypoints == 3 and config.lift == 0
     assert complete_part("readout", {"type": "mlp"}, key="wm.readout")["dim"] == 32
     assert resolve_part("readout", {"type": "none"}, key="wm.readout") is None
+
+
+def test_a_later_recipe_that_changes_a_sections_type_starts_it_afresh(tmp_path):
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text("wm:\n  readout: {type: mlp, dim: 32, fit: {type: labels, labels: 9, dynamics_weight: 1.0}}\n")
+    second.write_text("wm:\n  readout: {type: keypoints, keypoints: 2}\n")
+    assert load_config([first, second], [], command="train-wm").wm.readout == {"type": "keypoints", "keypoints": 2}
+    cfg = load_config([first], ["wm.readout.fit.type=actions"], command="train-wm")
+    assert cfg.wm.readout.fit == {"type": "actions"} and cfg.wm.readout.dim == 32  # only the fit started afresh
+    same = load_config([first], ["wm.readout.type=mlp", "wm.readout.dim=8"], command="train-wm")
+    assert same.wm.readout.dim == 8 and same.wm.readout.fit.labels == 9  # the same type merges as usual
