@@ -34,6 +34,7 @@ from jepa_world.models.readout import pixel_encoder
 from jepa_world.models.world_model import WorldModel
 from jepa_world.objectives.ema import EMA
 from jepa_world.objectives.losses import collapse_health
+from jepa_world.training.latent_probe import with_state_probe
 from jepa_world.training.readout_actions import ActionsFit
 from jepa_world.training.readout_fit import LabelsFit
 from jepa_world.training.validation import generalisation_health
@@ -234,7 +235,7 @@ def world_model_task(cfg: DictConfig) -> Task:
         prepare=prepare,
         meta=meta,
         val_dataset=val_dataset,
-        health=generalisation_health,
+        health=with_state_probe(generalisation_health, model=model, windows=windows, cfg=cfg, root=root),
         setup=setup,
     )
 
