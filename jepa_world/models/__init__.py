@@ -7,7 +7,7 @@ Importing this package imports every model file, so all presets are registered:
     jepa.py          JEPA: context encoder + EMA target + predictor, forward(batch) -> (loss, metrics)
     ac_predictor.py  ActionConditionedPredictor (V-JEPA 2-AC), rollout cache
     small.py         PooledEncoder (CPU-sized pooled latents)
-    readout*.py      readouts of a ViT's tokens, parts chosen by wm.readout.type: mlp, keypoints, attentive (+ LiftedReadout)
+    readout*.py      readouts of a ViT's tokens (parts chosen by wm.readout.type: mlp, keypoints, attentive)
     mlp_dynamics.py  ResidualMlpDynamics (Markov dynamics the CPU planners roll out, cache-free rollout)
     world_model.py   WorldModel: encode / predict / rollout, forward(batch) -> (loss, metrics)
     layers.py        positions, RoPE, blocks, apply_masks

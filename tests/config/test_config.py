@@ -120,7 +120,7 @@ def test_plan_and_probe_sections_from_files_overrides_and_flag_values(tmp_path):
 @pytest.mark.parametrize(
     ("section", "match"),
     [
-        ("{type: points}", r"'wm.readout.type' = 'points': expected one of none, keypoints, mlp"),
+        ("{type: points}", r"'wm.readout.type' = 'points': expected one of none, attentive, keypoints, mlp"),
         ("{type: keypoints, keypoints: 0}", r"'wm.readout.keypoints' = 0: must be >= 1"),
         ("{type: keypoints, dim: 2}", r"unknown config key 'wm.readout.dim' \(a keypoints readout has"),
         ("{type: mlp, dimm: 2}", r"unknown config key 'wm.readout.dimm'; did you mean 'wm.readout.dim'"),

@@ -60,7 +60,7 @@ def test_it_finds_two_small_objects_where_pooled_tokens_cannot():
     readout = AttentiveReadout(backbone=_vit(), embed_dim=4, queries=2, value_dim=4, hidden_dim=64)
     pooled = torch.nn.Linear(16, 4)  # the tokens mean-pooled, then linear: where the markers are is gone
     opt = torch.optim.Adam([*readout.parameters(), *pooled.parameters()], lr=3e-3)
-    for step in range(600):
+    for _ in range(600):
         idx = torch.randint(0, 2048, (128,), generator=gen)
         loss = (readout.read(train[idx])[:, 0] - target[idx]).pow(2).mean()
         loss = loss + (pooled(train[idx].mean(1)) - target[idx]).pow(2).mean()
