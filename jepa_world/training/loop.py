@@ -161,7 +161,8 @@ class _Run:
                 f"the {self.task.name} task is gradient-free (CMA-ES): run it in one process, not {self.world}"
             )
         if self.state is not None:
-            check_resumable(cfg, self.task.name, self.state, self.resume_from, tree=self.task.meta.get("tree"))
+            check_resumable(cfg, self.task.name, self.state, self.resume_from, tree=self.task.meta.get("tree"),
+                            meta=self.task.meta)  # fmt: skip
         self.lr_sched, self.wd_sched = build_schedules(cfg)
         self.optimizer = torch.optim.AdamW(
             self.task.param_groups,

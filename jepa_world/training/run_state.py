@@ -28,6 +28,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from jepa_world.atomic import atomic_write_text
+from jepa_world.checkpoints.digest import SOURCES_KEY, changed_sources
 from jepa_world.checkpoints.io import CheckpointError, list_checkpoints, load_checkpoint
 from jepa_world.checkpoints.tree import diff_trees
 from jepa_world.config.legacy import upgrade_saved
@@ -89,46 +90,86 @@ class RunLock:
     """An exclusive advisory lock on `directory/.lock` for a whole run; a second run in the folder is refused.
 
     The lock file records the holder's pid, host and start time, which the refusal names. The kernel releases the
-    lock when the holder dies (kill -9 included), so a crashed run never leaves the folder locked.
+    lock when the holder dies (kill -9 included), so a crashed run never leaves the folder locked. A run that ends in
+    an error (a refused resume, bad data) leaves `.lock` as it found it: removed when it created it, its earlier
+    bytes put back otherwise, so a refused run changes nothing in the folder.
     """
 
-    def __init__(self, directory: Path, *, enabled: bool = True):
+    def __init__(self, directory: Path, *, enabled: bool = True, what: str = "train.output_dir"):
         self.path, self.enabled, self.fd = Path(directory) / ".lock", enabled and fcntl is not None, None
+        self.what, self.before = what, None  # before: the file's bytes when this run took it (None: it created it)
 
     def __enter__(self) -> RunLock:
         if not self.enabled:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+        while True:
+            try:  # O_EXCL tells whether this run creates the file (then removes it on an error)
+                fd, created = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), True
+            except FileExistsError:
+                try:
+                    fd, created = os.open(self.path, os.O_RDWR), False
+                except FileNotFoundError:  # removed by a refused run between the two opens: try again
+                    continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+                os.close(fd)
+                raise RuntimeError(
+                    f"{self.what}={str(self.path.parent)!r} is in use by another run ({holder}); wait for it to "
+                    f"finish, or choose another {self.what}"
+                ) from None
+            try:  # a file removed (by a run that created it and failed) while this one waited on it: not the lock
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
             os.close(fd)
-            raise RuntimeError(
-                f"train.output_dir={str(self.path.parent)!r} is in use by another run ({holder}); wait for it to "
-                "finish, or choose another train.output_dir"
-            ) from None
+        self.before = None if created else _read_all(fd)
         started = datetime.datetime.now().isoformat(timespec="seconds")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n".encode(), 0)
         self.fd = fd
         return self
 
-    def __exit__(self, *exc) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
+    def __exit__(self, exc_type, *exc) -> None:
+        if self.fd is None:
+            return
+        if exc_type is not None:  # leave the file as it was found (still holding the lock: no one sees it half-way)
+            if self.before is None:
+                self.path.unlink(missing_ok=True)
+            else:
+                os.ftruncate(self.fd, 0)
+                os.pwrite(self.fd, self.before, 0)
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = None
 
 
-def check_resumable(cfg: DictConfig, task_name: str, state: dict, source: Path, *, tree: dict | None = None) -> None:
-    """Refuse a resume whose task, tree of parts (`tree`: the model this run built) or architecture keys differ from
-    the checkpoint's, naming them."""
+def _read_all(fd: int) -> bytes:
+    size = os.fstat(fd).st_size
+    return os.pread(fd, size, 0) if size else b""
+
+
+def check_resumable(
+    cfg: DictConfig, task_name: str, state: dict, source: Path, *, tree: dict | None = None, meta: dict | None = None
+) -> None:
+    """Refuse a resume whose task, tree of parts (`tree`: the model this run built), architecture keys or the weights
+    it started from (`meta["sources"]` of this run's task: `checkpoints.digest`) differ from the checkpoint's, naming
+    them."""
     saved_task = state.get("task", "pretrain")
     if saved_task != task_name:
         raise RuntimeError(
             f"{source} is a {saved_task!r} run; this command trains {task_name!r}: choose another train.output_dir"
+        )
+    retrained = changed_sources((state.get("meta") or {}).get(SOURCES_KEY), (meta or {}).get(SOURCES_KEY))
+    if retrained:
+        raise RuntimeError(
+            f"cannot resume {source}: the weights it started from were retrained or replaced since "
+            f"({'; '.join(retrained)}). Resume it with the weights it was trained on, or train a new run in another "
+            "train.output_dir"
         )
     changed = []
     saved_tree = (state.get("meta") or {}).get("tree")

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import Dataset
 
+from jepa_world.checkpoints.digest import SOURCES_KEY, weights_source
 from jepa_world.checkpoints.io import CheckpointError
 from jepa_world.checkpoints.load import load_encoder
 from jepa_world.checkpoints.pretrained import module_config
@@ -179,12 +180,15 @@ def world_model_task(cfg: DictConfig) -> Task:
     action_dim = dataset.action_dim * w.frameskip  # an action block: the frameskip steps' actions concatenated
     checkpoint = w.encoder.checkpoint
     encoder = _pretrained_encoder(checkpoint, cfg.data.image_size) if checkpoint else None
+    # The weights this run (and its readout fit) depends on, by content: a resume in retrained ones is refused.
+    sources = {"wm.encoder.checkpoint": weights_source(checkpoint, encoder)} if encoder is not None else {}
     model = build_world_model(cfg, action_dim=action_dim, state_dim=state_dim, encoder=encoder)
     if w.init_from:  # a second stage (LP-FT): before the feature cache, which encodes with these weights
         try:
             step = init_world_model(model, w.init_from)
         except CheckpointError as err:
             raise ValueError(f"wm.init_from={w.init_from!r}: {err}") from None
+        sources["wm.init_from"] = weights_source(w.init_from, world_model_components(model), step=step)
         if cfg.train.progress:
             print(f"wm.init_from: weights of {w.init_from} (step {step}); optimizer and schedule start afresh")
 
@@ -225,7 +229,7 @@ def world_model_task(cfg: DictConfig) -> Task:
         return batch
 
     meta = {"action_dim": action_dim, "state_dim": state_dim, "encoder_config": _encoder_config(model),
-            "tree": part_tree(model), "tree_format": TREE_FORMAT}  # fmt: skip
+            "tree": part_tree(model), "tree_format": TREE_FORMAT, SOURCES_KEY: sources}  # fmt: skip
     return Task(
         name="world_model",
         model=model,
