@@ -177,6 +177,48 @@ def _validate_plan(cfg: DictConfig, fail) -> None:
         want = "plan.env=two_rooms_discrete" if pc.agent == "mcts" else "a discrete-action agent (plan.agent=mcts)"
         fail("plan.agent" if pc.agent == "mcts" else "plan.env", f"{pc.agent if pc.agent == 'mcts' else pc.env} "
              f"needs {want}: tree search takes the nine discrete Two-Rooms actions")  # fmt: skip
+    for key in ("offset", "budget"):
+        if pc[key] < 1:
+            fail(f"plan.{key}", "must be >= 1")
+    if pc.pairs is not None and pc.pairs < 1:
+        fail("plan.pairs", "must be >= 1, or null for the protocol's number (50 for swm, 100 for strict)")
+    if pc.pair_seed is not None and not 0 <= pc.pair_seed < 2**63:
+        fail("plan.pair_seed", "must be in [0, 2**63), or null")
+    if isinstance(pc.episodes_dir, str) and not pc.episodes_dir.strip():
+        fail("plan.episodes_dir", "is empty (an unset shell variable?); give a folder of episodes, or leave it out")
+    if pc.env is not None:
+        _validate_plan_env(str(pc.env), pc.protocol, fail)
+
+
+# Our own envs, in the order the messages list them (config.schema.PlanEnv).
+_OUR_ENVS = ("two_rooms", "point_arena", "two_rooms_clutter", "two_rooms_discrete")
+
+
+def _validate_plan_env(env: str, protocol, fail) -> None:
+    """`plan.env`: one of our envs, or an id that resolves (importing the package that registers it: swm/...)."""
+    if env in _OUR_ENVS:
+        if protocol is not None and protocol != "ours":
+            fail("plan.protocol", f"{protocol} reads start and goal from episodes with env states, which our env "
+                 f"{env!r} does not record; use plan.protocol=ours (or an env such as swm/TwoRoom-v1)")  # fmt: skip
+        return
+    expected = f"expected one of {', '.join(_OUR_ENVS)}, or a gymnasium id (swm/PushT-v1, swm/TwoRoom-v1, module:EnvId)"
+    if not env.strip():
+        fail("plan.env", f"is empty; {expected}")
+    if protocol == "ours":
+        fail("plan.protocol", f"ours is the protocol of our envs ({', '.join(_OUR_ENVS[:3])}); on {env!r} use swm or "
+             "strict")  # fmt: skip
+    from jepa_world.envs import register_envs  # gymnasium: imported only for an env that is not ours
+    from jepa_world.envs.field_envs import resolve_env_id
+
+    register_envs()
+    try:
+        resolve_env_id(env)
+    except ImportError as err:
+        fail("plan.env", str(err))
+    except ValueError as err:
+        close = difflib.get_close_matches(env, _OUR_ENVS, n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        fail("plan.env", f"{expected}{hint} ({err})")
 
 
 def _validate_policy(cfg: DictConfig, fail) -> None:

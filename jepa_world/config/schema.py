@@ -43,7 +43,9 @@ EmaSchedule = _choice("EmaSchedule", ("linear", "constant"))
 Precision = _choice("Precision", ("auto", "fp32", "bf16"))
 PlannerKind = _choice("PlannerKind", ("cem", "mppi"))
 CostReduce = _choice("CostReduce", ("last", "sum", "last+mean", "mean"))
+# our own envs (`plan.env` also takes any gymnasium id that collection takes: swm/PushT-v1, module:EnvId)
 PlanEnv = _choice("PlanEnv", ("two_rooms", "point_arena", "two_rooms_clutter", "two_rooms_discrete"))
+PlanProtocol = _choice("PlanProtocol", ("ours", "swm", "strict"))
 PlanAgent = _choice("PlanAgent", ("cem", "mppi", "policy", "policy+cem", "mcts"))
 PolicyMethod = _choice("PolicyMethod", ("actor_critic", "evolution"))
 ProbeKind = _choice("ProbeKind", ("linear", "attentive", "both"))
@@ -283,13 +285,30 @@ class PlannerSettings:
 class PlanConfig(PlannerSettings):
     """`jepa-world plan`: the planner settings above plus the evaluation protocol."""
 
-    env: PlanEnv = PlanEnv.two_rooms
-    episodes: int = 50  # episodes per agent, the same start / goal pairs for every agent
-    max_steps: int = 200  # steps per episode (protocol: 200)
+    # our env (two_rooms, point_arena, two_rooms_clutter, two_rooms_discrete) or any gymnasium id that `collect` takes
+    # (swm/PushT-v1, swm/TwoRoom-v1, module:EnvId); null: the env the model's episodes came from (two_rooms if unknown)
+    env: str | None = None
+    env_kwargs: dict[str, Any] = field(default_factory=dict)  # the env's constructor args; {}: the episodes' own
+    # ours: start and goal in opposite rooms of our envs, plan.episodes x plan.max_steps, final-state success;
+    # swm (the papers'): plan.pairs start rows of the dataset, goal = row + plan.offset of the same episode, plan.budget
+    # env steps, success at any step by the env's own check; strict: pairs from held-out episodes, pairs solved at the
+    # start dropped, TwoRoom start and goal in different rooms, success at the final step. null: ours on our envs, swm
+    # on the others (eval/field.py)
+    protocol: PlanProtocol | None = None
+    episodes: int = 50  # ours: episodes per agent, the same start / goal pairs for every agent
+    max_steps: int = 200  # ours: steps per episode (protocol: 200)
+    offset: int = 25  # swm / strict: the goal is the start row + offset of the same episode
+    budget: int = 50  # swm / strict: env steps per episode
+    pairs: int | None = None  # swm / strict: start / goal pairs (null: 50 for swm, 100 for strict)
+    pair_seed: int | None = None  # swm / strict: seed of the pairs (null: 42 for swm, as the papers; `seed` for strict)
+    # swm / strict: the episodes the pairs come from (null: the world model's own: wm.episodes or <run>/episodes; for
+    # strict its last wm.val_episodes, never trained on); with strict, a folder given here is taken as held out
+    episodes_dir: str | None = None
     reduce: CostReduce = CostReduce["last+mean"]  # horizon reduction of the latent cost
     stop_radius: float | None = 2.5  # stop-rule radius in px (threshold calibrated from the encoder); null: off
-    baselines: bool = True  # random, no-op, straight line
-    ceiling: bool = True  # the planner on the true simulator
+    baselines: bool = True  # ours: random, no-op, straight line; swm / strict: no-op, random, replay of the dataset
+    # the planner on the true simulator (null: on for our envs, off for the others, where it is slow)
+    ceiling: bool | None = None
     gif_episodes: int = 4  # episodes shown in episodes.gif
     threads: int = 1  # torch threads while planning (0: leave as is)
     # cem / mppi: the world model's rollout through torch.compile: faster replans after a compile of about a minute

@@ -149,6 +149,54 @@ class PolicyAgent(Agent):
         return np.asarray(self.policy(obs.state, obs.goal_state, self.rng), dtype=np.float32)
 
 
+class ActionBlocks(Agent):
+    """Execute an agent that acts in blocks of k env actions (a world model trained with ``wm.frameskip=k``).
+
+    The inner agent is asked every k env steps and returns ``[E, k * A]`` (k actions concatenated, as the training
+    windows concatenate them); each of its k actions is executed as one env step, clipped to the env's box.
+
+    Args:
+        agent: The inner agent (its planner's horizon counts blocks).
+        frameskip: Env steps per block k.
+        action_dim: The env's action dim A.
+        low: The env's action lower bound (scalar or ``[A]``).
+        high: Its upper bound (scalar or ``[A]``).
+    """
+
+    def __init__(self, *, agent: Agent, frameskip: int, action_dim: int, low: Any, high: Any) -> None:
+        if not isinstance(frameskip, int) or frameskip < 1:
+            raise ValueError(f"frameskip must be an int >= 1, got {frameskip!r}")
+        self.agent, self.frameskip, self.action_dim = agent, frameskip, action_dim
+        self.low, self.high = np.asarray(low, dtype=np.float32), np.asarray(high, dtype=np.float32)
+        self.name = agent.name + (f" ({frameskip}-action blocks)" if frameskip > 1 else "")
+        self.privileged, self.needs_pixels = agent.privileged, agent.needs_pixels
+        self.model_steps = 0
+        self._block: np.ndarray | None = None
+        self._t = 0
+
+    def reset(self, num_envs: int) -> None:
+        self.agent.reset(num_envs)
+        self._block, self._t, self.model_steps = None, 0, 0
+
+    def act(self, obs: Observation) -> np.ndarray:
+        if self._block is None or self._t == self.frameskip:
+            block = np.asarray(self.agent.act(obs), dtype=np.float32)
+            k, a = self.frameskip, self.action_dim
+            if block.ndim != 2 or block.shape[1] != k * a:
+                raise ValueError(f"{self.agent.name} returned actions of shape {block.shape}; blocks of {k} actions "
+                                 f"of the env's {a} need [E, {k * a}]")  # fmt: skip
+            self._block = np.clip(block.reshape(len(block), k, a), self.low, self.high).astype(np.float32)
+            self._t = 0
+            self.model_steps += 1
+        out = self._block[:, self._t]
+        self._t += 1
+        return out
+
+    @property
+    def num_plans(self) -> int:
+        return getattr(self.agent, "num_plans", 0)
+
+
 class _MPCBase(Agent):
     """Shared MPC plumbing: a planner around ``MPCAgent`` with the env's action bounds, seeded sampling."""
 

@@ -170,11 +170,19 @@ def run_episodes(
     )
 
 
-def format_table(rows: list[dict[str, Any]], *, title: str | None = None) -> str:
-    """Markdown table of ``EpisodeStats.summary()`` rows: success, mean final distance, plan time."""
+def format_table(
+    rows: list[dict[str, Any]], *, title: str | None = None, distance: str = "mean final dist (px)"
+) -> str:
+    """Markdown table of ``EpisodeStats.summary()`` rows: success, mean final distance, plan time.
+
+    Args:
+        rows: The rows.
+        title: A line above the table, or None.
+        distance: The header of the distance column (its unit differs per env).
+    """
     lines = [title, ""] if title else []
     lines += [
-        "| agent | success | mean final dist (px) | plan ms / step / episode | ms / batched replan |",
+        f"| agent | success | {distance} | plan ms / step / episode | ms / batched replan |",
         "|---|---|---|---|---|",
     ]
     for r in rows:
