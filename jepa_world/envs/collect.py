@@ -11,7 +11,9 @@ policies of `jepa_world.envs.field_policies`. Episode ``i`` draws everything fro
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -70,6 +72,39 @@ def policy_names(env_name: str) -> list[str]:
     return sorted(POLICIES) if _two_rooms_alias(env_name) is not None else sorted(FIELD_POLICIES)
 
 
+def _one_collection_per_folder(collect: Callable[..., Path]) -> Callable[..., Path]:
+    """Run `collect` holding an exclusive lock on its output folder itself (no file is added to it): a second
+    collection into the folder is refused. A folder this call created is removed again if it fails leaving it empty."""
+
+    @functools.wraps(collect)
+    def locked(*, output_dir: str | Path, **kwargs) -> Path:
+        out = Path(output_dir)
+        created = not out.exists()
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out, os.O_RDONLY)
+        try:
+            try:
+                import fcntl  # POSIX; elsewhere collections are not locked
+
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except ImportError:
+                pass
+            except BlockingIOError:
+                raise RuntimeError(f"output_dir={str(out)!r} (--output on the command line) is in use by another "
+                                   "collection; wait for it to finish, or choose another folder") from None  # fmt: skip
+            try:
+                return collect(output_dir=out, **kwargs)
+            except BaseException:
+                if created and not any(out.iterdir()):
+                    out.rmdir()
+                raise
+        finally:
+            os.close(fd)  # releases the lock
+
+    return locked
+
+
+@_one_collection_per_folder
 def collect_episodes(
     *,
     env_name: str,
