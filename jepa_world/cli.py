@@ -154,8 +154,26 @@ _PROBE_SWITCHES = [
     ("--no-cache", "probe.cache", False, "re-encode every epoch instead of caching features"),
 ]
 _PLAN_ALIASES = [
-    ("--env", "plan.env", str, "two_rooms, point_arena, two_rooms_clutter or two_rooms_discrete (--agent mcts)"),
-    ("--episodes", "plan.episodes", int, "episodes per agent"),
+    (
+        "--env",
+        "plan.env",
+        str,
+        "two_rooms, point_arena, two_rooms_clutter, two_rooms_discrete (--agent mcts) or a "
+        "gymnasium id (swm/PushT-v1, swm/TwoRoom-v1, module:EnvId); default: the env of the model's episodes",
+    ),
+    (
+        "--protocol",
+        "plan.protocol",
+        str,
+        "ours (our envs), swm (the papers') or strict; default: ours on our envs, swm on the others",
+    ),
+    (
+        "--episodes-dir",
+        "plan.episodes_dir",
+        str,
+        "swm / strict: the episodes the pairs come from (default: the model's own; for strict its held-out ones)",
+    ),
+    ("--episodes", "plan.episodes", int, "ours: episodes per agent"),
     ("--agent", "plan.agent", str, "cem, mppi, policy, policy+cem or mcts"),
     ("--planner", "plan.agent", str, "cem or mppi (the older name of --agent)"),
     ("--samples", "plan.samples", int, "samples per iteration"),
@@ -167,7 +185,7 @@ _PLAN_ALIASES = [
     ("--init-std", "plan.init_std", float, "initial sampling std"),
     ("--reduce", "plan.reduce", str, "last, sum or last+mean"),
     ("--stop-radius", "plan.stop_radius", float, "stop rule radius in px"),
-    ("--max-steps", "plan.max_steps", int, "steps per episode"),
+    ("--max-steps", "plan.max_steps", int, "ours: steps per episode"),
     ("--seed", "seed", int, "seed of the start/goal pairs and the planners"),
     ("--gif-episodes", "plan.gif_episodes", int, "episodes shown in the GIF"),
     ("--threads", "plan.threads", int, "torch threads while planning (0: leave)"),
@@ -176,6 +194,7 @@ _PLAN_ALIASES = [
 _PLAN_SWITCHES = [
     ("--no-stop", "plan.stop_radius", None, "disable the stop rule"),
     ("--no-ceiling", "plan.ceiling", False, "skip the CEM-on-true-simulator row"),
+    ("--ceiling", "plan.ceiling", True, "add the CEM-on-true-simulator row (off by default on the field's envs)"),
 ]
 
 
@@ -390,14 +409,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser(
         "plan",
-        help="goal reaching with a trained world model + CEM/MPPI against baselines under the strict protocol",
+        help="goal reaching with a trained world model + CEM/MPPI against floors and a ceiling, on one protocol",
         description="Evaluate `train-wm` checkpoint RUN (or a `train-policy` run for --agent policy, policy+cem, "
-        "mcts) on start/goal pairs in opposite rooms: the learned agent (pixels of the observation and the goal "
-        "image only: CEM / MPPI on the world model, the policy alone, the policy inside CEM, or MCTS over the "
-        "discrete actions of --env two_rooms_discrete), random actions, no-op, straight line to "
-        "the goal and the planner on the true simulator (ceiling), all on the same pairs. Success = final distance "
-        "< 4.5 px after plan.max_steps steps. Prints one table; with plan.output=DIR writes results.json, "
-        "episodes.gif and landscape.png (latent distance to a goal over dot positions).",
+        "mcts) on one protocol (plan.protocol). ours, on our envs: start/goal pairs in opposite rooms; the learned "
+        "agent (pixels of the observation and the goal image only: CEM / MPPI on the world model, the policy alone, "
+        "the policy inside CEM, or MCTS over the discrete actions of --env two_rooms_discrete), random actions, "
+        "no-op, straight line to the goal and the planner on the true simulator (ceiling), all on the same pairs; "
+        "success = final distance < 4.5 px after plan.max_steps steps; with plan.output=DIR writes results.json, "
+        "episodes.gif and landscape.png. swm (the papers') and strict, on an env whose state a stored row restores "
+        "(--env swm/PushT-v1, swm/TwoRoom-v1): pairs drawn from the episodes (goal = row + plan.offset), "
+        "plan.budget env steps, success by the env's own check (swm: at any step; strict: held-out episodes, pairs "
+        "solved at the start dropped, at the final step); floors no-op, random and replay of the dataset's actions; "
+        "with plan.output=DIR writes results.json and pairs.json. A wm.frameskip=k model plans in blocks of k "
+        "actions (the planner setting of the papers: --config configs/plan/swm_cem.yaml). Prints one table.",
         epilog=_section_epilog("plan"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
