@@ -18,14 +18,15 @@ from omegaconf import OmegaConf
 pytest.importorskip("stable_worldmodel", reason="the field extra (stable-worldmodel) is not installed")
 
 from jepa_world.cli import main
-from jepa_world.config import ConfigError, load_config
+from jepa_world.config import ConfigError, PlannerSettings, load_config
 from jepa_world.data.episodes import EpisodeDataset
 from jepa_world.envs.collect import collect_episodes
 from jepa_world.envs.field_envs import make_field_env
-from jepa_world.eval.agents import ActionBlocks, WorldModelAgent
+from jepa_world.eval.agents import ActionBlocks, Observation, WorldModelAgent
 from jepa_world.eval.field import (
     EpisodeSource,
     ReplayAgent,
+    SimulatorFieldCEMAgent,
     ZeroActionAgent,
     draw_pairs,
     episode_files,
@@ -118,6 +119,18 @@ def test_replaying_the_dataset_reaches_most_goals_and_success_is_the_envs_own(en
         assert st.success_rate >= 0.75, (success_at, st.success)
     low = run_field_episodes(envs, env_id, noop, pairs, budget=BUDGET, success_at="final", image_size=SIZE)
     assert low.success_rate <= st.success_rate
+
+
+def test_the_ceiling_plans_on_the_true_simulator(pusht):
+    pairs, _ = draw_pairs(_source(pusht), protocol="swm", offset=OFFSET, num_pairs=2, seed=0)
+    envs = [make_field_env(PUSHT, image_size=SIZE) for _ in pairs]
+    settings = PlannerSettings(samples=16, elites=4, iterations=2, horizon=8, replan_every=4)
+    ceiling = SimulatorFieldCEMAgent(sim=make_field_env(PUSHT, image_size=SIZE), env_id=PUSHT, settings=settings,
+                                     low=-1.0, high=1.0)  # fmt: skip
+    st = run_field_episodes(envs, PUSHT, ceiling, pairs, budget=12, success_at="any", image_size=SIZE)
+    assert st.num_plans == 3 and st.success_rate == 1.0
+    with pytest.raises(ValueError, match="reads the true state"):
+        ceiling.act(Observation(pixels=None, goal_pixels=None))
 
 
 def test_strict_drops_same_room_tworoom_pairs(tworoom):
@@ -222,7 +235,6 @@ def test_a_frameskip_model_plans_in_blocks_of_env_actions(tworoom, tmp_path):
     assert result["results"][0]["name"] == "world model + CEM (2-action blocks)"
     # the agent: one model step (a 4-d action block) per 2 env steps of the 2-d env
     from jepa_world.checkpoints import load_world_model
-    from jepa_world.config import PlannerSettings
 
     model = load_world_model(run)
     assert model.predictor.action_dim == 4
