@@ -87,6 +87,8 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2", help="training seeds (default 0,1,2)")
     p.add_argument("--protocols", default="swm,strict", help="comma-separated: swm, strict")
     p.add_argument("--pairs", type=int, default=None, help="pairs per protocol (default: 50 swm, 100 strict)")
+    p.add_argument("--pair-seed", type=int, default=None,
+                   help="seed of the pairs, the same for every run (default: 42 swm, 0 strict)")  # fmt: skip
     p.add_argument("--collect-episodes", type=int, default=2000)
     p.add_argument("--val-episodes", type=int, default=200, help="held out from training (the strict pairs)")
     p.add_argument("--episodes-dir", default=None, help="episodes collected earlier (default: <output>/episodes)")
@@ -139,8 +141,9 @@ def main() -> None:
             train_s = time.perf_counter() - tic
             for proto in args.protocols.split(","):
                 tic = time.perf_counter()
-                settings = replace(plan, protocol=proto, pairs=args.pairs, output=str(run / f"plan_{proto}"),
-                                   baselines=first[proto])  # fmt: skip
+                pair_seed = args.pair_seed if args.pair_seed is not None else (42 if proto == "swm" else 0)
+                settings = replace(plan, protocol=proto, pairs=args.pairs, pair_seed=pair_seed,
+                                   output=str(run / f"plan_{proto}"), baselines=first[proto])  # fmt: skip
                 result = run_plan_benchmark(run / "wm", plan=settings, seed=seed, log=None)
                 plan_s = time.perf_counter() - tic
                 print(result["table"], flush=True)
