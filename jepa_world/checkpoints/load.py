@@ -38,7 +38,7 @@ from jepa_world.checkpoints.pretrained import (
 )
 from jepa_world.checkpoints.state_dict import abbrev, instantiate, is_state_dict
 from jepa_world.checkpoints.timm import save_timm
-from jepa_world.checkpoints.world_model import world_model_from_state
+from jepa_world.checkpoints.world_model import checkpoint_kind, expecting, world_model_from_state
 from jepa_world.config import saved_config
 from jepa_world.factory import build_jepa
 from jepa_world.models.ac_predictor import ActionConditionedPredictor
@@ -48,6 +48,10 @@ from jepa_world.models.vit import VisionTransformer
 
 COMPONENTS = ("target_encoder", "encoder", "predictor")
 ENCODER_COMPONENTS = ("target_encoder", "encoder")
+EXPECTED_ENCODER = (
+    "expected a pretraining run (jepa-world pretrain), an exported folder (jepa-world export), a transformers folder "
+    "or an official I-JEPA / V-JEPA checkpoint"
+)
 EXPORT_FORMATS = ("jepa_world", "timm", "hf")
 
 
@@ -74,18 +78,23 @@ def _ours_kwargs(state: Mapping, component: str, path: Path) -> tuple[type[nn.Mo
 
 
 def _load_component(path: str | Path, *, component: str, strict: bool, overrides: dict) -> nn.Module:
-    source = resolve_checkpoint(path)
+    with expecting(EXPECTED_ENCODER):
+        source = resolve_checkpoint(path)
     if source.is_dir() and hf_model_type(source) is not None:
         return load_hf_component(source, component=component, strict=strict, **overrides)
     if source.is_dir():
         return from_pretrained(source, strict=strict, **overrides)
-    state = load_checkpoint(source)
+    with expecting(EXPECTED_ENCODER):
+        state = load_checkpoint(source)
     what = f"{source} [{component}]"
+    if state.get("task") == "policy" and str(state.get("format", "")).startswith("jepa_world/train/"):
+        raise CheckpointError(f"{source} is {checkpoint_kind(state, source)}: it holds no {component!r}; "
+                              f"{EXPECTED_ENCODER}")  # fmt: skip
     if str(state.get("format", "")).startswith("jepa_world/train/") and "config" in state:
         if component not in state and state.get("task") == "world_model":
             raise CheckpointError(
-                f"{source} is a world-model run: it has no {component!r} (its encoder is component 'encoder'; "
-                "load_world_model reads the whole model); pass a pretraining run or an exported encoder"
+                f"{source} is a world-model run (jepa-world train-wm): it has no {component!r} (its encoder is "
+                f"component 'encoder'; load_world_model reads the whole model); {EXPECTED_ENCODER}"
             )
         if component not in state:
             raise CheckpointError(f"{source} has no {component!r}; it holds {abbrev(sorted(map(str, state)))}")

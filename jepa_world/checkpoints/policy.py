@@ -17,9 +17,14 @@ from jepa_world.checkpoints.io import CheckpointError, load_checkpoint
 from jepa_world.checkpoints.paths import resolve_checkpoint
 from jepa_world.checkpoints.pretrained import decode_kwargs
 from jepa_world.checkpoints.state_dict import abbrev, load_state_dict_strict
+from jepa_world.checkpoints.world_model import checkpoint_kind, expecting
 from jepa_world.models.world_model import WorldModel
 from jepa_world.policies.networks import GoalActor, GoalCritic, LinearController
 
+EXPECTED_POLICY = (
+    "expected a policy run (jepa-world train-policy --checkpoint WORLD_MODEL_RUN): its folder or one of its "
+    "checkpoints/step_*.pt"
+)
 POLICY_CLASSES = {cls.__name__: cls for cls in (GoalActor, GoalCritic, LinearController)}
 
 
@@ -58,12 +63,17 @@ def load_policy(path_or_run: str | Path) -> PolicyRun:
         CheckpointError: not a policy checkpoint (a world-model or pretraining run is named as such), or weights that
             do not fit (keys and shapes named).
     """
-    source = resolve_checkpoint(path_or_run)
-    state = load_checkpoint(source)
-    if state.get("task") != "policy" or "meta" not in state:
+    with expecting(EXPECTED_POLICY):
+        source = resolve_checkpoint(path_or_run)
+        state = None if source.is_dir() else load_checkpoint(source)
+    if state is None or state.get("task") != "policy":
+        task = f" (task={state['task']!r})" if state is not None and "task" in state else ""
         raise CheckpointError(
-            f"{source} is not a policy checkpoint (task={state.get('task')!r}); train one with `jepa-world "
-            "train-policy --checkpoint WORLD_MODEL_RUN`"
+            f"{source} is not a policy checkpoint{task}: it is {checkpoint_kind(state, source)}; {EXPECTED_POLICY}"
+        )
+    if "meta" not in state:
+        raise CheckpointError(
+            f"{source}: a policy checkpoint needs its meta; it holds {abbrev(sorted(map(str, state)))}"
         )
     meta = state["meta"]
     method = meta["method"]

@@ -10,7 +10,8 @@ config, upgraded to today's keys (`config.legacy`). Every load is strict and nam
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,34 +19,69 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from jepa_world.checkpoints.hf import hf_model_type
 from jepa_world.checkpoints.io import CheckpointError, load_checkpoint
 from jepa_world.checkpoints.paths import resolve_checkpoint
 from jepa_world.checkpoints.pretrained import MODEL_CLASSES, decode_kwargs
-from jepa_world.checkpoints.state_dict import abbrev, load_state_dict_strict
+from jepa_world.checkpoints.state_dict import abbrev, is_state_dict, load_state_dict_strict
 from jepa_world.checkpoints.tree import build_part_tree
 from jepa_world.config import saved_config
 from jepa_world.factory import build_world_model
 from jepa_world.models.world_model import WorldModel
 
 COMPONENTS = ("encoder", "predictor", "inverse_dynamics")
+# What each kind of checkpoint is for, in the user's words: the second half of a wrong-kind refusal.
+EXPECTED_WORLD_MODEL = (
+    "expected a world-model run (jepa-world train-wm): its folder or one of its checkpoints/step_*.pt"
+)
+_RUNS = {
+    "pretrain": "a pretraining run (jepa-world pretrain; an encoder for wm.encoder.checkpoint, load_encoder, export)",
+    "world_model": "a world-model run (jepa-world train-wm; for plan, train-policy, wm.init_from, load_world_model)",
+    "policy": "a policy run (jepa-world train-policy; for plan --agent policy, policy+cem or mcts, and load_policy)",
+}
+
+
+def checkpoint_kind(state: Mapping | None, source: Path) -> str:
+    """What a checkpoint file (`state`) or a folder (`state` None) is, and what it is for, in the user's words."""
+    if state is None:
+        model_type = hf_model_type(source)
+        if model_type is not None:
+            return f"a transformers folder ({model_type}; an encoder for wm.encoder.checkpoint, load_encoder, export)"
+        return "an exported folder (jepa-world export; an encoder or predictor for wm.encoder.checkpoint, load_encoder)"
+    if str(state.get("format", "")).startswith("jepa_world/train/"):
+        task = state.get("task", "pretrain")
+        return _RUNS.get(task, f"a {task!r} run")
+    if is_state_dict(state):
+        return "a bare state dict (an encoder's weights: for load_encoder)"
+    if any(isinstance(state.get(k), Mapping) for k in ("encoder", "target_encoder", "predictor")):
+        return "an official I-JEPA / V-JEPA checkpoint (an encoder for wm.encoder.checkpoint, load_encoder, export)"
+    return f"no checkpoint of a known kind (it holds {abbrev(sorted(map(str, state)))})"
+
+
+@contextmanager
+def expecting(expected: str) -> Iterator[None]:
+    """Finish a missing / empty / unreadable-path `CheckpointError` raised inside with what the caller expected."""
+    try:
+        yield
+    except CheckpointError as err:
+        raise CheckpointError(f"{err}; {expected}") from None
 
 
 def _read_world_model_state(path_or_run: str | Path) -> tuple[dict, Path]:
     """The newest checkpoint of a train-wm run (or the given file), refused when it is not a world model's."""
-    source = resolve_checkpoint(path_or_run)
-    if source.is_dir():
+    with expecting(EXPECTED_WORLD_MODEL):
+        source = resolve_checkpoint(path_or_run)
+        state = None if source.is_dir() else load_checkpoint(source)
+    if state is None or state.get("task") != "world_model":
+        task = f" (task={state['task']!r})" if state is not None and "task" in state else ""
         raise CheckpointError(
-            f"{source} is an exported single-module folder, not a world model; pass the train-wm run folder or "
-            "its checkpoints/step_*.pt"
+            f"{source} is not a world-model checkpoint{task}: it is {checkpoint_kind(state, source)}; "
+            f"{EXPECTED_WORLD_MODEL}"
         )
-    state = load_checkpoint(source)
-    task = state.get("task", "pretrain" if "target_encoder" in state else None)
-    if task != "world_model" or "config" not in state or "meta" not in state:
-        hint = " (a pretraining checkpoint: use load_encoder, or wm.encoder.checkpoint=... in train-wm)"
-        raise CheckpointError(
-            f"{source} is not a world-model checkpoint (task={task!r}){hint if task == 'pretrain' else ''}; "
-            f"it holds {abbrev(sorted(map(str, state)))}"
-        )
+    missing = [k for k in ("config", "meta") if k not in state]
+    if missing:
+        raise CheckpointError(f"{source} is not a world-model checkpoint that can be rebuilt: it has no {missing} "
+                              f"(it holds {abbrev(sorted(map(str, state)))})")  # fmt: skip
     return state, source
 
 
