@@ -157,3 +157,12 @@ def test_the_right_kind_is_read(corpus, command, kind):
         args = ["plan", "--checkpoint", str(paths[kind]), *agent, "plan.episodes=1", "plan.max_steps=2",
                 "plan.baselines=false", "plan.ceiling=false", "--quiet"]  # fmt: skip
         assert main(args) == 0
+
+
+@pytest.mark.parametrize("command", ["train-policy", "train-wm wm.init_from"])
+def test_a_refused_training_run_creates_no_run_folder(corpus, command, tmp_path, capsys):
+    paths, episodes = corpus
+    out = tmp_path / "new" / "run"
+    message = _refusal(command, str(paths["pretrain"]), out, episodes, capsys)
+    assert IS["pretrain"] in message, message
+    assert not (tmp_path / "new").exists()  # nor its parent

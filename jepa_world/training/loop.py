@@ -317,10 +317,19 @@ def fit(cfg: DictConfig, make_task: Callable[[], Task]) -> dict:
         FloatingPointError: a non-finite loss / gradient (unless `train.skip_nonfinite`); the last checkpoint is intact.
     """
     acc = _make_accelerator(cfg)
+    out = Path(cfg.train.output_dir)
+    created = [p for p in (out, *out.parents) if not p.exists()] if acc.is_main_process else []  # deepest first
     if acc.is_main_process:
-        check_writable(Path(cfg.train.output_dir))  # creates the folder the lock lives in
-    with RunLock(Path(cfg.train.output_dir), enabled=acc.is_main_process):
-        return _fit(cfg, make_task, acc)
+        check_writable(out)  # creates the folder the lock lives in
+    try:
+        with RunLock(out, enabled=acc.is_main_process):  # a run that fails leaves .lock as it found it
+            return _fit(cfg, make_task, acc)
+    except BaseException:
+        for folder in created:  # a refused run leaves no folder it made
+            if not folder.is_dir() or any(folder.iterdir()):
+                break
+            folder.rmdir()
+        raise
 
 
 def _fit(cfg: DictConfig, make_task: Callable[[], Task], acc: Accelerator) -> dict:
