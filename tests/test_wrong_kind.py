@@ -166,3 +166,16 @@ def test_a_refused_training_run_creates_no_run_folder(corpus, command, tmp_path,
     message = _refusal(command, str(paths["pretrain"]), out, episodes, capsys)
     assert IS["pretrain"] in message, message
     assert not (tmp_path / "new").exists()  # nor its parent
+
+
+def test_a_pretrain_refused_for_its_data_leaves_the_run_folder_byte_identical(tmp_path, capsys):
+    out, empty = tmp_path / "run", tmp_path / "images"
+    out.mkdir()
+    empty.mkdir()
+    (out / "notes.txt").write_text("a folder the user made, without a .lock\n")
+    before = _files(out)
+    args = ["pretrain", *tiny_overrides(tmp_path, **{"train.output_dir": out, "data.index": empty})]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "no images found under" in err and "Traceback" not in err, err
+    assert _files(out) == before and sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # no .lock
