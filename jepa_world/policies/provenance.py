@@ -6,6 +6,10 @@ word on inputs it never saw. `world_model_digest` is a sha256 over the model's s
 bytes, in name order), computed once when the policy task is built; planning with the policy and resuming its training
 compare it with the digest of the world model they found (`check_world_model`), and refuse naming both. Policy runs
 written before the digest existed cannot be checked: that is said once per run.
+
+The same digest of any weights is `jepa_world.checkpoints.digest.weights_digest`, which world models use for the
+weights they start from (policies do not import the checkpoint layer; `tests/training/test_provenance_wm.py` checks
+that the two agree).
 """
 
 from __future__ import annotations
