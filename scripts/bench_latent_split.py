@@ -26,7 +26,7 @@ import torch
 from jepa_world.checkpoints.world_model import load_world_model
 from jepa_world.envs import make_env
 from jepa_world.eval.agents import encode_pixels, render_batch
-from jepa_world.eval.plan_benchmark import model_image_size
+from jepa_world.eval.learned_agents import model_image_size
 
 
 def variance_split(z: np.ndarray) -> tuple[float, float]:

@@ -32,10 +32,6 @@ from jepa_world.eval.field import (
     DEFAULT_PAIRS,
     SWM_PAIR_SEED,
     EpisodeSource,
-    ReplayAgent,
-    SimulatorFieldCEMAgent,
-    UniformActionAgent,
-    ZeroActionAgent,
     bare_env_id,
     distance_unit,
     draw_pairs,
@@ -44,6 +40,8 @@ from jepa_world.eval.field import (
     held_out_files,
     run_field_episodes,
 )
+from jepa_world.eval.field_agents import ReplayAgent, SimulatorFieldCEMAgent, UniformActionAgent, ZeroActionAgent
+from jepa_world.eval.learned_agents import LEARNED_AGENTS, AgentContext, model_frameskip, model_image_size
 from jepa_world.eval.protocol import EpisodeStats, format_table
 from jepa_world.models.world_model import WorldModel
 
@@ -125,8 +123,6 @@ def run_field_benchmark(
     episodes_root: Path | None,
 ) -> dict[str, Any]:
     """The swm / strict protocol on a field env: pairs, then every agent on them (see the module docstring)."""
-    from jepa_world.eval.plan_benchmark import LEARNED_AGENTS, AgentContext, model_frameskip, model_image_size
-
     env_id = resolve_env_id(env_name)
     spec = env_state_spec(env_id)
     if spec is None:

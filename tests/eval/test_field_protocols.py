@@ -25,14 +25,12 @@ from jepa_world.envs.field_envs import make_field_env
 from jepa_world.eval.agents import ActionBlocks, Observation, WorldModelAgent
 from jepa_world.eval.field import (
     EpisodeSource,
-    ReplayAgent,
-    SimulatorFieldCEMAgent,
-    ZeroActionAgent,
     draw_pairs,
     episode_files,
     held_out_files,
     run_field_episodes,
 )
+from jepa_world.eval.field_agents import ReplayAgent, SimulatorFieldCEMAgent, ZeroActionAgent
 from jepa_world.eval.field_benchmark import episode_source
 from jepa_world.eval.plan_benchmark import resolve_plan_env, run_plan_benchmark
 from jepa_world.training import train_world_model
@@ -256,6 +254,10 @@ def test_a_frameskip_model_plans_in_blocks_of_env_actions(tworoom, tmp_path):
 
 
 def test_a_missing_field_package_names_what_to_install(monkeypatch):
+    from jepa_world.eval.plan_benchmark import check_plan_env
+
     monkeypatch.setitem(sys.modules, "stable_worldmodel", None)  # as if it were not installed
-    with pytest.raises(ConfigError, match=r"plan.env.*swm/PushT-v1.*pip install .*stable-worldmodel"):
-        load_config([], ["plan.env=swm/PushT-v1"], command="plan")
+    with pytest.raises(ValueError, match=r"plan.env='swm/PushT-v1'.*pip install .*stable-worldmodel"):
+        check_plan_env("swm/PushT-v1")
+    with pytest.raises(ConfigError, match=r"plan.env.*did you mean 'two_rooms'"):  # the form is checked at load
+        load_config([], ["plan.env=two_room"], command="plan")

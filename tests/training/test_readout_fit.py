@@ -17,7 +17,7 @@ from jepa_world.data.episode_formats import open_episodes
 from jepa_world.data.feature_cache import FeatureWindows
 from jepa_world.data.transforms import uint8_to_float
 from jepa_world.envs.collect import collect_episodes
-from jepa_world.eval.plan_benchmark import model_image_size
+from jepa_world.eval.learned_agents import model_image_size
 from jepa_world.models.readout_keypoints import KeypointReadout
 from jepa_world.models.readout_mlp import MlpReadout
 from jepa_world.models.vit import VisionTransformer
