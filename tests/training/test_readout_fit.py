@@ -228,6 +228,7 @@ def _all_states(run) -> np.ndarray:
 
 
 def test_labelled_readout_errors_name_the_key(tmp_path):
+    from jepa_world.config.parts import resolve_part
     from jepa_world.factory import check_before_run
 
     for bad, match in [
@@ -246,6 +247,8 @@ def test_labelled_readout_errors_name_the_key(tmp_path):
     ]:
         with pytest.raises(ConfigError, match=match):
             check_before_run(load_config([], _labelled(tmp_path, **bad), command="train-wm"), world_model=True)
+    with pytest.raises(ConfigError, match="'wm.readout.dim' is set, but wm.readout.type is none"):
+        resolve_part("readout", {"type": "none", "dim": 8}, key="wm.readout")
     with pytest.raises(ConfigError, match="'wm.readout_labels' is now wm.readout.fit.type=labels"):
         load_config([], _labelled(tmp_path, **{"wm.readout_labels": 5}), command="train-wm")
     cfg = load_config([], _labelled(tmp_path, **{"wm.encoder.checkpoint": "null"}), command="train-wm")
