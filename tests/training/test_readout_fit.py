@@ -233,7 +233,6 @@ def test_labelled_readout_errors_name_the_key(tmp_path):
 
     for bad, match in [
         ({"wm.encoder.finetune": True}, "wm.readout.fit.type.*set wm.encoder.finetune=false"),
-        ({"wm.readout.type": "none"}, "'wm.readout.dim' is set, but wm.readout.type is none"),
         ({"wm.readout.fit.steps": 0}, "'wm.readout.fit.steps' = 0: must be >= 1"),
         ({"wm.readout.fit.labels": -1}, "'wm.readout.fit.labels' = -1"),
         (
