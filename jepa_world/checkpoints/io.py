@@ -76,8 +76,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def _first_line(text: str) -> str:
+    """The first sentence of an error's first line (at most 300 characters, cut at a word with an ellipsis)."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0][:200] if lines else ""
+    if not lines:
+        return ""
+    first = lines[0].split(". ")[0].rstrip(".")
+    return first if len(first) <= 300 else first[:300].rsplit(" ", 1)[0] + " ..."
 
 
 def list_checkpoints(directory: str | Path) -> list[Path]:

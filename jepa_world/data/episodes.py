@@ -296,6 +296,10 @@ class EpisodeDataset(EpisodeWindows):
         files = sorted(self.root.glob(EPISODE_GLOB))
         if not files:
             raise ValueError(f"root={str(self.root)!r} holds no {EPISODE_GLOB} files")
+        if (self.root / ".collect.json").exists() and not (self.root / METADATA_FILE).exists():
+            # `jepa-world collect` writes metadata.json last: without it the collection was interrupted
+            raise ValueError(f"root={str(self.root)!r} holds an interrupted collection ({len(files)} episodes, no "
+                             f"{METADATA_FILE}): rerun the same `jepa-world collect` to finish it")  # fmt: skip
         self.window, self.frameskip, self.stride = window, frameskip, stride
         self.image_size, self.normalize, self.uint8 = image_size, normalize, uint8
         self.metadata = read_metadata(self.root)

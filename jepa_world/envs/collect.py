@@ -169,9 +169,9 @@ def collect_episodes(
     torch thread (restored after).
     """
     if num_episodes < 1:
-        raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+        raise ValueError(f"num_episodes (--episodes) must be >= 1, got {num_episodes}")
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise ValueError(f"steps (--steps) must be >= 1, got {steps}")
     if format not in FORMATS:
         raise ValueError(f"format={format!r}; expected one of {', '.join(FORMATS)}")
     out = Path(output_dir)

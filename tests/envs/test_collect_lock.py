@@ -89,7 +89,8 @@ def test_a_killed_collect_leaves_whole_episodes_and_reruns_with_overwrite_to_a_c
     clean = _collect(tmp_path / "clean", _plain(walk))
     whole = _arrays(out)
     _same_episodes(whole, {k: v for k, v in _arrays(clean).items() if k in whole})  # whole episodes, as written
-    assert len(EpisodeDataset(root=out, window=2).episodes) == 3  # what is there loads, episode by episode
+    with pytest.raises(ValueError, match=r"interrupted collection \(3 episodes, no metadata.json\): rerun"):
+        EpisodeDataset(root=out, window=2)  # train-wm / pretrain refuse it instead of training on 3 of the episodes
 
     before = _files(out)
     assert main(["collect", "--output", str(out), *ARGS]) == 2  # other settings (a named policy): refused ...
@@ -112,3 +113,4 @@ def test_a_refused_collect_changes_nothing_and_creates_no_folder(tmp_path, capsy
     with pytest.raises(ValueError, match="unknown policy"):
         collect_episodes(env_name="two_rooms", num_episodes=2, steps=2, output_dir=tmp_path / "new", policy="nope")
     assert not (tmp_path / "new").exists()
+
