@@ -113,4 +113,3 @@ def test_a_refused_collect_changes_nothing_and_creates_no_folder(tmp_path, capsy
     with pytest.raises(ValueError, match="unknown policy"):
         collect_episodes(env_name="two_rooms", num_episodes=2, steps=2, output_dir=tmp_path / "new", policy="nope")
     assert not (tmp_path / "new").exists()
-
