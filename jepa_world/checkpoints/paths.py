@@ -27,9 +27,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
         if found:
             return found[-1]
         listing = sorted(p.name for p in path.iterdir())
+        holds = f"it holds {abbrev(listing)}" if listing else "it is an empty folder"
         raise CheckpointError(
             f"{path} is neither a pretrained folder ({CONFIG_NAME} + {WEIGHTS_NAME}) nor a run folder "
-            f"(checkpoints/step_*.pt); it holds {abbrev(listing)}"
+            f"(checkpoints/step_*.pt); {holds}"
         )
     if path.is_file():
         return path.parent if path.name == CONFIG_NAME or path.suffix == ".safetensors" else path

@@ -164,7 +164,12 @@ def check_resumable(
         raise RuntimeError(
             f"{source} is a {saved_task!r} run; this command trains {task_name!r}: choose another train.output_dir"
         )
-    retrained = changed_sources((state.get("meta") or {}).get(SOURCES_KEY), (meta or {}).get(SOURCES_KEY))
+    saved_sources, sources = (state.get("meta") or {}).get(SOURCES_KEY), (meta or {}).get(SOURCES_KEY)
+    if sources and saved_sources is None:
+        warnings.warn(f"{source} was written before runs recorded the weights they start from "
+                      f"({', '.join(sources)}): this resume cannot check that they are the ones it was trained on",
+                      stacklevel=2)  # fmt: skip
+    retrained = changed_sources(saved_sources, sources)
     if retrained:
         raise RuntimeError(
             f"cannot resume {source}: the weights it started from were retrained or replaced since "

@@ -326,3 +326,12 @@ def test_a_world_model_checkpoint_without_its_meta_is_refused_by_name(tmp_path):
         checkpoints.load_predictor(path)
     with pytest.raises(checkpoints.CheckpointError, match="not a world-model checkpoint"):
         checkpoints.load_world_model(path)
+
+
+def test_an_empty_folder_is_named_as_one(tmp_path):
+    from jepa_world.checkpoints.io import CheckpointError
+    from jepa_world.checkpoints.load import load_encoder
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="it is an empty folder"):
+        load_encoder(tmp_path / "empty")

@@ -118,3 +118,25 @@ def test_resuming_after_the_encoder_or_first_stage_was_retrained_is_refused_nami
     assert "wm.init_from was " in err and f"digest {old_stage[:12]}" in err, err
     assert f"{list_checkpoints(tmp / 'wm' / 'checkpoints')[-1]} (step 2, digest" in err, err
     assert _files(tmp / "second") == before
+
+
+def test_resuming_a_run_written_before_sources_were_recorded_says_it_cannot_check(tmp_path):
+    import warnings as _warnings
+
+    import torch
+
+    from jepa_world import checkpoints
+    from jepa_world.config import load_config
+    from jepa_world.training import train_world_model
+    from tests.training.test_world_model_task import _over, _pretrained
+
+    over = _over(tmp_path, **{"wm.encoder.checkpoint": _pretrained(tmp_path), "train.max_steps": 2})
+    train_world_model(load_config([], over, command="train-wm"))
+    last = checkpoints.list_checkpoints(tmp_path / "run" / "checkpoints")[-1]
+    state = torch.load(last, weights_only=True)
+    state["meta"].pop("sources")  # as a run written before 2026-12-07 saved it
+    torch.save(state, last)
+    with _warnings.catch_warnings(record=True) as caught:
+        _warnings.simplefilter("always")
+        train_world_model(load_config([], [*over, "train.max_steps=4"], command="train-wm"))
+    assert any("cannot check that they are the ones it was trained on" in str(w.message) for w in caught)
