@@ -53,7 +53,8 @@ def main() -> None:
     episodes = [int(re.search(r"(\d+)", pair["episode"]).group(1)) for pair in pairs]
     starts = [int(pair["row"]) for pair in pairs]
     plan_file = OmegaConf.load(args.plan_config).get("plan", {})
-    plan = replace(PlanConfig(), **dict(plan_file), env=env_id, protocol="swm", pairs=len(pairs),
+    plan_file = {k: v for k, v in dict(plan_file).items() if k != "protocol"}
+    plan = replace(PlanConfig(), **plan_file, env=env_id, protocol="swm", pairs=len(pairs),
                    pair_seed=proto["pair_seed"], offset=proto["offset"], budget=proto["budget"], baselines=False,
                    threads=args.threads)  # fmt: skip
     solver = {"num_samples": plan.samples, "n_steps": plan.iterations, "topk": plan.elites, "horizon": plan.horizon,
