@@ -41,7 +41,8 @@ def test_a_full_disk_mid_collection_then_a_rerun_resumes_to_the_same_episodes(tm
         episode_filename(i) for i in range(3)
     ]
     assert not (out / "metadata.json").exists() and not list(out.glob(".*.tmp"))
-    EpisodeDataset(root=out, window=2)  # what is there is readable
+    with pytest.raises(ValueError, match="interrupted collection"):  # not trained on as fewer episodes
+        EpisodeDataset(root=out, window=2)
 
     collect_episodes(output_dir=out, **SETTINGS)  # the same command again: resumes
     got, want = _arrays(out), _arrays(reference)
