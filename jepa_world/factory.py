@@ -55,9 +55,7 @@ def check_before_run(cfg: DictConfig, *, world_model: bool = False) -> None:
         if readout is not None and readout.fit_type != NONE and cfg.wm.encoder.finetune:
             raise ConfigError(f"config key 'wm.readout.fit.type' = {readout.fit_type!r}: a fit readout is frozen with "
                               "its ViT; set wm.encoder.finetune=false")  # fmt: skip
-        if readout is not None and readout.fit_type != NONE:  # the fit's own demands of the readout (kind "fit")
-            fit = resolve_part("fit", readout.fit, key="wm.readout.fit")
-            part_class("fit", fit.type, key="wm.readout.fit")(fit).check_readout(readout, key="wm.readout.fit")
+        build_readout_fit(cfg)  # the fit's own demands of the readout (kind "fit")
         with open_dict(cfg):
             cfg.wm.readout = complete
 
@@ -144,6 +142,19 @@ def build_world_model_terms(cfg: DictConfig, *, embed_dim: int, action_dim: int)
 def readout_config(cfg: DictConfig):
     """The typed config of `wm.readout` (`MlpReadout.Config`, `KeypointReadout.Config`, ...), or None for none."""
     return resolve_part("readout", cfg.wm.readout, key="wm.readout")
+
+
+def build_readout_fit(cfg: DictConfig):
+    """The fit of `wm.readout` (`LabelsFit`, `ActionsFit`, ...: parts of kind "fit", registered where they are
+    defined, in `jepa_world.training`) built from its section and checked against the readout; None when the readout
+    is not fit (or there is none)."""
+    readout = readout_config(cfg)
+    fit = None if readout is None else resolve_part("fit", readout.fit, key="wm.readout.fit")
+    if fit is None:
+        return None
+    part = part_class("fit", fit.type, key="wm.readout.fit")(fit)
+    part.check_readout(readout, key="wm.readout.fit")
+    return part
 
 
 def build_world_model(

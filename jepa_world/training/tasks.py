@@ -24,13 +24,12 @@ from jepa_world.checkpoints.load import load_encoder
 from jepa_world.checkpoints.pretrained import module_config
 from jepa_world.checkpoints.tree import TREE_FORMAT, part_tree
 from jepa_world.checkpoints.world_model import init_world_model, world_model_components
-from jepa_world.config.parts import part_class, resolve_part
 from jepa_world.data.build import build_dataset
 from jepa_world.data.episode_formats import open_episodes
 from jepa_world.data.feature_cache import FeatureWindows
 from jepa_world.data.transforms import frames_to_tensor, uint8_to_float
 from jepa_world.data.windows import WindowTooLongError, hold_out_episodes
-from jepa_world.factory import build_jepa, build_masks, build_world_model, ema_schedule, readout_config
+from jepa_world.factory import build_jepa, build_masks, build_readout_fit, build_world_model, ema_schedule
 from jepa_world.models.readout import pixel_encoder
 from jepa_world.models.world_model import WorldModel
 from jepa_world.objectives.ema import EMA
@@ -134,20 +133,6 @@ def episode_keys(cfg: DictConfig) -> dict:
     """`open_episodes`' LeRobot feature arguments from `wm.lerobot`."""
     keys = cfg.wm.lerobot
     return {"camera": keys.camera, "action_key": keys.action_key, "state_key": keys.state_key}
-
-
-def build_readout_fit(cfg: DictConfig):
-    """The fit of `wm.readout` (`LabelsFit`, `ActionsFit`, ...) built from its section, checked against the readout;
-    None when the readout is not fit (or there is none)."""
-    readout = readout_config(cfg)
-    if readout is None:
-        return None
-    fit = resolve_part("fit", readout.fit, key="wm.readout.fit")
-    if fit is None:
-        return None
-    part = part_class("fit", fit.type, key="wm.readout.fit")(fit)
-    part.check_readout(readout, key="wm.readout.fit")
-    return part
 
 
 def world_model_task(cfg: DictConfig) -> Task:
