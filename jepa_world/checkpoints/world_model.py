@@ -1,11 +1,12 @@
 """World models written by `jepa-world train-wm`: `load_world_model(_run)` rebuilds one from its checkpoint,
 `init_world_model` fills a freshly built one with a run's weights (a second training stage: `wm.init_from`).
 
-A train-wm checkpoint holds the resolved config, `meta` (action / state widths, the ViT's constructor config, and the
-tree of the world model's parts: `checkpoints.tree`) and one state dict per component (`encoder`, which is the readout
-with its backbone when there is one, `predictor`, `inverse_dynamics` when trained). A load builds the model from the
-tree, without the training schema; a checkpoint written before trees were saved (2026-12-07) is rebuilt from its
-config, upgraded to today's keys (`config.legacy`). Every load is strict and names what does not fit.
+A train-wm checkpoint holds the resolved config, `meta` (action / state widths and the tree of the world model's parts:
+`checkpoints.tree`) and one state dict per component (`encoder`, which is the readout with its backbone when there is
+one, `predictor`, `inverse_dynamics` when trained). A load builds the model from the tree, without the training
+schema; a checkpoint written before trees were saved (2026-12-07; its meta has the ViT's constructor config as
+`encoder_config` instead) is rebuilt from its config, upgraded to today's keys (`config.legacy`). Every load is
+strict and names what does not fit.
 """
 
 from __future__ import annotations

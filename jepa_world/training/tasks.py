@@ -21,7 +21,6 @@ from torch.utils.data import Dataset
 from jepa_world.checkpoints.digest import SOURCES_KEY, weights_source
 from jepa_world.checkpoints.io import CheckpointError
 from jepa_world.checkpoints.load import load_encoder
-from jepa_world.checkpoints.pretrained import module_config
 from jepa_world.checkpoints.tree import TREE_FORMAT, part_tree
 from jepa_world.checkpoints.world_model import init_world_model, world_model_components
 from jepa_world.data.build import build_dataset
@@ -30,7 +29,6 @@ from jepa_world.data.feature_cache import FeatureWindows
 from jepa_world.data.transforms import frames_to_tensor, uint8_to_float
 from jepa_world.data.windows import WindowTooLongError, hold_out_episodes
 from jepa_world.factory import build_jepa, build_masks, build_readout_fit, build_world_model, ema_schedule
-from jepa_world.models.readout import pixel_encoder
 from jepa_world.models.world_model import WorldModel
 from jepa_world.objectives.ema import EMA
 from jepa_world.objectives.losses import collapse_health
@@ -213,8 +211,8 @@ def world_model_task(cfg: DictConfig) -> Task:
             batch["states"] = item["states"]
         return batch
 
-    meta = {"action_dim": action_dim, "state_dim": state_dim, "encoder_config": _encoder_config(model),
-            "tree": part_tree(model), "tree_format": TREE_FORMAT, SOURCES_KEY: sources}  # fmt: skip
+    meta = {"action_dim": action_dim, "state_dim": state_dim, "tree": part_tree(model), "tree_format": TREE_FORMAT,
+            SOURCES_KEY: sources}  # fmt: skip
     return Task(
         name="world_model",
         model=model,
@@ -272,10 +270,3 @@ def _pretrained_encoder(path: str, image_size: int):
             f"data.image_size={image_size}: set data.image_size={size[-1]} (frames are resized to it)"
         )
     return encoder
-
-
-def _encoder_config(model: WorldModel) -> dict:
-    try:
-        return module_config(pixel_encoder(model.encoder))
-    except TypeError:  # a registered non-ViT encoder (the tree holds it)
-        return {}
